@@ -1,0 +1,250 @@
+"""The actor runtime: lifecycle, admission, cancellation, discovery, graceful stop.
+
+An actor owns one NATS connection, serves a few endpoints (``bus.endpoint.Endpoint``), and talks to
+others only through messages. ``await tg.start(actor.run, url)`` returns once its subscriptions are
+flushed to the server (ready means: a request published now will reach it).
+
+Per message the runtime does as little as it can: a NATS callback checks admission (a full actor
+answers ``Failure(overloaded)`` at once, so nothing piles up in nats-py's pending queue, which
+would drop messages silently as a slow consumer) and starts one asyncio task for the handler —
+``asyncio.create_task`` costs ~5 µs here against ~36 µs for anyio's ``start_soon``; anyio still
+gives the structure (task groups for actor lifetimes, readiness, shielded shutdown).
+
+Stop (``actor.stop()``, or SIGINT/SIGTERM via ``serve_until_signal``): drain the serving
+subscriptions (the server stops sending; messages already delivered are still dispatched), let
+in-flight handlers finish and reply (up to ``stop_grace_s``, then they are cancelled and answer
+``unavailable``), then close the connection. ``nc.drain()`` first would also drain the reply
+subscription and strand in-flight calls.
+
+Every actor answers NATS micro discovery on ``$SRV.PING|INFO|STATS[.<name>[.<id>]]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from bus import codec
+from bus import messages as m
+from bus.connection import ConnectOptions, connect
+from bus.deadline import now
+from bus.endpoint import Context, Endpoint
+from bus.rpc import Rpc, new_id
+from bus.subjects import Subjects
+
+log = structlog.get_logger("llmbus.runtime")
+
+try:
+    VERSION = metadata.version("llmbus")
+except metadata.PackageNotFoundError:  # running from a source tree
+    VERSION = "0.0.0"
+
+
+class Actor:
+    """Base class. Subclasses set ``kind`` and implement ``endpoints()``; ``setup()`` runs after
+    connecting and before serving, ``teardown()`` after the last handler finished."""
+
+    kind = "actor"
+    description = ""
+
+    def __init__(
+        self,
+        *,
+        subjects: Subjects,
+        name: str | None = None,
+        default_budget_ms: float = 30_000,
+        max_concurrency: int = 1024,
+        stop_grace_s: float = 10.0,
+        connect_options: ConnectOptions | None = None,
+    ) -> None:
+        self.subjects = subjects
+        self.name = name or self.kind
+        self.id = new_id()
+        self.default_budget_ms = default_budget_ms
+        self.max_concurrency = max_concurrency
+        self.stop_grace_s = stop_grace_s
+        self.connect_options = connect_options
+        self.nc: NATS | None = None
+        self.rpc: Rpc | None = None
+        self.log = structlog.get_logger(f"llmbus.{self.kind}").bind(actor=self.name)
+        self._inflight: dict[asyncio.Task, Context] = {}
+        self._serving: list = []
+        self._stopping = anyio.Event()
+        self._started_at = ""
+        self._endpoints: list[Endpoint] = []
+        self.rejected = 0  # admission refusals, for stats
+
+    # --- to override --------------------------------------------------------------------------
+    def endpoints(self) -> list[Endpoint]:
+        raise NotImplementedError
+
+    async def setup(self) -> None:
+        pass
+
+    async def teardown(self) -> None:
+        pass
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def micro_name(self) -> str:
+        return f"{self.subjects.root}-{self.name}".replace(".", "-")
+
+    def stop(self) -> None:
+        """Ask the actor to stop gracefully; ``run`` returns when it has."""
+        self._stopping.set()
+
+    async def run(self, url: str, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        self.nc = nc = await connect(url, name=self.micro_name, options=self.connect_options)
+        try:
+            self.rpc = await Rpc(nc, self.subjects).start()
+            await self.setup()
+            self._endpoints = self.endpoints()
+            for ep in self._endpoints:
+                self._serving.append(
+                    await nc.subscribe(ep.subject, queue=ep.queue, cb=self._dispatcher(ep))
+                )
+            cancel_sub = await nc.subscribe(self.subjects.cancel, cb=self._on_cancel)
+            for pattern in ("$SRV.*", f"$SRV.*.{self.micro_name}", f"$SRV.*.{self.micro_name}.{self.id}"):
+                await nc.subscribe(pattern, cb=self._on_discovery)
+            await nc.flush()
+            self._started_at = datetime.now(timezone.utc).isoformat()
+            self.log.info("actor_ready", endpoints=[ep.subject for ep in self._endpoints])
+            task_status.started(self)
+            try:
+                await self._stopping.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._drain()
+                    await cancel_sub.unsubscribe()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.teardown()
+                if self.rpc is not None:
+                    await self.rpc.close()
+                if not nc.is_closed:
+                    await nc.close()
+                self.log.info("actor_stopped")
+
+    async def _drain(self) -> None:
+        for sub in self._serving:
+            try:
+                await sub.drain()
+            except Exception as exc:  # connection gone: nothing more will arrive anyway
+                self.log.debug("drain_failed", error=str(exc))
+        self._serving.clear()
+        tasks = list(self._inflight)
+        if tasks:
+            self.log.info("actor_draining", in_flight=len(tasks))
+            _, late = await asyncio.wait(tasks, timeout=self.stop_grace_s)
+            for t in late:
+                t.cancel()
+            if late:
+                await asyncio.wait(late)
+
+    # --- per message --------------------------------------------------------------------------
+    def _dispatcher(self, ep: Endpoint):
+        loop = asyncio.get_running_loop()
+        inflight = self._inflight
+        nc = self.nc
+        overloaded = codec.encode(
+            m.Failure(kind=m.OVERLOADED, message=f"{self.name} is at capacity ({self.max_concurrency} in flight)")
+        )
+
+        def done(task: asyncio.Task) -> None:
+            inflight.pop(task, None)
+
+        async def on_msg(msg: Msg) -> None:
+            if len(inflight) >= self.max_concurrency:
+                self.rejected += 1
+                ep.num_requests += 1
+                ep.num_errors += 1
+                if msg.reply:
+                    await nc.publish(msg.reply, overloaded)
+                return
+            ctx = ep.context(msg, now(), self.default_budget_ms)
+            task = loop.create_task(ep.handle(nc, msg, ctx))
+            inflight[task] = ctx
+            task.add_done_callback(done)
+
+        return on_msg
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = codec.cancel.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        for task, ctx in list(self._inflight.items()):
+            if ctx.ask_id == cancel.ask_id and (cancel.call_id is None or cancel.call_id == ctx.call_id):
+                ctx.cancel_reason = cancel.reason or "cancelled by request"
+                task.cancel()
+
+    # --- NATS micro discovery -----------------------------------------------------------------
+    async def _on_discovery(self, msg: Msg) -> None:
+        verb = msg.subject.split(".")[1]
+        base = {"name": self.micro_name, "id": self.id, "version": VERSION, "metadata": {"kind": self.kind}}
+        if verb == "PING":
+            body = {"type": "io.nats.micro.v1.ping_response", **base}
+        elif verb == "INFO":
+            body = {
+                "type": "io.nats.micro.v1.info_response",
+                **base,
+                "description": self.description,
+                "endpoints": [
+                    {"name": ep.name, "subject": ep.subject, "queue_group": ep.queue, "metadata": None}
+                    for ep in self._endpoints
+                ],
+            }
+        elif verb == "STATS":
+            body = {
+                "type": "io.nats.micro.v1.stats_response",
+                **base,
+                "started": self._started_at,
+                "endpoints": [
+                    {
+                        "name": ep.name,
+                        "subject": ep.subject,
+                        "queue_group": ep.queue,
+                        "num_requests": ep.num_requests,
+                        "num_errors": ep.num_errors,
+                        "last_error": ep.last_error,
+                        "processing_time": ep.processing_time_ns,
+                        "average_processing_time": ep.processing_time_ns // max(1, ep.num_requests),
+                        "data": {"in_flight": len(self._inflight), "rejected": self.rejected},
+                    }
+                    for ep in self._endpoints
+                ],
+            }
+        else:
+            return
+        if msg.reply:
+            await self.nc.publish(msg.reply, codec.encode(body))
+
+
+async def run_actors(
+    actors: Sequence[Actor], url: str, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Run several actors in this process; ready once all are; stops them all on cancel/stop."""
+    async with anyio.create_task_group() as tg:
+        for actor in actors:
+            await tg.start(actor.run, url)
+        task_status.started(actors)
+
+
+async def stop_on_signal(actors: Sequence[Actor]) -> None:
+    """Wait for SIGINT/SIGTERM, then stop every actor gracefully (returns after the signal)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal", signal=signal.Signals(signum).name)
+            for actor in actors:
+                actor.stop()
+            return

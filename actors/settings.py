@@ -1,0 +1,178 @@
+"""Typed settings, loaded from TOML (``config/llmbus.toml``) and a few environment variables.
+
+Every table forbids unknown keys, so a typo fails loudly with the key and the file named. API keys
+never live in config files: providers read them from the environment only.
+
+Where the file comes from: ``--config PATH``, else ``$LLMBUS_CONFIG``, else ``config/llmbus.toml``
+in the current directory, else the one next to this source tree, else built-in defaults (one mock
+provider). ``$LLMBUS_NATS_URL`` and ``$LLMBUS_ROOT`` override ``bus.nats_url`` and ``bus.root``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from bus import messages as m
+from bus.errors import ConfigError
+from bus.subjects import check_token
+
+STRATEGIES = ("single", "failover")
+
+
+class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class BusSettings(_Table, frozen=True, kw_only=True):
+    root: str = "llm"
+    nats_url: str = ""  # empty: `llmbus up` runs its own nats-server on host:port
+    host: str = "127.0.0.1"
+    port: int = 4222
+    store_dir: str = ".llmbus/nats"
+    default_budget_ms: int = 30_000  # for messages that carry no Llm-Budget-Ms header
+    stop_grace_s: float = 10.0
+
+    @property
+    def url(self) -> str:
+        return self.nats_url or f"nats://{self.host}:{self.port}"
+
+
+class FailoverSettings(_Table, frozen=True, kw_only=True):
+    # failure kinds that move on to the next provider; any other kind ends the ask at once
+    on: list[str] = msgspec.field(
+        default_factory=lambda: [m.TIMEOUT, m.RATE_LIMITED, m.OVERLOADED, m.UNAVAILABLE, m.INTERNAL]
+    )
+    # fraction of the remaining budget kept back for the providers after the current one
+    reserve: float = 0.3
+    # retry the same provider once when it says rate_limited with a retry_after_s that fits
+    retry_same_provider: bool = True
+
+
+class RouterSettings(_Table, frozen=True, kw_only=True):
+    strategy: str = "failover"
+    providers: list[str] = []  # order for failover; empty: every configured provider, in file order
+    max_concurrency: int = 2048
+    dedup_window_s: float = 60.0  # a retried ask id within this window is answered once
+    dedup_max: int = 100_000
+    failover: FailoverSettings = FailoverSettings()
+
+
+class Latency(_Table, frozen=True, kw_only=True):
+    """Mock latency: fixed ``ms``; uniform in [low_ms, high_ms]; lognormal with median ``ms``."""
+
+    dist: Literal["fixed", "uniform", "lognormal"] = "fixed"
+    ms: float = 0.0
+    low_ms: float = 0.0
+    high_ms: float = 0.0
+    sigma: float = 0.5
+
+
+class ProviderSettings(_Table, frozen=True, kw_only=True):
+    kind: Literal["mock"] = "mock"
+    model: str = ""
+    max_concurrency: int = 512
+    # --- mock only ---
+    latency: Latency = Latency()
+    # probability of each failure kind per call; "stall" never replies (the caller times out)
+    failures: dict[str, float] = {}
+    retry_after_s: float | None = None  # sent with rate_limited failures
+    answer: Literal["echo", "canned"] = "echo"
+    canned: str = "This is a canned answer."
+    confidence: float = 0.9
+    seed: int | None = None
+
+
+class Settings(_Table, frozen=True, kw_only=True):
+    bus: BusSettings = BusSettings()
+    router: RouterSettings = RouterSettings()
+    providers: dict[str, ProviderSettings] = msgspec.field(
+        default_factory=lambda: {"mock": ProviderSettings()}
+    )
+    source: str = "built-in defaults"  # where these settings came from (not a TOML key)
+
+    def provider_order(self) -> list[str]:
+        return list(self.router.providers or self.providers)
+
+    def check(self) -> Settings:
+        """Checks across tables; raises ConfigError naming the key."""
+        where = self.source
+        try:
+            check_token(self.bus.root, "bus.root")
+            for name in self.providers:
+                check_token(name, f"provider name [providers.{name}]")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if self.router.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"{where}: router.strategy {self.router.strategy!r} is not one of {', '.join(STRATEGIES)}"
+            )
+        for name in self.router.providers:
+            if name not in self.providers:
+                raise ConfigError(
+                    f"{where}: router.providers names {name!r}, which has no [providers.{name}] table"
+                )
+        for kind in self.router.failover.on:
+            if kind not in m.FAILURE_KINDS:
+                raise ConfigError(f"{where}: router.failover.on has unknown failure kind {kind!r}")
+        if not 0.0 <= self.router.failover.reserve < 1.0:
+            raise ConfigError(f"{where}: router.failover.reserve must be in [0, 1)")
+        for name, p in self.providers.items():
+            for kind, rate in p.failures.items():
+                if kind not in m.FAILURE_KINDS and kind != "stall":
+                    raise ConfigError(
+                        f"{where}: providers.{name}.failures has unknown kind {kind!r} "
+                        f"(known: stall, {', '.join(sorted(m.FAILURE_KINDS))})"
+                    )
+                if not 0.0 <= rate <= 1.0:
+                    raise ConfigError(f"{where}: providers.{name}.failures.{kind} must be in [0, 1]")
+            if sum(p.failures.values()) > 1.0:
+                raise ConfigError(f"{where}: providers.{name}.failures add up to more than 1")
+        if not self.providers:
+            raise ConfigError(f"{where}: no [providers.*] table: configure at least one provider")
+        return self
+
+
+
+_SOURCE_TREE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llmbus.toml"
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get("LLMBUS_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (Path("config/llmbus.toml"), _SOURCE_TREE_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse(text: str | bytes, source: str) -> Settings:
+    try:
+        settings = msgspec.toml.decode(text, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return msgspec.structs.replace(settings, source=source)
+
+
+def load(path: str | os.PathLike | None = None) -> Settings:
+    chosen = Path(path) if path is not None else default_config_path()
+    if chosen is None:
+        settings = Settings()
+    else:
+        try:
+            text = chosen.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {chosen}: {exc.strerror}") from None
+        settings = parse(text, str(chosen))
+    bus = settings.bus
+    if os.environ.get("LLMBUS_NATS_URL"):
+        bus = msgspec.structs.replace(bus, nats_url=os.environ["LLMBUS_NATS_URL"])
+    if os.environ.get("LLMBUS_ROOT"):
+        bus = msgspec.structs.replace(bus, root=os.environ["LLMBUS_ROOT"])
+    return msgspec.structs.replace(settings, bus=bus).check()

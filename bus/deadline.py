@@ -1,0 +1,59 @@
+"""Time budgets: the edge turns a budget into a deadline; the deadline travels as a header.
+
+``Llm-Budget-Ms`` carries the milliseconds left when the message was sent. Each receiver sets its
+own deadline = arrival + budget on its own monotonic clock, so clock skew between hosts does not
+matter (transit time is the only error, and it is on the safe side for the sender). A message
+without the header (``nats req …``) gets the body's ``budget_ms`` or the configured default.
+
+Deadlines are ``time.monotonic()`` seconds, the same clock as asyncio's ``loop.time()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+BUDGET_HEADER = "Llm-Budget-Ms"
+ASK_ID_HEADER = "Llm-Ask-Id"
+
+now = time.monotonic
+
+
+def deadline_in(budget_ms: float, *, start: float | None = None) -> float:
+    """The deadline ``budget_ms`` from ``start`` (default: now)."""
+    return (now() if start is None else start) + budget_ms / 1000.0
+
+
+def remaining_s(deadline: float) -> float:
+    """Seconds left until ``deadline`` (never negative)."""
+    return max(0.0, deadline - now())
+
+
+def budget_ms_left(deadline: float) -> int:
+    """What to put in the header of a message sent now under ``deadline``."""
+    return max(0, int((deadline - now()) * 1000.0))
+
+
+def deadline_from(
+    headers: Mapping[str, str] | None,
+    *,
+    arrival: float,
+    fallback_ms: float,
+) -> float:
+    """The receiver's deadline for a message that arrived at ``arrival``."""
+    if headers:
+        raw = headers.get(BUDGET_HEADER)
+        if raw is not None:
+            try:
+                return arrival + max(0.0, float(raw)) / 1000.0
+            except ValueError:
+                pass  # a malformed header is treated like a missing one
+    return arrival + fallback_ms / 1000.0
+
+
+def headers_for(deadline: float, ask_id: str | None) -> dict[str, str]:
+    """Headers of a request sent now under ``deadline`` on behalf of ``ask_id``."""
+    hdrs = {BUDGET_HEADER: str(budget_ms_left(deadline))}
+    if ask_id:
+        hdrs[ASK_ID_HEADER] = ask_id
+    return hdrs

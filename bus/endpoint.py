@@ -1,0 +1,121 @@
+"""Serve a subject: decode → handler under the deadline → exactly one reply.
+
+An endpoint is a subject, an optional queue group, a request type and one async handler
+``handler(request, ctx) -> reply``. Whatever happens, a request with a reply subject gets exactly
+one reply: the handler's value, or a ``Failure`` — ``bad_request`` for bytes that do not decode,
+``timeout`` when the deadline passes, ``cancelled`` when a ``Cancel`` stopped it, the error's kind for
+an ``LlmError``, ``internal`` for anything else (logged with its traceback).
+
+The deadline is enforced with ``asyncio.timeout_at`` rather than an anyio scope: nats-py is
+asyncio-only, and it costs ~6 µs here against ~10 µs (measured, python 3.11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from bus import codec
+from bus import messages as m
+from bus.deadline import ASK_ID_HEADER, deadline_from, now
+from bus.errors import LlmError
+
+log = structlog.get_logger("llmbus.endpoint")
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler knows about the request besides its body."""
+
+    subject: str
+    deadline: float
+    ask_id: str | None
+    headers: dict[str, str] | None
+    call_id: str | None = None  # the request's own ``id`` once decoded (a Complete's call id)
+    cancel_reason: str | None = None
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - now())
+
+
+Handler = Callable[[Any, Context], Awaitable[Any]]
+
+
+@dataclass
+class Endpoint:
+    name: str
+    subject: str
+    request_type: Any
+    handler: Handler
+    queue: str = ""
+    # statistics for NATS micro $SRV.STATS
+    num_requests: int = 0
+    num_errors: int = 0
+    last_error: str = ""
+    processing_time_ns: int = 0
+    _decoder: msgspec.json.Decoder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._decoder = codec.decoder(self.request_type)
+
+    def context(self, msg: Msg, arrival: float, default_budget_ms: float) -> Context:
+        hdrs = msg.headers
+        return Context(
+            subject=msg.subject,
+            deadline=deadline_from(hdrs, arrival=arrival, fallback_ms=default_budget_ms),
+            ask_id=hdrs.get(ASK_ID_HEADER) if hdrs else None,
+            headers=hdrs,
+        )
+
+    async def handle(self, nc: NATS, msg: Msg, ctx: Context) -> None:
+        """Run the handler for one message and publish exactly one reply (if a reply is wanted)."""
+        started = time.perf_counter_ns()
+        self.num_requests += 1
+        try:
+            result = await self._run(msg, ctx)
+        except asyncio.CancelledError:
+            # Stopped by the runtime (shutdown past its grace): still answer, then stop.
+            if msg.reply and not nc.is_closed:
+                reply = m.Failure(kind=m.UNAVAILABLE, message=f"{self.name} is stopping")
+                await asyncio.shield(nc.publish(msg.reply, codec.encode(reply)))
+            raise
+        if isinstance(result, m.Failure):
+            self.num_errors += 1
+            self.last_error = f"{result.kind}: {result.message}"
+        self.processing_time_ns += time.perf_counter_ns() - started
+        if msg.reply and not nc.is_closed:
+            await nc.publish(msg.reply, codec.encode(result))
+
+    async def _run(self, msg: Msg, ctx: Context) -> Any:
+        try:
+            request = self._decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return m.Failure(kind=m.BAD_REQUEST, message=f"malformed {self.name} request: {exc}")
+        ctx.call_id = getattr(request, "id", None)
+        if ctx.deadline <= now():
+            return m.Failure(kind=m.TIMEOUT, message="the budget was spent before work began")
+        try:
+            async with asyncio.timeout_at(ctx.deadline):
+                return await self.handler(request, ctx)
+        except TimeoutError:
+            return m.Failure(kind=m.TIMEOUT, message=f"{self.name}: deadline passed")
+        except LlmError as exc:
+            return exc.failure
+        except asyncio.CancelledError:
+            if ctx.cancel_reason is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return m.Failure(kind=m.CANCELLED, message=ctx.cancel_reason or "cancelled")
+        except Exception as exc:  # a bug: answer, log, keep serving
+            log.exception("handler_failed", endpoint=self.name, ask_id=ctx.ask_id)
+            return m.Failure(kind=m.INTERNAL, message=f"{self.name}: {type(exc).__name__}: {exc}")

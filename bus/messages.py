@@ -1,0 +1,259 @@
+"""The whole llmbus protocol: every message that crosses the bus.
+
+All messages are frozen, keyword-only, tagged msgspec Structs encoded as JSON, so any NATS client in
+any language can publish an ask: ``{"type": "Ask", "id": "a1", "messages": [...]}``. Schemas only
+grow: new fields get defaults; nothing is renamed on the wire. Unknown fields from newer peers are
+ignored (no ``forbid_unknown_fields`` here, unlike config files).
+
+Headers (see ``bus.deadline``): ``Llm-Ask-Id`` (correlation), ``Llm-Budget-Ms`` (milliseconds left
+when the message was sent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec.structs import force_setattr
+
+# ---------------------------------------------------------------------------------------------
+# Failure kinds. A set that only grows. `Failure.kind` is decoded as a plain string and a kind this
+# version does not know becomes "internal" (a Literal would make older peers reject newer kinds).
+# ---------------------------------------------------------------------------------------------
+TIMEOUT = "timeout"
+RATE_LIMITED = "rate_limited"
+OVERLOADED = "overloaded"
+UNAVAILABLE = "unavailable"
+AUTH = "auth"
+BAD_REQUEST = "bad_request"
+CONTEXT_LENGTH = "context_length"
+CONTENT_FILTER = "content_filter"
+INVALID_OUTPUT = "invalid_output"
+BUDGET_EXCEEDED = "budget_exceeded"
+NO_HEALTHY_PROVIDER = "no_healthy_provider"
+ALL_FAILED = "all_failed"
+CANCELLED = "cancelled"
+INTERNAL = "internal"
+
+FAILURE_KINDS = frozenset(
+    {
+        TIMEOUT, RATE_LIMITED, OVERLOADED, UNAVAILABLE, AUTH, BAD_REQUEST, CONTEXT_LENGTH,
+        CONTENT_FILTER, INVALID_OUTPUT, BUDGET_EXCEEDED, NO_HEALTHY_PROVIDER, ALL_FAILED,
+        CANCELLED, INTERNAL,
+    }
+)
+# Kinds where trying the same request again (later, or elsewhere) may succeed.
+RETRYABLE_KINDS = frozenset({TIMEOUT, RATE_LIMITED, OVERLOADED, UNAVAILABLE, INTERNAL})
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    """Base of every wire message (the tag is the class name, in the ``type`` field)."""
+
+
+class _Value(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Base of plain (untagged) value types embedded in messages."""
+
+
+# --- content ---------------------------------------------------------------------------------
+
+
+class Text(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    text: str
+
+
+class Image(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    """An image by URL or inline base64 ``data`` with its media type."""
+
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+
+
+class Document(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    """A document (e.g. a PDF) inline as base64 ``data``, or as extracted ``text``."""
+
+    data: str | None = None
+    text: str | None = None
+    media_type: str | None = None
+    name: str | None = None
+
+
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    id: str
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class ToolResult(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+Part = Text | Image | Document | ToolCall | ToolResult
+
+
+class Message(_Value, frozen=True, kw_only=True):
+    """One chat message. ``content`` is a plain string or a list of parts."""
+
+    role: str  # "system" | "user" | "assistant" | "tool"
+    content: str | list[Part]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, Text))
+
+
+class Tool(_Value, frozen=True, kw_only=True):
+    """A tool the model may call; ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {}
+
+
+class Params(_Value, frozen=True, kw_only=True):
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] = []
+    model: str | None = None  # a model hint; providers map it or use their default
+
+
+class TokenUsage(_Value, frozen=True, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class Step(_Value, frozen=True, kw_only=True):
+    """One hop of an answer's route: which provider, what happened ("ok" or a failure kind), how long."""
+
+    provider: str
+    outcome: str
+    ms: float
+    detail: str | None = None
+
+
+# --- requests and replies ----------------------------------------------------------------------
+
+
+class Ask(_Msg, frozen=True, kw_only=True):
+    """A client's question. ``id`` is the client's idempotency key, stable across its retries."""
+
+    id: str
+    messages: list[Message]
+    strategy: str | None = None  # overrides the router's default strategy
+    providers: list[str] | None = None  # overrides the strategy's provider list (in order)
+    tier: str | None = None
+    user: str | None = None
+    schema: dict[str, Any] | None = None  # JSON Schema for structured output
+    tools: list[Tool] = []
+    params: Params = Params()
+    cache: str = "use"  # "use" | "refresh" | "skip"
+    budget_ms: int | None = None  # used when the message carries no Llm-Budget-Ms header
+    stream: bool = False
+    labels: dict[str, str] = {}
+
+
+class Answer(_Msg, frozen=True, kw_only=True):
+    id: str
+    text: str
+    data: Any = None  # parsed structured output, when the ask had a schema
+    confidence: float | None = None
+    providers: list[str] = []
+    usage: TokenUsage = TokenUsage()
+    cost_usd: float = 0.0
+    cached: bool = False
+    route: list[Step] = []
+    stage: str = "final"  # "draft" | "enhanced" | "final"
+    metadata: dict[str, Any] = {}
+
+
+class Complete(_Msg, frozen=True, kw_only=True):
+    """One provider call. ``id`` is the call id; ``ask_id`` the ask it serves."""
+
+    id: str
+    ask_id: str
+    messages: list[Message]
+    schema: dict[str, Any] | None = None
+    tools: list[Tool] = []
+    params: Params = Params()
+    tier: str | None = None
+    user: str | None = None
+
+
+class Completion(_Msg, frozen=True, kw_only=True):
+    id: str
+    ask_id: str
+    provider: str
+    model: str
+    text: str
+    data: Any = None
+    tool_calls: list[ToolCall] = []
+    usage: TokenUsage = TokenUsage()
+    finish_reason: str = "stop"
+    latency_ms: float = 0.0
+    confidence: float | None = None
+
+
+class Chunk(_Msg, frozen=True, kw_only=True):
+    """A streamed piece: a text delta or a progress stage. A stream ends with an Answer,
+    Completion or Failure."""
+
+    id: str
+    seq: int
+    delta: str = ""
+    stage: str | None = None
+
+
+class Cancel(_Msg, frozen=True, kw_only=True):
+    """Stop the work of this ask now (only the call ``call_id`` when given)."""
+
+    ask_id: str
+    call_id: str | None = None
+    reason: str = ""
+
+
+class Failure(_Msg, frozen=True, kw_only=True):
+    kind: str
+    message: str
+    provider: str | None = None
+    retry_after_s: float | None = None
+    retryable: bool | None = None  # None: derived from the kind
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAILURE_KINDS:
+            force_setattr(self, "message", f"[{self.kind}] {self.message}")
+            force_setattr(self, "kind", INTERNAL)
+        if self.retryable is None:
+            force_setattr(self, "retryable", self.kind in RETRYABLE_KINDS)
+
+
+# --- events (facts, not requests) ------------------------------------------------------------
+
+
+class Outcome(_Msg, frozen=True, kw_only=True):
+    provider: str
+    ok: bool
+    kind: str | None = None
+    latency_ms: float = 0.0
+    retry_after_s: float | None = None
+    at: float = 0.0  # unix time
+
+
+class Usage(_Msg, frozen=True, kw_only=True):
+    ask_id: str
+    call_id: str
+    provider: str
+    model: str
+    usage: TokenUsage
+    tier: str | None = None
+    user: str | None = None
+    at: float = 0.0  # unix time
+
+
+# Reply unions: what each request subject answers with.
+AskReply = Answer | Failure
+CompleteReply = Completion | Failure

@@ -1,0 +1,174 @@
+"""Request/reply over the bus, under the caller's deadline.
+
+One ``Rpc`` per connection keeps one wildcard subscription on ``<root>.reply.<client>.*`` and
+publishes requests with explicit reply subjects under it (muxed, like nats-py's ``request()``, but
+under the root, so recordings of a root see the replies). Results are values, never exceptions:
+a call returns the decoded reply or a ``Failure`` — ``timeout`` when the deadline passes (and a
+``Cancel`` goes out so the callee stops), ``unavailable`` when nobody serves the subject (NATS
+"no responders"). ``scatter`` sends to many subjects and closes at a quorum or the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.nuid import NUID
+
+from bus import codec
+from bus import messages as m
+from bus.deadline import headers_for, now
+from bus.subjects import Subjects
+
+T = TypeVar("T")
+
+_NO_RESPONDERS = "503"
+
+
+def new_id() -> str:
+    """A unique, subject-safe id (NUID: 22 base-62 characters)."""
+    return _nuid.next().decode()
+
+
+_nuid = NUID()
+
+
+class Rpc:
+    def __init__(self, nc: NATS, subjects: Subjects, client_id: str | None = None) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.client_id = client_id or new_id()
+        self._prefix = subjects.reply_prefix(self.client_id) + "."
+        self._cut = len(self._prefix)
+        self._pending: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count(1)
+        self._sub = None
+
+    async def start(self) -> Rpc:
+        self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        return self
+
+    async def close(self) -> None:
+        if self._sub is not None and not self.nc.is_closed:
+            await self._sub.unsubscribe()
+        self._sub = None
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._pending.pop(msg.subject[self._cut :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    # --- one request ---------------------------------------------------------------------------
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        deadline: float,
+        ask_id: str | None = None,
+        call_id: str | None = None,
+    ) -> Msg | m.Failure:
+        """Send ``payload`` and wait for the raw reply until ``deadline``."""
+        token = str(next(self._tokens))
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[token] = fut
+        try:
+            await self.nc.publish(
+                subject, payload, reply=self._prefix + token, headers=headers_for(deadline, ask_id)
+            )
+            async with asyncio.timeout_at(deadline):
+                msg = await fut
+        except TimeoutError:
+            if ask_id:
+                await self.cancel(ask_id, call_id, reason="caller deadline passed")
+            return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within the budget")
+        finally:
+            self._pending.pop(token, None)
+        if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
+            return m.Failure(kind=m.UNAVAILABLE, message=f"no responders on {subject}")
+        return msg
+
+    async def call(
+        self,
+        subject: str,
+        request: msgspec.Struct,
+        reply: msgspec.json.Decoder,
+        *,
+        deadline: float,
+        ask_id: str | None = None,
+        call_id: str | None = None,
+    ) -> Any:
+        """Encode ``request``, send it, and decode the reply with ``reply`` (a union with Failure)."""
+        got = await self.request(
+            subject, codec.encode(request), deadline=deadline, ask_id=ask_id, call_id=call_id
+        )
+        if isinstance(got, m.Failure):
+            return got
+        try:
+            return reply.decode(got.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return m.Failure(kind=m.INTERNAL, message=f"malformed reply from {subject}: {exc}")
+
+    # --- many requests -------------------------------------------------------------------------
+    async def scatter(
+        self,
+        calls: Sequence[tuple[str, msgspec.Struct, str | None]],
+        reply: msgspec.json.Decoder,
+        *,
+        deadline: float,
+        quorum: int | None = None,
+        ask_id: str | None = None,
+        ok: Callable[[Any], bool] = lambda r: not isinstance(r, m.Failure),
+    ) -> list[Any]:
+        """Send every ``(subject, request, call_id)`` at once; return replies in call order.
+
+        Closes when ``quorum`` replies satisfy ``ok`` (default: all calls answered) or at the
+        deadline. Calls still open then get ``Failure(cancelled)`` (quorum reached; a ``Cancel``
+        goes out for each) or ``Failure(timeout)``.
+        """
+        need = len(calls) if quorum is None else quorum
+        tasks = [
+            asyncio.ensure_future(
+                self.call(s, req, reply, deadline=deadline, ask_id=ask_id, call_id=cid)
+            )
+            for s, req, cid in calls
+        ]
+        good = 0
+        pending = set(tasks)
+        try:
+            while pending and good < need:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                good += sum(1 for t in done if ok(t.result()))
+        finally:
+            for t in pending:
+                t.cancel()
+        results: list[Any] = []
+        for (_, _, cid), t in zip(calls, tasks):
+            if t.cancelled() or not t.done():
+                results.append(m.Failure(kind=m.CANCELLED, message="quorum reached first"))
+                if ask_id:
+                    await self.cancel(ask_id, cid, reason="quorum reached")
+            else:
+                results.append(t.result())
+        return results
+
+    async def cancel(self, ask_id: str, call_id: str | None = None, *, reason: str = "") -> None:
+        """Tell every actor to stop the work of ``ask_id`` (only ``call_id`` when given)."""
+        if self.nc.is_closed:
+            return
+        await self.nc.publish(
+            self.subjects.cancel,
+            codec.encode(m.Cancel(ask_id=ask_id, call_id=call_id, reason=reason)),
+        )
+
+
+def elapsed_ms(start: float) -> float:
+    return round((now() - start) * 1000.0, 3)
