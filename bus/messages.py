@@ -222,6 +222,7 @@ class Failure(_Msg, frozen=True, kw_only=True):
     provider: str | None = None
     retry_after_s: float | None = None
     retryable: bool | None = None  # None: derived from the kind
+    route: list[Step] = []  # what was tried before failing, when a router answers
 
     def __post_init__(self) -> None:
         if self.kind not in FAILURE_KINDS:

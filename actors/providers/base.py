@@ -1,0 +1,106 @@
+"""The provider actor: serves ``<root>.provider.<name>.complete`` and reports what happened.
+
+A concrete provider implements ``complete(request, ctx) -> Completion`` (raising an ``LlmError`` for
+a classified failure). The base class serves it in queue group ``provider.<name>`` so copies share
+the load, and publishes the facts other actors consume: an ``Outcome`` per call on
+``<root>.events.outcome.<name>`` (health) and a ``Usage`` per answered call on
+``<root>.events.usage.<name>`` (cost). Events are plain publishes; the events stream keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bus import codec
+from bus import messages as m
+from bus.deadline import now
+from bus.endpoint import Context, Endpoint
+from bus.errors import LlmError
+from bus.subjects import Subjects
+from actors.runtime import Actor
+
+
+class ProviderActor(Actor):
+    kind = "provider"
+
+    def __init__(self, *, provider: str, model: str, **kw) -> None:
+        super().__init__(name=f"provider-{provider}", **kw)
+        self.provider = provider
+        self.model = model
+        self._outcome_subject = self.subjects.outcome(provider)
+        self._usage_subject = self.subjects.usage(provider)
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                name="complete",
+                subject=self.subjects.provider_complete(self.provider),
+                queue=Subjects.provider_queue(self.provider),
+                request_type=m.Complete,
+                handler=self._serve_complete,
+            )
+        ]
+
+    async def complete(self, request: m.Complete, ctx: Context) -> m.Completion:
+        raise NotImplementedError
+
+    async def _serve_complete(self, request: m.Complete, ctx: Context) -> m.Completion:
+        started = now()
+        kind: str | None = m.INTERNAL
+        retry_after: float | None = None
+        result: m.Completion | None = None
+        try:
+            result = await self.complete(request, ctx)
+            kind = None
+            return result
+        except LlmError as exc:
+            kind, retry_after = exc.kind, exc.retry_after_s
+            raise
+        except asyncio.CancelledError:
+            kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
+            raise
+        finally:
+            await self._report(request, kind, retry_after, started, result)
+
+    async def _report(
+        self,
+        request: m.Complete,
+        kind: str | None,
+        retry_after: float | None,
+        started: float,
+        result: m.Completion | None,
+    ) -> None:
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            return
+        wall = time.time()
+        await nc.publish(
+            self._outcome_subject,
+            codec.encode(
+                m.Outcome(
+                    provider=self.provider,
+                    ok=kind is None,
+                    kind=kind,
+                    latency_ms=round((now() - started) * 1000.0, 3),
+                    retry_after_s=retry_after,
+                    at=wall,
+                )
+            ),
+        )
+        if kind is None and result is not None:
+            await nc.publish(
+                self._usage_subject,
+                codec.encode(
+                    m.Usage(
+                        ask_id=request.ask_id,
+                        call_id=request.id,
+                        provider=self.provider,
+                        model=result.model,
+                        usage=result.usage,
+                        tier=request.tier,
+                        user=request.user,
+                        at=wall,
+                    )
+                ),
+            )

@@ -1,0 +1,130 @@
+"""The router actor: serves ``<root>.ask``.
+
+Per ask: deduplicate by ask id (a client's retry within ``dedup_window_s`` is answered from the
+first run, never run twice) → pick the strategy (the ask's, or the configured default) → run it
+inside the ask's deadline, less a small margin so the reply reaches the caller before its own
+deadline → reply with an Answer carrying its route, or a typed Failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+from bus import codec
+from bus import messages as m
+from bus.deadline import now
+from bus.endpoint import Context, Endpoint
+from bus.rpc import new_id
+from bus.subjects import ROUTER_QUEUE
+from actors.runtime import Actor
+from actors.settings import STRATEGIES, Settings
+from actors.strategies import failover, single
+from actors.strategies.route import finish
+
+
+def reply_margin_s(budget_s: float) -> float:
+    """Time kept back from the ask's budget for the reply to travel: 2 ms + 1 %, at most 50 ms."""
+    return min(0.05, 0.002 + 0.01 * budget_s)
+
+
+class Router(Actor):
+    kind = "router"
+    description = "routes asks to providers by strategy"
+
+    def __init__(self, *, settings: Settings, **kw) -> None:
+        kw.setdefault("max_concurrency", settings.router.max_concurrency)
+        kw.setdefault("default_budget_ms", settings.bus.default_budget_ms)
+        kw.setdefault("stop_grace_s", settings.bus.stop_grace_s)
+        super().__init__(**kw)
+        self.settings = settings
+        self.order = settings.provider_order()
+        self._recent: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                name="ask",
+                subject=self.subjects.ask,
+                queue=ROUTER_QUEUE,
+                request_type=m.Ask,
+                handler=self.ask,
+            )
+        ]
+
+    async def ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
+        seen = self._recent.get(ask.id)
+        if seen is not None and seen[0] > now():
+            return await asyncio.shield(seen[1])
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._remember(ask.id, fut)
+        result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
+        try:
+            result = await self.route(ask, ctx)
+            return result
+        finally:
+            fut.set_result(result)
+            if isinstance(result, m.Failure) and (result.retryable or result.kind == m.CANCELLED):
+                self._recent.pop(ask.id, None)  # a retry of this ask id should run again
+
+    def _remember(self, ask_id: str, fut: asyncio.Future) -> None:
+        recent, t = self._recent, now()
+        while recent:
+            first = next(iter(recent.values()))
+            if first[0] > t and len(recent) < self.settings.router.dedup_max:
+                break
+            recent.popitem(last=False)
+        recent[ask_id] = (t + self.settings.router.dedup_window_s, fut)
+
+    async def route(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
+        strategy = ask.strategy or self.settings.router.strategy
+        if strategy not in STRATEGIES:
+            return m.Failure(
+                kind=m.BAD_REQUEST,
+                message=f"unknown strategy {strategy!r}; this router knows: {', '.join(STRATEGIES)}",
+            )
+        order = ask.providers or self.order
+        unknown = [p for p in order if p not in self.settings.providers]
+        if unknown or not order:
+            return m.Failure(
+                kind=m.BAD_REQUEST,
+                message=f"unknown provider(s) {', '.join(unknown) or '(none given)'}; "
+                f"configured: {', '.join(self.settings.providers)}",
+            )
+        deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
+
+        async def call(provider: str, call_deadline: float) -> m.Completion | m.Failure:
+            request = m.Complete(
+                id=new_id(),
+                ask_id=ask.id,
+                messages=ask.messages,
+                schema=ask.schema,
+                tools=ask.tools,
+                params=ask.params,
+                tier=ask.tier,
+                user=ask.user,
+            )
+            result = await self.rpc.call(
+                self.subjects.provider_complete(provider),
+                request,
+                codec.complete_reply,
+                deadline=min(call_deadline, deadline),
+                ask_id=ask.id,
+                call_id=request.id,
+            )
+            if isinstance(result, m.Failure) and result.provider is None:
+                result = m.Failure(
+                    kind=result.kind,
+                    message=result.message,
+                    provider=provider,
+                    retry_after_s=result.retry_after_s,
+                )
+            return result
+
+        if strategy == "single":
+            result, attempts = await single.run(order, call, deadline=deadline)
+        else:
+            result, attempts = await failover.run(
+                order, call, deadline=deadline, config=self.settings.router.failover
+            )
+        return finish(ask, result, attempts)

@@ -1,0 +1,91 @@
+"""Assemble actors from settings, and the embedded stack: nats-server + every actor in one process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from bus.server import NatsServer, url_greets
+from bus.subjects import Subjects
+from actors.providers.mock import MockProvider
+from actors.router import Router
+from actors.runtime import Actor, run_actors
+from actors.settings import Settings
+
+
+def actor_names(settings: Settings) -> list[str]:
+    return ["router", *(f"provider.{name}" for name in settings.providers)]
+
+
+def build_actor(name: str, settings: Settings) -> Actor:
+    """One actor by name: ``router`` or ``provider.<name>``."""
+    subjects = Subjects(settings.bus.root)
+    common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
+                  stop_grace_s=settings.bus.stop_grace_s)
+    if name == "router":
+        return Router(settings=settings, **common)
+    if name.startswith("provider."):
+        provider = name.removeprefix("provider.")
+        config = settings.providers.get(provider)
+        if config is None:
+            raise KeyError(provider)
+        return MockProvider(provider=provider, config=config, max_concurrency=config.max_concurrency, **common)
+    raise KeyError(name)
+
+
+def build_actors(settings: Settings, names: list[str] | None = None) -> list[Actor]:
+    return [build_actor(n, settings) for n in (names or actor_names(settings))]
+
+
+@dataclass
+class Stack:
+    url: str
+    actors: list[Actor]
+    server: NatsServer | None  # None when an already running server was reused
+
+    def stop(self) -> None:
+        for actor in self.actors:
+            actor.stop()
+
+
+@asynccontextmanager
+async def embedded(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    store: str | Path | None = None,
+    reuse: bool = False,
+) -> AsyncIterator[Stack]:
+    """Start nats-server (or reuse one answering at ``settings.bus.url`` when ``reuse``) and every
+    actor; yields once all are ready; stops the actors gracefully, then the server."""
+    from bus.connection import connect
+    from bus.streams import ensure_events_stream
+
+    server = None
+    if reuse and await anyio.to_thread.run_sync(url_greets, settings.bus.url):
+        url = settings.bus.url
+    else:
+        server = NatsServer(host=settings.bus.host, port=port, store=store)
+        await anyio.to_thread.run_sync(server.start)
+        url = server.url
+    try:
+        nc = await connect(url, name="llmbus-setup")
+        try:
+            await ensure_events_stream(nc, Subjects(settings.bus.root))
+        finally:
+            await nc.close()
+        actors = build_actors(settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_actors, actors, url)
+            stack = Stack(url=url, actors=actors, server=server)
+            try:
+                yield stack
+            finally:
+                stack.stop()
+    finally:
+        if server is not None:
+            await anyio.to_thread.run_sync(server.stop)
