@@ -1,2 +1,249 @@
-def main():
-    pass
+"""``llmbus``: run the stack, run one actor, ask, demo, bench.
+
+Exit codes: 0 success; 1 the ask failed (a typed Failure, printed as ``kind: message``);
+2 bad usage or configuration (an invalid config file, an unknown actor name).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import anyio
+import msgspec
+import structlog
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bus import messages as m
+from bus.errors import ConfigError, LlmError
+from actors import settings as settings_mod
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="llmbus: multi-LLM orchestration over NATS")
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="config TOML (default: $LLMBUS_CONFIG or config/llmbus.toml)")]
+UrlOpt = Annotated[Optional[str], typer.Option("--nats-url", help="NATS server URL (default: bus.nats_url, or the embedded server's host:port)")]
+UvloopOpt = Annotated[bool, typer.Option("--uvloop/--no-uvloop", help="run on uvloop (if installed)")]
+
+
+def configure_logging(level: int) -> None:
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def load_settings(config: Path | None) -> settings_mod.Settings:
+    try:
+        return settings_mod.load(config)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def run_async(fn, *args, uvloop: bool = False):
+    options = {"use_uvloop": True} if uvloop and _has_uvloop() else {}
+    return anyio.run(fn, *args, backend="asyncio", backend_options=options)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- up / actor ---------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    port: Annotated[Optional[int], typer.Option(help="port of the embedded nats-server (default bus.port)")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="JetStream store dir (default bus.store_dir)")] = None,
+    uvloop: UvloopOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run every actor in this process; with no bus.nats_url, start nats-server too. Ctrl-C stops."""
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    settings = load_settings(config)
+    from actors.runtime import stop_on_signal
+    from actors.stack import build_actors, embedded
+
+    async def main() -> None:
+        if settings.bus.nats_url:
+            from actors.runtime import run_actors
+
+            actors = build_actors(settings)
+            async with anyio.create_task_group() as tg:
+                await tg.start(run_actors, actors, settings.bus.url)
+                _announce(settings.bus.url, actors, embedded_server=False)
+                await stop_on_signal(actors)
+            return
+        async with embedded(
+            settings,
+            port=settings.bus.port if port is None else port,
+            store=store or settings.bus.store_dir,
+        ) as stack:
+            _announce(stack.url, stack.actors, embedded_server=True)
+            await stop_on_signal(stack.actors)
+
+    try:
+        run_async(main, uvloop=uvloop)
+    except LlmError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    err.print("[green]stopped cleanly[/green]")
+
+
+def _announce(url: str, actors, *, embedded_server: bool) -> None:
+    where = "embedded nats-server" if embedded_server else "NATS"
+    err.print(f"[bold green]llmbus up[/bold green] on {where} [cyan]{url}[/cyan] — "
+              f"{len(actors)} actors: {', '.join(a.name for a in actors)}. Ctrl-C stops.", highlight=False)
+
+
+@app.command()
+def actor(
+    name: Annotated[str, typer.Argument(help="router | provider.<name>")],
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+    uvloop: UvloopOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one actor in this process, against a NATS server that is already running."""
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    settings = load_settings(config)
+    from actors.runtime import stop_on_signal
+    from actors.stack import actor_names, build_actor
+
+    try:
+        one = build_actor(name, settings)
+    except KeyError:
+        err.print(f"[red]unknown actor {name!r}[/red]; this config has: {', '.join(actor_names(settings))}", highlight=False)
+        raise typer.Exit(2) from None
+    url = nats_url or settings.bus.url
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(one.run, url)
+            await stop_on_signal([one])
+
+    try:
+        run_async(main, uvloop=uvloop)
+    except LlmError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+# --- ask ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="the question")],
+    strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="single | failover")] = None,
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="provider(s), in order")] = None,
+    budget_ms: Annotated[int, typer.Option("--budget-ms", "-b", help="time budget for the whole ask")] = 30_000,
+    system: Annotated[Optional[str], typer.Option(help="a system prompt")] = None,
+    retries: Annotated[int, typer.Option(help="resend the same ask id on no-responders / retryable failures")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Publish one ask and print the answer. With nothing running, starts the embedded stack for it."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    from bus.client import Client
+    from bus.server import url_greets
+
+    url = nats_url or settings.bus.url
+    explicit = bool(nats_url or settings.bus.nats_url)
+
+    async def send(target: str):
+        async with Client(target, root=settings.bus.root, name="llmbus-cli") as client:
+            try:
+                return await client.ask(
+                    prompt, system=system, strategy=strategy, providers=provider or None,
+                    budget_ms=budget_ms, retries=retries,
+                )
+            except LlmError as exc:
+                return exc.failure
+
+    async def main():
+        if explicit or url_greets(url):
+            return await send(url)
+        from actors.stack import embedded
+
+        async with embedded(settings) as stack:  # nothing running: a private stack for this ask
+            return await send(stack.url)
+
+    reply = run_async(main)
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
+    elif isinstance(reply, m.Answer):
+        out.print(reply.text, highlight=False, markup=False)
+        err.print(_route_line(reply.route), highlight=False)
+    if isinstance(reply, m.Failure):
+        if not json_out:
+            err.print(f"[red]{reply.kind}[/red]: {reply.message}", highlight=False)
+            if reply.route:
+                err.print(_route_line(reply.route), highlight=False)
+        raise typer.Exit(1)
+
+
+def _route_line(route: list[m.Step]) -> str:
+    return "route: " + " → ".join(f"{s.provider} {s.outcome} {s.ms:.1f}ms" for s in route)
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(config: ConfigOpt = None) -> None:
+    """Start the embedded stack, send asks through every strategy, print what happened, stop."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    from actors.demo import run_demo
+
+    rows = anyio.run(run_demo, settings)
+    table = Table(title="llmbus demo — embedded nats-server, mock providers")
+    for col in ("ask", "strategy", "provider path", "ms", "outcome"):
+        table.add_column(col)
+    for row in rows:
+        style = "green" if row.outcome == "answer" else "yellow"
+        table.add_row(row.label, row.strategy, row.path, f"{row.ms:.1f}", f"[{style}]{row.outcome}[/{style}]")
+    out.print(table)
+
+
+# --- bench --------------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    json_out: Annotated[bool, typer.Option("--json", help="print figures as JSON")] = False,
+    quick: Annotated[bool, typer.Option(help="fewer samples (a smoke run)")] = False,
+    loop: Annotated[str, typer.Option(help="asyncio | uvloop | both")] = "both",
+) -> None:
+    """Measure llmbus against a bare nats-py path in the same run; print ratios."""
+    configure_logging(logging.WARNING)
+    from actors.bench import main as bench_main
+
+    raise typer.Exit(bench_main(json_out=json_out, quick=quick, loop=loop))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,6 @@ import ssl
 from dataclasses import dataclass
 
 import anyio
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 
@@ -44,7 +43,8 @@ async def connect(url: str, *, name: str, options: ConnectOptions | None = None)
         log.warning("nats_error", conn=name, error=str(exc) or type(exc).__name__)
 
     async def on_disconnect() -> None:
-        log.info("nats_disconnected", conn=name)
+        if not nc.is_closed:
+            log.info("nats_disconnected", conn=name)
 
     async def on_reconnect() -> None:
         log.info("nats_reconnected", conn=name)
@@ -57,7 +57,8 @@ async def connect(url: str, *, name: str, options: ConnectOptions | None = None)
         kwargs["tls"] = ctx
     if opts.creds_file:
         kwargs["user_credentials"] = opts.creds_file
-    return await nats.connect(
+    nc = NATS()
+    await nc.connect(
         url,
         name=name,
         user=opts.user,
@@ -70,3 +71,4 @@ async def connect(url: str, *, name: str, options: ConnectOptions | None = None)
         reconnected_cb=on_reconnect,
         **kwargs,
     )
+    return nc
