@@ -91,8 +91,9 @@ def up(
             settings,
             port=settings.bus.port if port is None else port,
             store=store or settings.bus.store_dir,
+            reuse=True,
         ) as stack:
-            _announce(stack.url, stack.actors, embedded_server=True)
+            _announce(stack.url, stack.actors, embedded_server=stack.server is not None)
             await stop_on_signal(stack.actors)
 
     try:
@@ -107,7 +108,7 @@ def up(
 
 
 def _announce(url: str, actors, *, embedded_server: bool) -> None:
-    where = "embedded nats-server" if embedded_server else "NATS"
+    where = "embedded nats-server" if embedded_server else "the NATS server already running at"
     err.print(f"[bold green]llmbus up[/bold green] on {where} [cyan]{url}[/cyan] — "
               f"{len(actors)} actors: {', '.join(a.name for a in actors)}. Ctrl-C stops.", highlight=False)
 

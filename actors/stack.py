@@ -66,8 +66,9 @@ async def embedded(
     from bus.streams import ensure_events_stream
 
     server = None
-    if reuse and await anyio.to_thread.run_sync(url_greets, settings.bus.url):
-        url = settings.bus.url
+    reuse_url = f"nats://{settings.bus.host}:{port}" if port else settings.bus.url
+    if reuse and await anyio.to_thread.run_sync(url_greets, reuse_url):
+        url = reuse_url
     else:
         server = NatsServer(host=settings.bus.host, port=port, store=store)
         await anyio.to_thread.run_sync(server.start)

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 
 from bus import codec
 from bus import messages as m
-from bus.deadline import ASK_ID_HEADER, deadline_from, now
+from bus.deadline import ASK_ID_HEADER, BUDGET_HEADER, deadline_from, now
 from bus.errors import LlmError
 
 log = structlog.get_logger("llmbus.endpoint")
@@ -36,6 +36,7 @@ class Context:
     """What a handler knows about the request besides its body."""
 
     subject: str
+    arrival: float
     deadline: float
     ask_id: str | None
     headers: dict[str, str] | None
@@ -70,6 +71,7 @@ class Endpoint:
         hdrs = msg.headers
         return Context(
             subject=msg.subject,
+            arrival=arrival,
             deadline=deadline_from(hdrs, arrival=arrival, fallback_ms=default_budget_ms),
             ask_id=hdrs.get(ASK_ID_HEADER) if hdrs else None,
             headers=hdrs,
@@ -100,6 +102,9 @@ class Endpoint:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return m.Failure(kind=m.BAD_REQUEST, message=f"malformed {self.name} request: {exc}")
         ctx.call_id = getattr(request, "id", None)
+        body_budget = getattr(request, "budget_ms", None)
+        if body_budget is not None and not (ctx.headers and BUDGET_HEADER in ctx.headers):
+            ctx.deadline = ctx.arrival + max(0, body_budget) / 1000.0  # e.g. from `nats req`
         if ctx.deadline <= now():
             return m.Failure(kind=m.TIMEOUT, message="the budget was spent before work began")
         try:
