@@ -62,9 +62,6 @@ async def embedded(
 ) -> AsyncIterator[Stack]:
     """Start nats-server (or reuse one answering at ``settings.bus.url`` when ``reuse``) and every
     actor; yields once all are ready; stops the actors gracefully, then the server."""
-    from bus.connection import connect
-    from bus.streams import ensure_events_stream
-
     server = None
     reuse_url = f"nats://{settings.bus.host}:{port}" if port else settings.bus.url
     if reuse and await anyio.to_thread.run_sync(url_greets, reuse_url):
@@ -74,11 +71,6 @@ async def embedded(
         await anyio.to_thread.run_sync(server.start)
         url = server.url
     try:
-        nc = await connect(url, name="llmbus-setup")
-        try:
-            await ensure_events_stream(nc, Subjects(settings.bus.root))
-        finally:
-            await nc.close()
         actors = build_actors(settings)
         async with anyio.create_task_group() as tg:
             await tg.start(run_actors, actors, url)

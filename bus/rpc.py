@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.nuid import NUID
 
 from bus import codec
@@ -81,9 +82,12 @@ class Rpc:
         fut = asyncio.get_running_loop().create_future()
         self._pending[token] = fut
         try:
-            await self.nc.publish(
-                subject, payload, reply=self._prefix + token, headers=headers_for(deadline, ask_id)
-            )
+            try:
+                await self.nc.publish(
+                    subject, payload, reply=self._prefix + token, headers=headers_for(deadline, ask_id)
+                )
+            except NatsError as exc:  # closed, or the reconnect buffer is full
+                return m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")
             async with asyncio.timeout_at(deadline):
                 msg = await fut
         except TimeoutError:

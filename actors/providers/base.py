@@ -17,6 +17,7 @@ from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
 from bus.errors import LlmError
+from bus.streams import ensure_events_stream
 from bus.subjects import Subjects
 from actors.runtime import Actor
 
@@ -30,6 +31,12 @@ class ProviderActor(Actor):
         self.model = model
         self._outcome_subject = self.subjects.outcome(provider)
         self._usage_subject = self.subjects.usage(provider)
+
+    async def setup(self) -> None:
+        try:
+            await ensure_events_stream(self.nc, self.subjects)
+        except Exception as exc:  # no JetStream here: events still flow, nothing keeps them
+            self.log.warning("events_stream_unavailable", error=str(exc) or type(exc).__name__)
 
     def endpoints(self) -> list[Endpoint]:
         return [
