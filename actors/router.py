@@ -20,7 +20,7 @@ from bus.subjects import ROUTER_QUEUE
 from actors.runtime import Actor
 from actors.settings import STRATEGIES, Settings
 from actors.strategies import failover, single
-from actors.strategies.route import finish
+from actors.strategies.route import Attempt, finish, summary
 
 
 def reply_margin_s(budget_s: float) -> float:
@@ -121,10 +121,18 @@ class Router(Actor):
                 )
             return result
 
-        if strategy == "single":
-            result, attempts = await single.run(order, call, deadline=deadline)
-        else:
-            result, attempts = await failover.run(
-                order, call, deadline=deadline, config=self.settings.router.failover
-            )
+        # The strategy runs under its own deadline, ahead of the endpoint's, so that even when
+        # time runs out the reply is built here and still explains what was tried.
+        attempts: list[Attempt] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                if strategy == "single":
+                    result = await single.run(order, call, deadline=deadline, attempts=attempts)
+                else:
+                    result = await failover.run(
+                        order, call, deadline=deadline, attempts=attempts,
+                        config=self.settings.router.failover,
+                    )
+        except TimeoutError:
+            result = m.Failure(kind=m.TIMEOUT, message=f"budget spent ({summary(attempts)})")
         return finish(ask, result, attempts)

@@ -125,7 +125,8 @@ class Actor:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._drain()
-                    await cancel_sub.unsubscribe()
+                    if not nc.is_closed:  # a dead connection has no subscriptions to remove
+                        await cancel_sub.unsubscribe()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.teardown()

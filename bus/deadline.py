@@ -10,6 +10,7 @@ Deadlines are ``time.monotonic()`` seconds, the same clock as asyncio's ``loop.t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 
@@ -45,9 +46,11 @@ def deadline_from(
         raw = headers.get(BUDGET_HEADER)
         if raw is not None:
             try:
-                return arrival + max(0.0, float(raw)) / 1000.0
+                budget_ms = float(raw)
             except ValueError:
-                pass  # a malformed header is treated like a missing one
+                budget_ms = math.nan  # a malformed header is treated like a missing one
+            if math.isfinite(budget_ms):  # "inf" or "nan" would mean no deadline at all
+                return arrival + max(0.0, budget_ms) / 1000.0
     return arrival + fallback_ms / 1000.0
 
 

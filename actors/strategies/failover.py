@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from bus import messages as m
 from bus.deadline import now as clock
 from actors.settings import FailoverSettings
-from actors.strategies.route import Attempt, Call, CallProvider, Done, summary
+from actors.strategies.route import Attempt, Call, CallProvider, Done, attempt, summary
 
 # Below this much time a call cannot usefully start (publish + a reply hop on loopback).
 MIN_CALL_S = 0.001
@@ -75,15 +75,17 @@ def _call_deadline(start: float, deadline: float, more_after: bool, config: Fail
 
 
 async def run(
-    order: Sequence[str], call: CallProvider, *, deadline: float, config: FailoverSettings
-) -> tuple[m.Completion | m.Failure, list[Attempt]]:
-    attempts: list[Attempt] = []
+    order: Sequence[str],
+    call: CallProvider,
+    *,
+    deadline: float,
+    config: FailoverSettings,
+    attempts: list[Attempt],
+) -> m.Completion | m.Failure:
     while True:
         action = decide(order, attempts, now=clock(), deadline=deadline, config=config)
         if isinstance(action, Done):
-            return action.result, attempts
+            return action.result
         if action.delay_s:
             await asyncio.sleep(action.delay_s)
-        started = clock()
-        result = await call(action.provider, action.deadline)
-        attempts.append(Attempt(action.provider, result, round((clock() - started) * 1000.0, 3)))
+        await attempt(call, action.provider, action.deadline, attempts)

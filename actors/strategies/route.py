@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
 
 from bus import messages as m
+from bus.deadline import now
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,21 @@ class Done:
 
 # How a runner reaches a provider: (provider, deadline) -> its Completion or Failure.
 CallProvider = Callable[[str, float], Awaitable[m.Completion | m.Failure]]
+
+
+async def attempt(
+    call: CallProvider, provider: str, deadline: float, attempts: list[Attempt]
+) -> m.Completion | m.Failure:
+    """Call ``provider`` and record the attempt (appended as soon as it ends)."""
+    started = now()
+    try:
+        result = await call(provider, deadline)
+    except asyncio.CancelledError:  # the ask's own deadline or a Cancel interrupted this call
+        result = m.Failure(kind=m.TIMEOUT, message="interrupted: the ask ran out of time or was cancelled", provider=provider)
+        raise
+    finally:
+        attempts.append(Attempt(provider, result, round((now() - started) * 1000.0, 3)))
+    return result
 
 
 def route_of(attempts: list[Attempt]) -> list[m.Step]:
