@@ -16,6 +16,7 @@ import msgspec
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bus import messages as m
@@ -84,7 +85,7 @@ def up(
             actors = build_actors(settings)
             async with anyio.create_task_group() as tg:
                 await tg.start(run_actors, actors, settings.bus.url)
-                _announce(settings.bus.url, actors, embedded_server=False)
+                _announce(settings.bus.url, actors, settings, embedded_server=False)
                 await stop_on_signal(actors)
             return
         async with embedded(
@@ -93,7 +94,7 @@ def up(
             store=store or settings.bus.store_dir,
             reuse=True,
         ) as stack:
-            _announce(stack.url, stack.actors, embedded_server=stack.server is not None)
+            _announce(stack.url, stack.actors, settings, embedded_server=stack.server is not None)
             await stop_on_signal(stack.actors)
 
     try:
@@ -107,10 +108,17 @@ def up(
     err.print("[green]stopped cleanly[/green]")
 
 
-def _announce(url: str, actors, *, embedded_server: bool) -> None:
+def _announce(url: str, actors, settings: settings_mod.Settings, *, embedded_server: bool) -> None:
+    from actors.stack import unconfigured
+
     where = "embedded nats-server" if embedded_server else "the NATS server already running at"
     err.print(f"[bold green]llmbus up[/bold green] on {where} [cyan]{url}[/cyan] — "
               f"{len(actors)} actors: {', '.join(a.name for a in actors)}. Ctrl-C stops.", highlight=False)
+    missing = unconfigured(settings)
+    if missing:
+        err.print("[yellow]not configured (no API key):[/yellow] "
+                  + ", ".join(f"{name} (set {env})" for name, env in missing.items()), highlight=False)
+    err.print(f"failover order: {' → '.join(settings.provider_order())}", highlight=False)
 
 
 @app.command()
@@ -131,6 +139,9 @@ def actor(
         one = build_actor(name, settings)
     except KeyError:
         err.print(f"[red]unknown actor {name!r}[/red]; this config has: {', '.join(actor_names(settings))}", highlight=False)
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     url = nats_url or settings.bus.url
 
@@ -165,30 +176,17 @@ def ask(
     configure_logging(logging.WARNING)
     settings = load_settings(config)
     from bus.client import Client
-    from bus.server import url_greets
 
-    url = nats_url or settings.bus.url
-    explicit = bool(nats_url or settings.bus.nats_url)
+    async def send(client: Client):
+        try:
+            return await client.ask(
+                prompt, system=system, strategy=strategy, providers=provider or None,
+                budget_ms=budget_ms, retries=retries,
+            )
+        except LlmError as exc:
+            return exc.failure
 
-    async def send(target: str):
-        async with Client(target, root=settings.bus.root, name="llmbus-cli") as client:
-            try:
-                return await client.ask(
-                    prompt, system=system, strategy=strategy, providers=provider or None,
-                    budget_ms=budget_ms, retries=retries,
-                )
-            except LlmError as exc:
-                return exc.failure
-
-    async def main():
-        if explicit or url_greets(url):
-            return await send(url)
-        from actors.stack import embedded
-
-        async with embedded(settings) as stack:  # nothing running: a private stack for this ask
-            return await send(stack.url)
-
-    reply = run_async(main)
+    reply = run_async(with_client, settings, nats_url, send)
     if json_out:
         sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
     elif isinstance(reply, m.Answer):
@@ -199,6 +197,72 @@ def ask(
             err.print(f"[red]{reply.kind}[/red]: {reply.message}", highlight=False)
             if reply.route:
                 err.print(_route_line(reply.route), highlight=False)
+        raise typer.Exit(1)
+
+
+async def with_client(settings: settings_mod.Settings, nats_url: str | None, work):
+    """Run ``work(client)`` against the running bus, or — when nothing answers at the default URL
+    and none was given — against a private embedded stack started for this one command."""
+    from bus.client import Client
+    from bus.server import url_greets
+
+    url = nats_url or settings.bus.url
+    if not (nats_url or settings.bus.nats_url or url_greets(url)):
+        from actors.stack import embedded
+
+        async with embedded(settings) as stack:
+            async with Client(stack.url, root=settings.bus.root, name="llmbus-cli") as client:
+                return await work(client)
+    async with Client(url, root=settings.bus.root, name="llmbus-cli") as client:
+        return await work(client)
+
+
+@app.command("test")
+def test_provider(
+    provider: Annotated[str, typer.Argument(help="the provider name, as in [providers.<name>]")],
+    budget_ms: Annotated[int, typer.Option("--budget-ms", "-b")] = 30_000,
+    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send one small request through the bus to one provider actor; print what it answered."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    if provider not in settings.providers:
+        err.print(f"[red]unknown provider {provider!r}[/red]; configured: {', '.join(settings.providers)}", highlight=False)
+        raise typer.Exit(2)
+    from bus import codec
+    from bus.deadline import deadline_in
+    from bus.rpc import new_id
+
+    async def call(client):
+        request = m.Complete(
+            id=new_id(), ask_id=new_id(), params=m.Params(max_tokens=16),
+            messages=[m.Message(role="user", content="Reply with the single word: pong")],
+        )
+        started = anyio.current_time()
+        reply = await client.rpc.call(
+            client.subjects.provider_complete(provider), request, codec.complete_reply,
+            deadline=deadline_in(budget_ms), ask_id=request.ask_id, call_id=request.id,
+        )
+        return reply, (anyio.current_time() - started) * 1000.0
+
+    reply, ms = run_async(with_client, settings, nats_url, call)
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
+    elif isinstance(reply, m.Completion):
+        table = Table(title=f"llmbus test {provider}", show_header=False)
+        for key, value in [("model", reply.model), ("answer", reply.text[:80]), ("round trip", f"{ms:.1f} ms"),
+                           ("provider latency", f"{reply.latency_ms:.1f} ms"), ("input tokens", str(reply.usage.input_tokens)),
+                           ("output tokens", str(reply.usage.output_tokens)), ("cached tokens", str(reply.usage.cached_tokens)),
+                           ("finish reason", reply.finish_reason)]:
+            table.add_row(key, escape(value))
+        out.print(table)
+    if isinstance(reply, m.Failure):
+        if not json_out:
+            err.print(f"[red]{reply.kind}[/red]: {reply.message}", highlight=False)
+            if reply.kind == m.UNAVAILABLE and (env := settings.providers[provider].missing_key()):
+                err.print(f"provider {provider} is not configured here: set {env}", highlight=False)
         raise typer.Exit(1)
 
 

@@ -23,8 +23,8 @@ class Row:
 
 def _cases(settings: Settings) -> list[tuple[str, str, list[str] | None, int]]:
     """(label, strategy, providers or None for the configured order, budget_ms)."""
-    names = list(settings.providers)
     order = settings.provider_order()
+    names = [n for n in settings.providers if settings.providers[n].missing_key() is None]
     cases = [(f"single → {order[0]}", "single", None, 5_000)]
     cases.append(("failover, configured order", "failover", None, 5_000))
     flaky = [n for n in names if settings.providers[n].failures and "stall" not in settings.providers[n].failures]

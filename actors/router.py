@@ -103,6 +103,7 @@ class Router(Actor):
                 params=ask.params,
                 tier=ask.tier,
                 user=ask.user,
+                labels=ask.labels,
             )
             result = await self.rpc.call(
                 self.subjects.provider_complete(provider),

@@ -58,6 +58,11 @@ class RouterSettings(_Table, frozen=True, kw_only=True):
     max_concurrency: int = 2048
     dedup_window_s: float = 60.0  # a retried ask id within this window is answered once
     dedup_max: int = 100_000
+    # leave out of the provider order those whose API key is not set in this process's environment
+    # (turn off when routers run on hosts that do not hold the providers' keys)
+    skip_unconfigured: bool = True
+    # mock providers in the order stand in only while no real provider in it is configured
+    mocks_with_real: bool = False
     failover: FailoverSettings = FailoverSettings()
 
 
@@ -71,19 +76,44 @@ class Latency(_Table, frozen=True, kw_only=True):
     sigma: float = 0.5
 
 
+# Kinds of provider and the environment variable each reads its key from by default.
+KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+# Mock-only failure modes besides the wire failure kinds.
+MOCK_FAULTS = ("stall", "cut_stream", "malformed_output", "empty")
+
+
 class ProviderSettings(_Table, frozen=True, kw_only=True):
-    kind: Literal["mock"] = "mock"
+    kind: Literal["mock", "openai", "anthropic", "gemini"] = "mock"
     model: str = ""
     max_concurrency: int = 512
+    # --- real providers ---
+    base_url: str | None = None  # e.g. a proxy or a local test server; None: the SDK's default
+    api_key_env: str | None = None  # the variable holding the key (default per kind, see KEY_ENV)
+    rpm: int | None = None  # requests per minute, enforced before calling (no predictable 429s)
+    tpm: int | None = None  # tokens per minute (prompt estimate + max_tokens), enforced likewise
+    max_tokens: int = 1024  # default when the ask gives none
+    temperature: float | None = None  # default when the ask gives none
     # --- mock only ---
     latency: Latency = Latency()
-    # probability of each failure kind per call; "stall" never replies (the caller times out)
+    # probability per call of each failure kind, or of a mock fault: "stall" (never reply),
+    # "cut_stream" (a stream breaks halfway), "malformed_output" (invalid structured output),
+    # "empty" (an empty answer)
     failures: dict[str, float] = {}
     retry_after_s: float | None = None  # sent with rate_limited failures
     answer: Literal["echo", "canned"] = "echo"
     canned: str = "This is a canned answer."
     confidence: float = 0.9
     seed: int | None = None
+
+    def key_env(self) -> str | None:
+        return self.api_key_env or KEY_ENV.get(self.kind)
+
+    def missing_key(self) -> str | None:
+        """The unset environment variable this provider needs, or None when it can run."""
+        env = self.key_env()
+        if env is None or os.environ.get(env):
+            return None
+        return env
 
 
 class Settings(_Table, frozen=True, kw_only=True):
@@ -95,7 +125,12 @@ class Settings(_Table, frozen=True, kw_only=True):
     source: str = "built-in defaults"  # where these settings came from (not a TOML key)
 
     def provider_order(self) -> list[str]:
-        return list(self.router.providers or self.providers)
+        order = [n for n in (self.router.providers or self.providers) if n in self.providers]
+        if self.router.skip_unconfigured:
+            order = [n for n in order if self.providers[n].missing_key() is None]
+        if not self.router.mocks_with_real and any(self.providers[n].kind != "mock" for n in order):
+            order = [n for n in order if self.providers[n].kind != "mock"]
+        return order
 
     def check(self) -> Settings:
         """Checks across tables; raises ConfigError naming the key."""
@@ -122,15 +157,18 @@ class Settings(_Table, frozen=True, kw_only=True):
             raise ConfigError(f"{where}: router.failover.reserve must be in [0, 1)")
         for name, p in self.providers.items():
             for kind, rate in p.failures.items():
-                if kind not in m.FAILURE_KINDS and kind != "stall":
+                if kind not in m.FAILURE_KINDS and kind not in MOCK_FAULTS:
                     raise ConfigError(
                         f"{where}: providers.{name}.failures has unknown kind {kind!r} "
-                        f"(known: stall, {', '.join(sorted(m.FAILURE_KINDS))})"
+                        f"(known: {', '.join(MOCK_FAULTS)}, {', '.join(sorted(m.FAILURE_KINDS))})"
                     )
                 if not 0.0 <= rate <= 1.0:
                     raise ConfigError(f"{where}: providers.{name}.failures.{kind} must be in [0, 1]")
             if sum(p.failures.values()) > 1.0:
                 raise ConfigError(f"{where}: providers.{name}.failures add up to more than 1")
+        for name, p in self.providers.items():
+            if p.kind != "mock" and not p.model:
+                raise ConfigError(f"{where}: providers.{name}.model is required for kind {p.kind!r}")
         if not self.providers:
             raise ConfigError(f"{where}: no [providers.*] table: configure at least one provider")
         return self

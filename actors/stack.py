@@ -9,9 +9,9 @@ from pathlib import Path
 
 import anyio
 
+from bus.errors import ConfigError
 from bus.server import NatsServer, url_greets
 from bus.subjects import Subjects
-from actors.providers.mock import MockProvider
 from actors.router import Router
 from actors.runtime import Actor, run_actors
 from actors.settings import Settings
@@ -21,8 +21,27 @@ def actor_names(settings: Settings) -> list[str]:
     return ["router", *(f"provider.{name}" for name in settings.providers)]
 
 
+def unconfigured(settings: Settings) -> dict[str, str]:
+    """Providers that cannot run here, with the environment variable each is missing."""
+    return {name: env for name, p in settings.providers.items() if (env := p.missing_key())}
+
+
+def _provider_class(kind: str) -> type:
+    # imported on demand: an SDK is loaded only when a provider of its kind is configured
+    if kind == "openai":
+        from actors.providers.openai import OpenAIProvider as cls
+    elif kind == "anthropic":
+        from actors.providers.anthropic import AnthropicProvider as cls
+    elif kind == "gemini":
+        from actors.providers.gemini import GeminiProvider as cls
+    else:
+        from actors.providers.mock import MockProvider as cls
+    return cls
+
+
 def build_actor(name: str, settings: Settings) -> Actor:
-    """One actor by name: ``router`` or ``provider.<name>``."""
+    """One actor by name: ``router`` or ``provider.<name>``. A provider whose API key is not set
+    raises ``ConfigError`` naming the variable."""
     subjects = Subjects(settings.bus.root)
     common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
                   stop_grace_s=settings.bus.stop_grace_s)
@@ -33,12 +52,18 @@ def build_actor(name: str, settings: Settings) -> Actor:
         config = settings.providers.get(provider)
         if config is None:
             raise KeyError(provider)
-        return MockProvider(provider=provider, config=config, max_concurrency=config.max_concurrency, **common)
+        if env := config.missing_key():
+            raise ConfigError(f"provider {provider} ({config.kind}) is not configured: set {env}")
+        cls = _provider_class(config.kind)
+        return cls(provider=provider, config=config, max_concurrency=config.max_concurrency, **common)
     raise KeyError(name)
 
 
 def build_actors(settings: Settings, names: list[str] | None = None) -> list[Actor]:
-    return [build_actor(n, settings) for n in (names or actor_names(settings))]
+    """The named actors, or every actor that can run here (providers without keys are left out)."""
+    skip = unconfigured(settings)
+    chosen = names or [n for n in actor_names(settings) if n.removeprefix("provider.") not in skip]
+    return [build_actor(n, settings) for n in chosen]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,8 @@ class Endpoint:
     request_type: Any
     handler: Handler
     queue: str = ""
+    # a streaming endpoint's handler is an async generator: Chunks, then one final reply
+    streaming: bool = False
     # statistics for NATS micro $SRV.STATS
     num_requests: int = 0
     num_errors: int = 0
@@ -82,7 +84,7 @@ class Endpoint:
         started = time.perf_counter_ns()
         self.num_requests += 1
         try:
-            result = await self._run(msg, ctx)
+            result = await self._run(nc, msg, ctx)
         except asyncio.CancelledError:
             # Stopped by the runtime (shutdown past its grace): still answer, then stop.
             if msg.reply and not nc.is_closed:
@@ -96,7 +98,7 @@ class Endpoint:
         if msg.reply and not nc.is_closed:
             await nc.publish(msg.reply, codec.encode(result))
 
-    async def _run(self, msg: Msg, ctx: Context) -> Any:
+    async def _run(self, nc: NATS, msg: Msg, ctx: Context) -> Any:
         try:
             request = self._decoder.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -109,7 +111,9 @@ class Endpoint:
             return m.Failure(kind=m.TIMEOUT, message="the budget was spent before work began")
         try:
             async with asyncio.timeout_at(ctx.deadline):
-                return await self.handler(request, ctx)
+                if not self.streaming:
+                    return await self.handler(request, ctx)
+                return await self._stream(nc, msg.reply, self.handler(request, ctx))
         except TimeoutError:
             return m.Failure(kind=m.TIMEOUT, message=f"{self.name}: deadline passed")
         except LlmError as exc:
@@ -124,3 +128,15 @@ class Endpoint:
         except Exception as exc:  # a bug: answer, log, keep serving
             log.exception("handler_failed", endpoint=self.name, ask_id=ctx.ask_id)
             return m.Failure(kind=m.INTERNAL, message=f"{self.name}: {type(exc).__name__}: {exc}")
+
+    async def _stream(self, nc: NATS, reply: str, items: AsyncIterator[Any]) -> Any:
+        """Publish a streaming handler's Chunks as they come; return its final item."""
+        try:
+            async for item in items:
+                if not isinstance(item, m.Chunk):
+                    return item
+                if reply:
+                    await nc.publish(reply, codec.encode(item))
+        finally:
+            await items.aclose()
+        return m.Failure(kind=m.INTERNAL, message=f"{self.name}: the stream ended without a final reply")

@@ -182,6 +182,7 @@ class Complete(_Msg, frozen=True, kw_only=True):
     params: Params = Params()
     tier: str | None = None
     user: str | None = None
+    labels: dict[str, str] = {}  # the ask's labels (flags, A/B, mock fault injection)
 
 
 class Completion(_Msg, frozen=True, kw_only=True):
@@ -258,3 +259,4 @@ class Usage(_Msg, frozen=True, kw_only=True):
 # Reply unions: what each request subject answers with.
 AskReply = Answer | Failure
 CompleteReply = Completion | Failure
+StreamReply = Chunk | Completion | Failure  # a stream: Chunks, then one Completion or Failure

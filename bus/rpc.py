@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -47,6 +47,7 @@ class Rpc:
         self._prefix = subjects.reply_prefix(self.client_id) + "."
         self._cut = len(self._prefix)
         self._pending: dict[str, asyncio.Future[Msg]] = {}
+        self._streams: dict[str, asyncio.Queue[Msg]] = {}
         self._tokens = itertools.count(1)
         self._sub = None
 
@@ -63,9 +64,15 @@ class Rpc:
         self._pending.clear()
 
     async def _on_reply(self, msg: Msg) -> None:
-        fut = self._pending.pop(msg.subject[self._cut :], None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        token = msg.subject[self._cut :]
+        fut = self._pending.pop(token, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(msg)
+            return
+        queue = self._streams.get(token)
+        if queue is not None:
+            queue.put_nowait(msg)
 
     # --- one request ---------------------------------------------------------------------------
     async def request(
@@ -120,6 +127,56 @@ class Rpc:
             return reply.decode(got.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return m.Failure(kind=m.INTERNAL, message=f"malformed reply from {subject}: {exc}")
+
+    # --- a streamed reply ----------------------------------------------------------------------
+    async def stream(
+        self,
+        subject: str,
+        request: msgspec.Struct,
+        *,
+        deadline: float,
+        ask_id: str | None = None,
+        call_id: str | None = None,
+    ) -> AsyncIterator[m.Chunk | m.Completion | m.Failure]:
+        """Send ``request`` to a streaming endpoint; yield its Chunks, then exactly one final
+        Completion or Failure (``timeout`` at the deadline). Leaving the loop early sends a Cancel,
+        so the producer stops."""
+        token = str(next(self._tokens))
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._streams[token] = queue
+        final = False
+        try:
+            try:
+                await self.nc.publish(
+                    subject, codec.encode(request), reply=self._prefix + token,
+                    headers=headers_for(deadline, ask_id),
+                )
+            except NatsError as exc:
+                final = True
+                yield m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")
+                return
+            while not final:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        msg = await queue.get()
+                except TimeoutError:
+                    final = True
+                    yield m.Failure(kind=m.TIMEOUT, message=f"{subject}: stream not finished within the budget")
+                    return
+                if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
+                    final = True
+                    yield m.Failure(kind=m.UNAVAILABLE, message=f"no responders on {subject}")
+                    return
+                try:
+                    item = codec.stream_reply.decode(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    item = m.Failure(kind=m.INTERNAL, message=f"malformed stream message from {subject}: {exc}")
+                final = not isinstance(item, m.Chunk)
+                yield item
+        finally:
+            self._streams.pop(token, None)
+            if not final and ask_id:
+                await asyncio.shield(self.cancel(ask_id, call_id, reason="stream consumer left"))
 
     # --- many requests -------------------------------------------------------------------------
     async def scatter(

@@ -1,9 +1,11 @@
-"""The provider actor: serves ``<root>.provider.<name>.complete`` and reports what happened.
+"""The provider actor: serves ``<root>.provider.<name>.complete`` and ``.stream``, reports facts.
 
-A concrete provider implements ``complete(request, ctx) -> Completion`` (raising an ``LlmError`` for
-a classified failure). The base class serves it in queue group ``provider.<name>`` so copies share
-the load, and publishes the facts other actors consume: an ``Outcome`` per call on
-``<root>.events.outcome.<name>`` (health) and a ``Usage`` per answered call on
+A concrete provider implements ``complete(request, ctx) -> Completion`` (raising an ``LlmError``
+for a classified failure) and may implement ``stream(request, ctx)``, an async generator of text
+deltas (``str``) ending with the final ``Completion``; the default streams the whole answer as one
+delta. The base class serves both in queue group ``provider.<name>`` so copies share the load, and
+publishes the facts other actors consume: one ``Outcome`` per call on
+``<root>.events.outcome.<name>`` (health) and one ``Usage`` per answered call on
 ``<root>.events.usage.<name>`` (cost). Events are plain publishes; the events stream keeps them.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 from bus import codec
 from bus import messages as m
@@ -39,19 +42,36 @@ class ProviderActor(Actor):
             self.log.warning("events_stream_unavailable", error=str(exc) or type(exc).__name__)
 
     def endpoints(self) -> list[Endpoint]:
+        queue = Subjects.provider_queue(self.provider)
         return [
             Endpoint(
                 name="complete",
                 subject=self.subjects.provider_complete(self.provider),
-                queue=Subjects.provider_queue(self.provider),
+                queue=queue,
                 request_type=m.Complete,
                 handler=self._serve_complete,
-            )
+            ),
+            Endpoint(
+                name="stream",
+                subject=self.subjects.provider_stream(self.provider),
+                queue=queue,
+                request_type=m.Complete,
+                handler=self._serve_stream,
+                streaming=True,
+            ),
         ]
 
+    # --- to implement -------------------------------------------------------------------------
     async def complete(self, request: m.Complete, ctx: Context) -> m.Completion:
         raise NotImplementedError
 
+    async def stream(self, request: m.Complete, ctx: Context) -> AsyncIterator[str | m.Completion]:
+        result = await self.complete(request, ctx)
+        if result.text:
+            yield result.text
+        yield result
+
+    # --- serving ------------------------------------------------------------------------------
     async def _serve_complete(self, request: m.Complete, ctx: Context) -> m.Completion:
         started = now()
         kind: str | None = m.INTERNAL
@@ -69,6 +89,30 @@ class ProviderActor(Actor):
             raise
         finally:
             await self._report(request, kind, retry_after, started, result)
+
+    async def _serve_stream(self, request: m.Complete, ctx: Context) -> AsyncIterator[m.Chunk | m.Completion]:
+        started = now()
+        kind: str | None = m.INTERNAL
+        retry_after: float | None = None
+        result: m.Completion | None = None
+        seq = 0
+        try:
+            async for item in self.stream(request, ctx):
+                if isinstance(item, m.Completion):
+                    result, kind = item, None
+                    yield item
+                    return
+                yield m.Chunk(id=request.id, seq=seq, delta=item)
+                seq += 1
+            raise LlmError(f"{self.provider}: the stream ended without a final answer")
+        except LlmError as exc:
+            kind, retry_after = exc.kind, exc.retry_after_s
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
+            raise
+        finally:
+            await asyncio.shield(self._report(request, kind, retry_after, started, result))
 
     async def _report(
         self,

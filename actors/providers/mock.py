@@ -1,25 +1,32 @@
 """The mock provider: no keys, no network, deterministic with a seed.
 
 One class drives demos, tests and benchmarks. Per provider name (``[providers.<name>]`` in TOML):
-a latency distribution, a probability for each failure kind (plus ``stall``: never reply, so the
-caller's deadline is what ends the call), a ``retry_after_s`` sent with ``rate_limited``, and an
-``echo`` or ``canned`` answer. Latency never outlives the deadline: the endpoint's deadline ends a
-sleep that would.
+a latency distribution, a probability for each failure kind or mock fault, a ``retry_after_s``
+sent with ``rate_limited``, and an ``echo`` or ``canned`` answer. An Ask can also force a fault for
+itself with the label ``mock.fault`` (e.g. ``labels={"mock.fault": "rate_limited"}``).
+
+Mock faults besides the wire kinds: ``stall`` (accept, never answer: the caller's deadline ends
+it), ``cut_stream`` (a stream breaks halfway: the consumer gets a Failure, never a complete
+answer), ``malformed_output`` (structured output that is not valid JSON), ``empty`` (an empty
+answer). Latency never outlives the deadline: the endpoint's deadline ends a sleep that would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
+from collections.abc import AsyncIterator
 
 from bus import messages as m
 from bus.endpoint import Context
-from bus.errors import error_for
+from bus.errors import InvalidOutput, Unavailable, error_for
 from actors.providers.base import ProviderActor
 from actors.settings import Latency, ProviderSettings
 
-STALL = "stall"
+FAULT_LABEL = "mock.fault"
+STALL, CUT_STREAM, MALFORMED, EMPTY = "stall", "cut_stream", "malformed_output", "empty"
 
 
 def draw_latency_s(latency: Latency, rng: random.Random) -> float:
@@ -56,32 +63,61 @@ class MockProvider(ProviderActor):
         self.config = config
         self.rng = random.Random(config.seed)
 
-    async def complete(self, request: m.Complete, ctx: Context) -> m.Completion:
+    async def _prepare(self, request: m.Complete) -> tuple[float, str | None]:
+        """Draw this call's latency and fault; fail now for a wire failure kind or a stall."""
         cfg = self.config
         delay = draw_latency_s(cfg.latency, self.rng)
-        failure = draw_failure(cfg.failures, self.rng)
-        if failure == STALL:
+        fault = request.labels.get(FAULT_LABEL) or draw_failure(cfg.failures, self.rng)
+        if fault == STALL:
             await asyncio.Event().wait()  # until the deadline or a Cancel ends it
         if delay:
             await asyncio.sleep(delay)
-        if failure is not None:
+        if fault in m.FAILURE_KINDS:
             raise error_for(
                 m.Failure(
-                    kind=failure,
+                    kind=fault,
                     message=f"mock {self.provider} failed as configured",
                     provider=self.provider,
-                    retry_after_s=cfg.retry_after_s if failure == m.RATE_LIMITED else None,
+                    retry_after_s=cfg.retry_after_s if fault == m.RATE_LIMITED else None,
                 )
             )
+        return delay, fault
+
+    def _answer(self, request: m.Complete, delay: float, fault: str | None) -> m.Completion:
+        cfg = self.config
         prompt = "\n".join(msg.text() for msg in request.messages if msg.role == "user")
-        text = f"[{self.provider}] {prompt}" if cfg.answer == "echo" else cfg.canned
+        data = None
+        if fault == EMPTY:
+            text = ""
+        elif request.schema is not None:
+            if fault == MALFORMED:
+                raise InvalidOutput(f"mock {self.provider}: structured output is not valid JSON: '{{\"answer\": '")
+            data = {"answer": prompt}
+            text = json.dumps(data)
+        else:
+            text = f"[{self.provider}] {prompt}" if cfg.answer == "echo" else cfg.canned
         return m.Completion(
             id=request.id,
             ask_id=request.ask_id,
             provider=self.provider,
             model=self.model,
             text=text,
+            data=data,
             usage=m.TokenUsage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text)),
             latency_ms=round(delay * 1000.0, 3),
             confidence=cfg.confidence,
         )
+
+    async def complete(self, request: m.Complete, ctx: Context) -> m.Completion:
+        delay, fault = await self._prepare(request)
+        return self._answer(request, delay, fault)
+
+    async def stream(self, request: m.Complete, ctx: Context) -> AsyncIterator[str | m.Completion]:
+        delay, fault = await self._prepare(request)
+        answer = self._answer(request, delay, fault)
+        words = answer.text.split(" ")
+        for i, word in enumerate(words):
+            if fault == CUT_STREAM and i >= len(words) // 2:
+                raise Unavailable(f"mock {self.provider}: the stream was cut after {i} pieces")
+            yield word if i == 0 else " " + word
+        yield answer
