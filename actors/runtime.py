@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -94,6 +94,14 @@ class Actor:
     async def teardown(self) -> None:
         pass
 
+    def background(self) -> list[Callable[..., Awaitable[None]]]:
+        """Long-running jobs ``job(*, task_status)``: started (and ready) before serving, cancelled
+        after the last handler finished."""
+        return []
+
+    async def on_reconnect(self) -> None:
+        """Called after the connection came back (e.g. to re-create JetStream watchers)."""
+
     # --- lifecycle ----------------------------------------------------------------------------
     @property
     def micro_name(self) -> str:
@@ -104,29 +112,17 @@ class Actor:
         self._stopping.set()
 
     async def run(self, url: str, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        self.nc = nc = await connect(url, name=self.micro_name, options=self.connect_options)
+        self.nc = nc = await connect(
+            url, name=self.micro_name, options=self.connect_options, on_reconnect=self.on_reconnect
+        )
         try:
             self.rpc = await Rpc(nc, self.subjects).start()
             await self.setup()
-            self._endpoints = self.endpoints()
-            for ep in self._endpoints:
-                self._serving.append(
-                    await nc.subscribe(ep.subject, queue=ep.queue, cb=self._dispatcher(ep))
-                )
-            cancel_sub = await nc.subscribe(self.subjects.cancel, cb=self._on_cancel)
-            for pattern in ("$SRV.*", f"$SRV.*.{self.micro_name}", f"$SRV.*.{self.micro_name}.{self.id}"):
-                await nc.subscribe(pattern, cb=self._on_discovery)
-            await nc.flush()
-            self._started_at = datetime.now(timezone.utc).isoformat()
-            self.log.info("actor_ready", endpoints=[ep.subject for ep in self._endpoints])
-            task_status.started(self)
-            try:
-                await self._stopping.wait()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._drain()
-                    if not nc.is_closed:  # a dead connection has no subscriptions to remove
-                        await cancel_sub.unsubscribe()
+            async with anyio.create_task_group() as jobs:
+                for job in self.background():
+                    await jobs.start(job)
+                await self._serve(nc, task_status)
+                jobs.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.teardown()
@@ -135,6 +131,28 @@ class Actor:
                 if not nc.is_closed:
                     await nc.close()
                 self.log.info("actor_stopped")
+
+    async def _serve(self, nc: NATS, task_status: TaskStatus) -> None:
+        """Subscribe, report ready, wait for stop, then drain."""
+        self._endpoints = self.endpoints()
+        for ep in self._endpoints:
+            self._serving.append(
+                await nc.subscribe(ep.subject, queue=ep.queue, cb=self._dispatcher(ep))
+            )
+        cancel_sub = await nc.subscribe(self.subjects.cancel, cb=self._on_cancel)
+        for pattern in ("$SRV.*", f"$SRV.*.{self.micro_name}", f"$SRV.*.{self.micro_name}.{self.id}"):
+            await nc.subscribe(pattern, cb=self._on_discovery)
+        await nc.flush()
+        self._started_at = datetime.now(timezone.utc).isoformat()
+        self.log.info("actor_ready", endpoints=[ep.subject for ep in self._endpoints])
+        task_status.started(self)
+        try:
+            await self._stopping.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._drain()
+                if not nc.is_closed:  # a dead connection has no subscriptions to remove
+                    await cancel_sub.unsubscribe()
 
     async def _drain(self) -> None:
         for sub in self._serving:

@@ -9,6 +9,7 @@ fails at once with ``Unavailable`` when no server answers.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -34,7 +35,13 @@ class ConnectOptions:
     tls_key_file: str | None = None
 
 
-async def connect(url: str, *, name: str, options: ConnectOptions | None = None) -> NATS:
+async def connect(
+    url: str,
+    *,
+    name: str,
+    options: ConnectOptions | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
     opts = options or ConnectOptions()
     if not await anyio.to_thread.run_sync(url_greets, url):
         raise Unavailable(f"no NATS server answers at {url}")
@@ -46,8 +53,10 @@ async def connect(url: str, *, name: str, options: ConnectOptions | None = None)
         if not nc.is_closed:
             log.info("nats_disconnected", conn=name)
 
-    async def on_reconnect() -> None:
+    async def reconnected() -> None:
         log.info("nats_reconnected", conn=name)
+        if on_reconnect is not None:
+            await on_reconnect()
 
     kwargs: dict = {}
     if opts.tls_ca_file or opts.tls_cert_file:
@@ -68,7 +77,7 @@ async def connect(url: str, *, name: str, options: ConnectOptions | None = None)
         reconnect_time_wait=0.25,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
+        reconnected_cb=reconnected,
         **kwargs,
     )
     return nc
