@@ -9,14 +9,18 @@ deadline → reply with an Answer carrying its route, or a typed Failure.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
+
+import msgspec
 
 from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
-from bus.rpc import new_id
+from bus.rpc import NO_RESPONDERS, new_id
 from bus.subjects import ROUTER_QUEUE
+from actors.breakers import BreakerView
 from actors.runtime import Actor
 from actors.settings import STRATEGIES, Settings
 from actors.strategies import failover, single
@@ -40,6 +44,18 @@ class Router(Actor):
         self.settings = settings
         self.order = settings.provider_order()
         self._recent: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
+        self.breakers: BreakerView | None = None
+
+    def background(self):
+        return [self._watch_breakers] if self.settings.health.enabled else []
+
+    async def _watch_breakers(self, *, task_status) -> None:
+        self.breakers = BreakerView(self.nc, self.subjects, stale_after_s=self.settings.health.cooldown_s)
+        await self.breakers.run(task_status=task_status)
+
+    async def on_reconnect(self) -> None:
+        if self.breakers is not None:
+            self.breakers.restart()  # the server may have lost the watch's ephemeral consumer
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -91,6 +107,15 @@ class Router(Actor):
                 message=f"unknown provider(s) {', '.join(unknown) or '(none given)'}; "
                 f"configured: {', '.join(self.settings.providers)}",
             )
+        skipped: list[m.Step] = []
+        if self.breakers is not None:
+            order, skipped = await self.breakers.screen(order)
+            if not order:
+                return m.Failure(
+                    kind=m.NO_HEALTHY_PROVIDER,
+                    message="no provider may be called now: " + "; ".join(f"{s.provider} {s.detail}" for s in skipped),
+                    route=skipped,
+                )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
 
         async def call(provider: str, call_deadline: float) -> m.Completion | m.Failure:
@@ -114,12 +139,9 @@ class Router(Actor):
                 call_id=request.id,
             )
             if isinstance(result, m.Failure) and result.provider is None:
-                result = m.Failure(
-                    kind=result.kind,
-                    message=result.message,
-                    provider=provider,
-                    retry_after_s=result.retry_after_s,
-                )
+                result = msgspec.structs.replace(result, provider=provider)
+                if result.message.startswith(NO_RESPONDERS):  # gone: nobody else will report it
+                    await self._report_gone(provider)
             return result
 
         # The strategy runs under its own deadline, ahead of the endpoint's, so that even when
@@ -136,4 +158,8 @@ class Router(Actor):
                     )
         except TimeoutError:
             result = m.Failure(kind=m.TIMEOUT, message=f"budget spent ({summary(attempts)})")
-        return finish(ask, result, attempts)
+        return finish(ask, result, attempts, skipped)
+
+    async def _report_gone(self, provider: str) -> None:
+        outcome = m.Outcome(provider=provider, ok=False, kind=m.UNAVAILABLE, at=time.time(), source="router")
+        await self.nc.publish(self.subjects.outcome(provider), codec.encode(outcome))

@@ -66,6 +66,13 @@ class RouterSettings(_Table, frozen=True, kw_only=True):
     failover: FailoverSettings = FailoverSettings()
 
 
+class HealthSettings(_Table, frozen=True, kw_only=True):
+    enabled: bool = True  # routers skip providers whose breaker is open
+    failures_to_open: int = 5  # consecutive counted failures that open a breaker
+    cooldown_s: float = 60.0  # open → half-open after this long
+    successes_to_close: int = 2  # half-open probes that must succeed to close it again
+
+
 class Latency(_Table, frozen=True, kw_only=True):
     """Mock latency: fixed ``ms``; uniform in [low_ms, high_ms]; lognormal with median ``ms``."""
 
@@ -119,6 +126,7 @@ class ProviderSettings(_Table, frozen=True, kw_only=True):
 class Settings(_Table, frozen=True, kw_only=True):
     bus: BusSettings = BusSettings()
     router: RouterSettings = RouterSettings()
+    health: HealthSettings = HealthSettings()
     providers: dict[str, ProviderSettings] = msgspec.field(
         default_factory=lambda: {"mock": ProviderSettings()}
     )

@@ -18,7 +18,7 @@ from actors.settings import Settings
 
 
 def actor_names(settings: Settings) -> list[str]:
-    return ["router", *(f"provider.{name}" for name in settings.providers)]
+    return ["router", "health", *(f"provider.{name}" for name in settings.providers)]
 
 
 def unconfigured(settings: Settings) -> dict[str, str]:
@@ -40,13 +40,21 @@ def _provider_class(kind: str) -> type:
 
 
 def build_actor(name: str, settings: Settings) -> Actor:
-    """One actor by name: ``router`` or ``provider.<name>``. A provider whose API key is not set
+    """One actor by name: ``router``, ``health`` or ``provider.<name>``. A provider whose API key is not set
     raises ``ConfigError`` naming the variable."""
     subjects = Subjects(settings.bus.root)
     common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
                   stop_grace_s=settings.bus.stop_grace_s)
     if name == "router":
         return Router(settings=settings, **common)
+    if name == "health":
+        from actors.breaker import BreakerConfig
+        from actors.health import HealthActor
+
+        h = settings.health
+        config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
+                               successes_to_close=h.successes_to_close)
+        return HealthActor(config=config, providers=list(settings.providers), **common)
     if name.startswith("provider."):
         provider = name.removeprefix("provider.")
         config = settings.providers.get(provider)

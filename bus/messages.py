@@ -243,6 +243,7 @@ class Outcome(_Msg, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     retry_after_s: float | None = None
     at: float = 0.0  # unix time
+    source: str = "provider"  # "router" when a router saw it (no responders: the provider is gone)
 
 
 class Usage(_Msg, frozen=True, kw_only=True):
@@ -254,6 +255,60 @@ class Usage(_Msg, frozen=True, kw_only=True):
     tier: str | None = None
     user: str | None = None
     at: float = 0.0  # unix time
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+class BreakerState(_Msg, frozen=True, kw_only=True):
+    """One provider's circuit breaker, as the health actor stores it in the KV bucket
+    ``<root>_health`` under ``state.<provider>`` (routers watch it). Times are unix seconds."""
+
+    provider: str
+    state: str = "closed"  # "closed" | "open" | "half_open"
+    consecutive_failures: int = 0
+    half_open_successes: int = 0
+    open_until: float = 0.0  # when OPEN turns HALF_OPEN
+    reason: str = ""  # the failure kind that opened it
+    probe_round: int = 0  # one half-open probe per round, fleet-wide
+    changed_at: float = 0.0
+
+
+class ProviderHealth(_Value, frozen=True, kw_only=True):
+    breaker: BreakerState
+    calls: int = 0
+    successes: int = 0
+    errors: dict[str, int] = {}  # failure kind -> count
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str = ""
+    transitions: list[str] = []  # recent "at from→to (reason)" lines
+
+
+class HealthQuery(_Msg, frozen=True, kw_only=True):
+    detailed: bool = False
+
+
+class HealthReset(_Msg, frozen=True, kw_only=True):
+    provider: str | None = None  # None: every provider
+
+
+class HealthReport(_Msg, frozen=True, kw_only=True):
+    providers: list[ProviderHealth] = []
+    at: float = 0.0
+
+
+class BreakerChange(_Msg, frozen=True, kw_only=True):
+    """Event on ``<root>.events.health.<provider>``: a breaker changed state."""
+
+    provider: str
+    before: str
+    after: str
+    reason: str = ""
+    open_until: float = 0.0
+    at: float = 0.0
 
 
 # Reply unions: what each request subject answers with.

@@ -29,6 +29,7 @@ from bus.subjects import Subjects
 T = TypeVar("T")
 
 _NO_RESPONDERS = "503"
+NO_RESPONDERS = "no responders on"  # how a Failure for NATS "no responders" begins
 
 
 def new_id() -> str:
@@ -104,7 +105,7 @@ class Rpc:
         finally:
             self._pending.pop(token, None)
         if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
-            return m.Failure(kind=m.UNAVAILABLE, message=f"no responders on {subject}")
+            return m.Failure(kind=m.UNAVAILABLE, message=f"{NO_RESPONDERS} {subject}")
         return msg
 
     async def call(
@@ -165,7 +166,7 @@ class Rpc:
                     return
                 if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
                     final = True
-                    yield m.Failure(kind=m.UNAVAILABLE, message=f"no responders on {subject}")
+                    yield m.Failure(kind=m.UNAVAILABLE, message=f"{NO_RESPONDERS} {subject}")
                     return
                 try:
                     item = codec.stream_reply.decode(msg.data)

@@ -1,10 +1,11 @@
-"""JetStream streams the bus keeps (names derived from the subject root)."""
+"""JetStream streams and KV buckets the bus keeps (names derived from the subject root)."""
 
 from __future__ import annotations
 
 from nats.aio.client import Client as NATS
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
 
 from bus.subjects import Subjects
 
@@ -29,3 +30,16 @@ async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
         await js.add_stream(config)
     except BadRequestError:  # exists with other settings: bring it to ours
         await js.update_stream(config)
+
+
+async def ensure_kv(nc: NATS, bucket: str, *, history: int = 1) -> KeyValue:
+    """Open the KV bucket ``bucket``, creating it (file storage) when it does not exist yet."""
+    js = nc.jetstream()
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
+    except BadRequestError:  # created concurrently by another actor
+        return await js.key_value(bucket)

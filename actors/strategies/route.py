@@ -76,10 +76,13 @@ def summary(attempts: list[Attempt]) -> str:
     return ", ".join(f"{a.provider}: {a.outcome}" for a in attempts) or "no provider was called"
 
 
-def finish(ask: m.Ask, result: m.Completion | m.Failure, attempts: list[Attempt]) -> m.Answer | m.Failure:
-    """The reply to ``ask``: an Answer carrying its route, or the Failure."""
+def finish(
+    ask: m.Ask, result: m.Completion | m.Failure, attempts: list[Attempt], skipped: list[m.Step] = ()
+) -> m.Answer | m.Failure:
+    """The reply to ``ask``: an Answer carrying its route (providers skipped first), or the Failure."""
+    route = [*skipped, *route_of(attempts)]
     if isinstance(result, m.Failure):
-        return msgspec.structs.replace(result, route=route_of(attempts))
+        return msgspec.structs.replace(result, route=route)
     return m.Answer(
         id=ask.id,
         text=result.text,
@@ -87,5 +90,5 @@ def finish(ask: m.Ask, result: m.Completion | m.Failure, attempts: list[Attempt]
         confidence=result.confidence,
         providers=[result.provider],
         usage=result.usage,
-        route=route_of(attempts),
+        route=route,
     )

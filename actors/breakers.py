@@ -1,0 +1,108 @@
+"""What a router knows of every provider's circuit breaker, with no round trip on the ask path.
+
+A KV watch on ``state.>`` of the health bucket keeps ``states`` current (propagation measured in
+``llmbus bench``). ``screen(order)`` drops providers whose breaker is OPEN; a HALF_OPEN provider
+is kept only by the router that wins that round's probe: a compare-and-set on ``probe.<provider>``
+in the same bucket, so one probe goes out per round however many routers run. A claim older than
+``stale_after_s`` (its prober died before reporting) may be taken over.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from nats.aio.client import Client as NATS
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+
+from bus import messages as m
+from bus.streams import ensure_kv
+from bus.subjects import Subjects
+from actors import breaker as br
+
+_decode = msgspec.json.Decoder(m.BreakerState).decode
+
+
+class BreakerView:
+    def __init__(self, nc: NATS, subjects: Subjects, *, stale_after_s: float) -> None:
+        self.nc = nc
+        self.bucket = subjects.bucket("health")
+        self.stale_after_s = stale_after_s
+        self.states: dict[str, m.BreakerState] = {}
+        self.kv = None
+        self._restart = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch the bucket; ready once the current states are loaded. Re-watches after a reconnect."""
+        self.kv = await ensure_kv(self.nc, self.bucket)
+        ready = False
+        while True:
+            watcher = await self.kv.watch("state.>")
+            self._restart = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                async def stop_on_restart() -> None:
+                    await self._restart.wait()
+                    await watcher.stop()
+
+                tg.start_soon(stop_on_restart)
+                async for entry in watcher:
+                    if entry is None:  # the initial values are all in
+                        if not ready:
+                            ready = True
+                            task_status.started()
+                        continue
+                    provider = entry.key.removeprefix("state.")
+                    if entry.value:
+                        self.states[provider] = _decode(entry.value)
+                    else:  # deleted or purged
+                        self.states.pop(provider, None)
+                tg.cancel_scope.cancel()
+
+    def restart(self) -> None:
+        self._restart.set()
+
+    async def screen(self, order: list[str]) -> tuple[list[str], list[m.Step]]:
+        """(providers that may be called now, in order; a Step for each one left out)."""
+        if not self.states:
+            return order, []
+        now = time.time()
+        usable: list[str] = []
+        skipped: list[m.Step] = []
+        for provider in order:
+            state = self.states.get(provider)
+            live = br.effective(state, now) if state is not None else None
+            if live is None or live.state == br.CLOSED:
+                usable.append(provider)
+            elif live.state == br.HALF_OPEN and await self.claim_probe(provider, live.probe_round):
+                usable.append(provider)
+            else:
+                skipped.append(m.Step(provider=provider, outcome="breaker_" + live.state, ms=0.0, detail=describe(live, now)))
+        return usable, skipped
+
+    async def claim_probe(self, provider: str, round_: int) -> bool:
+        """True for exactly one caller per (provider, round), fleet-wide."""
+        key = f"probe.{provider}"
+        claim = f"{round_}:{time.time():.3f}".encode()
+        try:
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                await self.kv.create(key, claim)
+                return True
+            held_round, _, at = (entry.value or b"").decode().partition(":")
+            if held_round == str(round_) and time.time() - float(at or 0) < self.stale_after_s:
+                return False
+            await self.kv.update(key, claim, last=entry.revision)
+            return True
+        except (KeyWrongLastSequenceError, APIError):  # another router won the round
+            return False
+
+
+def describe(state: m.BreakerState, now: float) -> str:
+    if state.state == br.OPEN:
+        return f"open ({state.reason or 'failures'}), retry in {max(0.0, state.open_until - now):.1f}s"
+    if state.state == br.HALF_OPEN:
+        return "half-open: another router is probing it"
+    return state.state

@@ -1,0 +1,240 @@
+"""The health actor: one circuit breaker per provider, shared by every process through JetStream KV.
+
+It consumes ``Outcome`` events with a durable JetStream pull consumer (``health``), so outcomes
+published while it restarts are read when it is back; it acknowledges an event only after the
+breaker change it caused is stored. Breaker states live in the KV bucket ``<root>_health`` under
+``state.<provider>`` (file storage: they survive restarts of this actor, of routers and of
+nats-server); routers watch that bucket and skip open providers with no round trip. Metrics
+(success rate, errors by kind, latency p50/p95, last success/failure) are kept here and flushed to
+``metrics.<provider>`` once a second. Every state change is one log line and a retained
+``BreakerChange`` event on ``<root>.events.health.<provider>``.
+
+Serves ``<root>.health.status`` (HealthQuery → HealthReport) and ``<root>.health.reset``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NoKeysError
+
+from bus import codec
+from bus import messages as m
+from bus.endpoint import Context, Endpoint
+from bus.streams import ensure_events_stream, ensure_kv
+from actors import breaker as br
+from actors.runtime import Actor
+
+LATENCY_SAMPLES = 256
+TRANSITIONS_KEPT = 20
+FLUSH_EVERY_S = 1.0
+
+
+@dataclass
+class Metrics:
+    calls: int = 0
+    successes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str = ""
+    transitions: deque = field(default_factory=lambda: deque(maxlen=TRANSITIONS_KEPT))
+
+    def add(self, outcome: m.Outcome) -> None:
+        self.calls += 1
+        if outcome.ok:
+            self.successes += 1
+            self.latencies.append(outcome.latency_ms)
+            self.last_success = outcome.at
+        else:
+            kind = outcome.kind or m.INTERNAL
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+            self.last_failure = outcome.at
+            self.last_error = kind
+
+    def report(self, state: m.BreakerState, detailed: bool) -> m.ProviderHealth:
+        ordered = sorted(self.latencies)
+        return m.ProviderHealth(
+            breaker=state,
+            calls=self.calls,
+            successes=self.successes,
+            errors=dict(self.errors),
+            latency_p50_ms=_quantile(ordered, 0.50),
+            latency_p95_ms=_quantile(ordered, 0.95),
+            last_success=self.last_success,
+            last_failure=self.last_failure,
+            last_error=self.last_error,
+            transitions=list(self.transitions) if detailed else [],
+        )
+
+    @classmethod
+    def restore(cls, saved: m.ProviderHealth) -> Metrics:
+        return cls(calls=saved.calls, successes=saved.successes, errors=dict(saved.errors),
+                   last_success=saved.last_success, last_failure=saved.last_failure,
+                   last_error=saved.last_error, transitions=deque(saved.transitions, maxlen=TRANSITIONS_KEPT))
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+_state_decoder = msgspec.json.Decoder(m.BreakerState)
+_metrics_decoder = msgspec.json.Decoder(m.ProviderHealth)
+
+
+class HealthActor(Actor):
+    kind = "health"
+    description = "circuit breakers and provider health"
+
+    def __init__(self, *, config: br.BreakerConfig, providers: list[str], **kw) -> None:
+        super().__init__(**kw)
+        self.config = config
+        self.breakers: dict[str, m.BreakerState] = {p: br.reset(p, 0.0) for p in providers}
+        self.metrics: dict[str, Metrics] = {p: Metrics() for p in providers}
+        self._dirty: set[str] = set()
+        self._wake = anyio.Event()
+        self.kv = None
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(name="status", subject=self.subjects.service("health", "status"),
+                     request_type=m.HealthQuery, handler=self.status),
+            Endpoint(name="reset", subject=self.subjects.service("health", "reset"),
+                     request_type=m.HealthReset, handler=self.reset),
+        ]
+
+    def background(self):
+        return [self._consume, self._tick, self._flush]
+
+    async def setup(self) -> None:
+        await ensure_events_stream(self.nc, self.subjects)
+        self.kv = await ensure_kv(self.nc, self.subjects.bucket("health"))
+        for key in await self._keys():
+            entry = await self.kv.get(key)
+            kind, _, provider = key.partition(".")
+            if kind == "state":
+                self.breakers[provider] = _state_decoder.decode(entry.value)
+            elif kind == "metrics":
+                self.metrics[provider] = Metrics.restore(_metrics_decoder.decode(entry.value))
+        self.metrics.update({p: Metrics() for p in self.breakers if p not in self.metrics})
+
+    async def _keys(self) -> list[str]:
+        try:
+            return await self.kv.keys()
+        except NoKeysError:
+            return []
+
+    # --- endpoints ----------------------------------------------------------------------------
+    async def status(self, query: m.HealthQuery, ctx: Context) -> m.HealthReport:
+        now = time.time()
+        return m.HealthReport(
+            providers=[
+                self.metrics.setdefault(p, Metrics()).report(br.effective(b, now), query.detailed)
+                for p, b in sorted(self.breakers.items())
+            ],
+            at=now,
+        )
+
+    async def reset(self, request: m.HealthReset, ctx: Context) -> m.HealthReport:
+        now = time.time()
+        for provider in [request.provider] if request.provider else list(self.breakers):
+            await self._store(self.breakers.get(provider, br.reset(provider, now)), br.reset(provider, now), now, "reset")
+        return await self.status(m.HealthQuery(), ctx)
+
+    # --- the breakers -------------------------------------------------------------------------
+    async def _store(self, before: m.BreakerState, after: m.BreakerState, now: float, why: str = "") -> None:
+        """Keep ``after`` (in memory and KV); log and announce a change of state."""
+        self.breakers[after.provider] = after
+        if after == before:
+            return
+        await self.kv.put(f"state.{after.provider}", codec.encode(after))
+        if after.state != before.state:
+            reason = why or after.reason
+            self.log.info("breaker_changed", provider=after.provider, before=before.state, after=after.state,
+                          reason=reason, open_until=after.open_until)
+            metrics = self.metrics.setdefault(after.provider, Metrics())
+            metrics.transitions.append(f"{time.strftime('%H:%M:%S', time.localtime(now))} "
+                                       f"{before.state}→{after.state} ({reason})")
+            self._dirty.add(after.provider)
+            event = m.BreakerChange(provider=after.provider, before=before.state, after=after.state,
+                                    reason=reason, open_until=after.open_until, at=now)
+            await self.nc.publish(f"{self.subjects.root}.events.health.{after.provider}", codec.encode(event))
+            self._wake.set()
+
+    async def apply(self, outcome: m.Outcome) -> None:
+        now = time.time()
+        stored = self.breakers.get(outcome.provider) or br.reset(outcome.provider, now)
+        live = br.effective(stored, now)
+        await self._store(stored, live, now, "cooldown over")  # a no-op unless the cooldown ended
+        after = br.record(live, ok=outcome.ok, kind=outcome.kind, retry_after_s=outcome.retry_after_s,
+                          now=now, config=self.config)
+        self.metrics.setdefault(outcome.provider, Metrics()).add(outcome)
+        self._dirty.add(outcome.provider)
+        await self._store(live, after, now)
+
+    async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        js = self.nc.jetstream()
+        psub = await js.pull_subscribe(
+            f"{self.subjects.root}.events.outcome.>",
+            durable=f"{self.subjects.root}_health",
+            stream=self.subjects.events_stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW),
+        )
+        task_status.started()
+        decode = codec.decoder(m.Outcome).decode
+        while True:
+            try:
+                batch = await psub.fetch(batch=256, timeout=0.5)
+            except NatsTimeout:
+                continue
+            except Exception as exc:  # server restarting: try again shortly
+                self.log.warning("outcome_fetch_failed", error=str(exc) or type(exc).__name__)
+                await anyio.sleep(0.5)
+                continue
+            for msg in batch:
+                try:
+                    await self.apply(decode(msg.data))
+                except msgspec.DecodeError:
+                    pass  # not an Outcome: nothing to count
+                await msg.ack()
+
+    async def _tick(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Turn OPEN into HALF_OPEN when a cooldown ends, so the KV shows it without an outcome."""
+        task_status.started()
+        while True:
+            now = time.time()
+            opens = [b.open_until for b in self.breakers.values() if b.state == br.OPEN]
+            with anyio.move_on_after(min([max(0.0, t - now) for t in opens], default=60.0)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            now = time.time()
+            for b in list(self.breakers.values()):
+                if b.state == br.OPEN and now >= b.open_until:
+                    await self._store(b, br.effective(b, now), now, "cooldown over")
+
+    async def _flush(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await anyio.sleep(FLUSH_EVERY_S)
+            await self.flush_metrics()
+
+    async def flush_metrics(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for provider in dirty:
+            report = self.metrics[provider].report(self.breakers[provider], detailed=True)
+            await self.kv.put(f"metrics.{provider}", codec.encode(report))
+
+    async def teardown(self) -> None:
+        if self.kv is not None and not self.nc.is_closed:
+            await self.flush_metrics()
+
