@@ -266,6 +266,95 @@ def test_provider(
         raise typer.Exit(1)
 
 
+@app.command()
+def status(
+    detailed: Annotated[bool, typer.Option("--detailed", "-d", help="errors by kind and recent transitions")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Providers' health: breaker state, success rate, latency, errors, time to retry."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    report = run_async(with_client, settings, nats_url, _health_call(m.HealthQuery(detailed=detailed), "status"))
+    _print_health(report, detailed=detailed, json_out=json_out, settings=settings)
+
+
+health_app = typer.Typer(help="circuit breakers", no_args_is_help=True)
+app.add_typer(health_app, name="health")
+
+
+@health_app.command("reset")
+def health_reset(
+    provider: Annotated[Optional[str], typer.Argument(help="one provider (default: all)")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Close a provider's breaker (or every breaker) now."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    report = run_async(with_client, settings, nats_url, _health_call(m.HealthReset(provider=provider), "reset"))
+    _print_health(report, detailed=False, json_out=json_out, settings=settings)
+
+
+def _health_call(request, verb: str, budget_ms: int = 2_000):
+    from bus import codec
+    from bus.deadline import deadline_in
+
+    async def call(client):
+        return await client.rpc.call(client.subjects.service("health", verb), request,
+                                     codec.decoder(m.HealthReport | m.Failure), deadline=deadline_in(budget_ms))
+
+    return call
+
+
+def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_mod.Settings) -> None:
+    import time
+
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    if isinstance(report, m.Failure):
+        if not json_out:
+            hint = " (is the health actor running? `llmbus up` runs it)" if report.kind == m.UNAVAILABLE else ""
+            err.print(f"[red]{report.kind}[/red]: {report.message}{hint}", highlight=False)
+        raise typer.Exit(1)
+    if json_out:
+        return
+    now = time.time()
+    table = Table(title="llmbus status — provider health")
+    columns = ["provider", "state", "success", "p50 ms", "p95 ms", "errors", "last success", "last failure", "retry in"]
+    if detailed:
+        columns += ["errors by kind", "recent transitions"]
+    for col in columns:
+        table.add_column(col)
+    colour = {"closed": "green", "half_open": "yellow", "open": "red"}
+    for p in report.providers:
+        b = p.breaker
+        config = settings.providers.get(b.provider)
+        missing = config.missing_key() if config is not None else None
+        state = f"[dim]not configured (set {missing})[/]" if missing and not p.calls else f"[{colour.get(b.state, 'white')}]{b.state}[/]"
+        row = [
+            b.provider,
+            state,
+            f"{100.0 * p.successes / p.calls:.1f}% of {p.calls}" if p.calls else "—",
+            f"{p.latency_p50_ms:.1f}" if p.latency_p50_ms is not None else "—",
+            f"{p.latency_p95_ms:.1f}" if p.latency_p95_ms is not None else "—",
+            str(p.calls - p.successes),
+            _ago(p.last_success, now),
+            _ago(p.last_failure, now) + (f" ({p.last_error})" if p.last_error else ""),
+            f"{max(0.0, b.open_until - now):.1f}s" if b.state == "open" else "—",
+        ]
+        if detailed:
+            row += [", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "—", escape("\n".join(p.transitions)) or "—"]
+        table.add_row(*row)
+    out.print(table)
+
+
+def _ago(t: float | None, now: float) -> str:
+    return "—" if t is None else f"{max(0.0, now - t):.1f}s ago"
+
+
 def _route_line(route: list[m.Step]) -> str:
     return "route: " + " → ".join(f"{s.provider} {s.outcome} {s.ms:.1f}ms" for s in route)
 

