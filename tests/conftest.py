@@ -62,7 +62,7 @@ class Stack:
 
     def actor(self, name: str) -> Actor:
         """The running actor called ``name`` ("router", "provider.<p>")."""
-        wanted = "router" if name == "router" else "provider-" + name.removeprefix("provider.")
+        wanted = name if name in ("router", "health") else "provider-" + name.removeprefix("provider.")
         for a in [*self.actors, *self.extra]:
             if a.name == wanted:
                 return a
