@@ -103,7 +103,9 @@ def test_classify_gemini_errors() -> None:
                       "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "4s"}]}}
     failure = classify(GenaiError(429, body))
     assert (failure.kind, failure.retry_after_s) == (m.RATE_LIMITED, 4.0)
-    bad = {"error": {"code": 400, "message": "API key not valid", "status": "INVALID_ARGUMENT"}}
+    bad_key = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"}}
+    assert classify(GenaiError(400, bad_key)).kind == m.AUTH  # Gemini says 400, not 401, for a bad key
+    bad = {"error": {"code": 400, "message": "Invalid value at 'contents'", "status": "INVALID_ARGUMENT"}}
     assert classify(GenaiError(400, bad)).kind == m.BAD_REQUEST
 
 

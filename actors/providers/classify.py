@@ -15,7 +15,7 @@ other 5xx, 404, connection errors        unavailable (another provider may well 
 400/413/422 about the context window     context_length
 400 about safety / content policy        content_filter
 other 400/413/422                        bad_request
-401, 403                                 auth
+401, 403; 400 "API key not valid" (Gemini) auth
 anything else                            internal
 =======================================  =====================================================
 """
@@ -36,6 +36,7 @@ _CONTEXT = re.compile(
 )
 _CONTENT = re.compile(r"content.(policy|filter|management)|safety|blocked", re.I)
 _OVERLOADED = re.compile(r"overloaded", re.I)
+_BAD_KEY = re.compile(r"API[ _]key not valid|API_KEY_INVALID|invalid api[ _-]?key", re.I)
 MAX_MESSAGE = 300
 
 
@@ -87,7 +88,7 @@ def kind_for_status(status: int, text: str = "") -> str:
         return m.OVERLOADED
     if status == 408:
         return m.TIMEOUT
-    if status in (401, 403):
+    if status in (401, 403) or (status == 400 and _BAD_KEY.search(text)):
         return m.AUTH
     if status in (400, 413, 422):
         if _CONTEXT.search(text):
@@ -104,6 +105,9 @@ def classify(exc: BaseException, *, provider: str | None = None, secrets: Iterab
     """The Failure for an exception raised by an SDK call (secrets are cut out of the message)."""
     status = _status(exc)
     name = type(exc).__name__
+    # the class and its bases: httpx's transport errors (ConnectError, ReadError, …) name what they
+    # are only through their bases (NetworkError, TransportError)
+    lineage = " ".join(cls.__name__ for cls in type(exc).__mro__)
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     body = getattr(exc, "body", None) or getattr(exc, "details", None)
@@ -111,9 +115,9 @@ def classify(exc: BaseException, *, provider: str | None = None, secrets: Iterab
     if status is not None:
         kind = kind_for_status(status, f"{text} {_error_type(body)}")
         message = f"HTTP {status}: {text}"
-    elif "Timeout" in name:
+    elif "Timeout" in lineage:
         kind, message = m.TIMEOUT, f"{name}: the provider did not answer in time"
-    elif "Connection" in name or "Protocol" in name or "Network" in name or "Transport" in name:
+    elif any(word in lineage for word in ("Connect", "Protocol", "Network", "Transport")):
         kind, message = m.UNAVAILABLE, f"{name}: {text}"
     else:
         kind, message = m.INTERNAL, f"{name}: {text}"
