@@ -109,7 +109,10 @@ class ProviderActor(Actor):
             kind, retry_after = exc.kind, exc.retry_after_s
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
+            # The consumer closes this generator right after taking the final Completion, which
+            # raises GeneratorExit at that last yield: the call was answered, not timed out.
+            if result is None:
+                kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
             raise
         finally:
             await asyncio.shield(self._report(request, kind, retry_after, started, result))

@@ -3,21 +3,19 @@
 Pure: it reads attributes the SDKs share (``status_code`` or ``code``, ``response.headers``, the
 error body) and never imports an SDK, so it is cheap and table-testable.
 
-=======================================  =====================================================
-what the provider said                   kind
-=======================================  =====================================================
-429 (``retry-after-ms``, ``retry-after``,  rate_limited, with ``retry_after_s``
-Gemini ``RetryInfo.retryDelay``)
-429 ``insufficient_quota``               auth (the account, not the moment: retrying won't help)
-529, or an "overloaded" error type       overloaded
-408, SDK/httpx timeouts                  timeout
-other 5xx, 404, connection errors        unavailable (another provider may well answer)
-400/413/422 about the context window     context_length
-400 about safety / content policy        content_filter
-other 400/413/422                        bad_request
-401, 403; 400 "API key not valid" (Gemini) auth
-anything else                            internal
-=======================================  =====================================================
+what the provider said                        kind
+--------------------------------------------  ---------------------------------------------------
+429 (retry-after-ms, retry-after, or Gemini   rate_limited, with retry_after_s
+  RetryInfo.retryDelay)
+429 insufficient_quota                        auth (the account, not the moment: retrying won't help)
+529, or an "overloaded" error                 overloaded
+408, SDK/httpx timeouts                       timeout
+other 5xx, 404, connection errors             unavailable (another provider may well answer)
+400/413/422 about the context window          context_length
+400 about safety / content policy             content_filter
+401, 403; Gemini's 400 "API key not valid"    auth
+other 400/413/422                             bad_request
+anything else                                 internal
 """
 
 from __future__ import annotations

@@ -127,6 +127,19 @@ class RemoteProvider(ProviderActor):
         await super().setup()
         self.client = self.make_client(self._key)
 
+    async def teardown(self) -> None:
+        # Close the SDK's connection pool on this loop. Left to the garbage collector, the
+        # openai/anthropic clients' __del__ schedules aclose() on whatever loop runs then, which
+        # fails ("Event loop is closed") when the actor ran on a loop that has since ended.
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                aio = getattr(client, "aio", None)  # google-genai: the async client is client.aio
+                await (aio.aclose() if aio is not None else client.close())
+            except Exception as exc:
+                self.log.debug("client_close_failed", error=type(exc).__name__)
+        await super().teardown()
+
     # --- to implement -------------------------------------------------------------------------
     def make_client(self, key: str) -> Any:
         raise NotImplementedError
