@@ -76,22 +76,16 @@ class AnthropicProvider(RemoteProvider):
         return AsyncAnthropic(api_key=key, base_url=self.config.base_url, max_retries=0)
 
     def _args(self, request: m.Complete, messages: list[m.Message], timeout_s: float) -> dict[str, Any]:
-        max_tokens, temperature = self.params(request)
         system, msgs = to_anthropic(messages)
         args: dict[str, Any] = {
             "model": request.params.model or self.model,
             "messages": msgs,
-            "max_tokens": max_tokens,
+            "max_tokens": self.params(request)[0],
             "timeout": timeout_s,
+            **self.sampling(request, stop="stop_sequences"),
         }
         if system:
             args["system"] = system
-        if temperature is not None:
-            args["temperature"] = temperature
-        if request.params.top_p is not None:
-            args["top_p"] = request.params.top_p
-        if request.params.stop:
-            args["stop_sequences"] = request.params.stop
         if request.tools:
             args["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
         return args

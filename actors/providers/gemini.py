@@ -88,20 +88,14 @@ class GeminiProvider(RemoteProvider):
         return genai.Client(api_key=key, http_options=options)
 
     def _args(self, request: m.Complete, messages: list[m.Message], timeout_s: float) -> dict[str, Any]:
-        max_tokens, temperature = self.params(request)
         system, contents = to_gemini(messages)
         config: dict[str, Any] = {
-            "max_output_tokens": max_tokens,
+            "max_output_tokens": self.params(request)[0],
             "http_options": {"timeout": max(1, int(timeout_s * 1000)), "retry_options": {"attempts": 1}},
+            **self.sampling(request, stop="stop_sequences"),
         }
         if system:
             config["system_instruction"] = system
-        if temperature is not None:
-            config["temperature"] = temperature
-        if request.params.top_p is not None:
-            config["top_p"] = request.params.top_p
-        if request.params.stop:
-            config["stop_sequences"] = request.params.stop
         if request.tools:
             config["tools"] = [{"function_declarations": [
                 {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters} for t in request.tools

@@ -69,19 +69,13 @@ class OpenAIProvider(RemoteProvider):
         return AsyncOpenAI(api_key=key, base_url=self.config.base_url, max_retries=0)
 
     def _args(self, request: m.Complete, messages: list[m.Message], timeout_s: float) -> dict[str, Any]:
-        max_tokens, temperature = self.params(request)
         args: dict[str, Any] = {
             "model": request.params.model or self.model,
             "messages": to_openai(messages),
-            "max_completion_tokens": max_tokens,
+            "max_completion_tokens": self.params(request)[0],
             "timeout": timeout_s,
+            **self.sampling(request, stop="stop"),
         }
-        if temperature is not None:
-            args["temperature"] = temperature
-        if request.params.top_p is not None:
-            args["top_p"] = request.params.top_p
-        if request.params.stop:
-            args["stop"] = request.params.stop
         if request.tools:
             args["tools"] = [
                 {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}

@@ -160,6 +160,19 @@ class RemoteProvider(ProviderActor):
         p = request.params
         return (p.max_tokens or self.config.max_tokens, p.temperature if p.temperature is not None else self.config.temperature)
 
+    def sampling(self, request: m.Complete, *, stop: str) -> dict[str, Any]:
+        """temperature, top_p and the stop sequences (under the SDK's name ``stop``), when set."""
+        p = request.params
+        args: dict[str, Any] = {}
+        temperature = self.params(request)[1]
+        if temperature is not None:
+            args["temperature"] = temperature
+        if p.top_p is not None:
+            args["top_p"] = p.top_p
+        if p.stop:
+            args[stop] = p.stop
+        return args
+
     def failure_for(self, exc: BaseException) -> LlmError:
         return error_for(classify(exc, provider=self.provider, secrets=(self._key,)))
 
