@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import anyio
 import msgspec
+import nats
 import pytest
 from anyio.abc import TaskGroup
 
@@ -22,6 +23,7 @@ from actors.runtime import Actor, run_actors
 from actors.stack import build_actor, build_actors
 from bus.client import Client
 from bus.server import NatsServer
+from bus.subjects import Subjects
 
 
 @pytest.fixture
@@ -92,6 +94,14 @@ def stack(nats_url: str, root: str) -> Callable:
         url = url or nats_url
         settings = make_settings(toml, root)
         actors = build_actors(settings, names)
+        try:
+            async with running_actors(settings, actors, url) as s:
+                yield s
+        finally:
+            await delete_root_streams(url, root)
+
+    @asynccontextmanager
+    async def running_actors(settings, actors, url) -> AsyncIterator[Stack]:
         async with anyio.create_task_group() as tg:
             await tg.start(run_actors, actors, url)
             s = None
@@ -107,3 +117,18 @@ def stack(nats_url: str, root: str) -> Callable:
                         a.stop()
 
     return running
+
+
+async def delete_root_streams(url: str, root: str) -> None:
+    """Remove a test root's events stream and KV buckets: each reserves storage on the shared
+    server (the events stream 1 GiB), so a suite of many roots would run out of it."""
+    subjects = Subjects(root)
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            name = info.config.name
+            if name == subjects.events_stream or name.startswith(f"KV_{root}_"):
+                await js.delete_stream(name)
+    finally:
+        await nc.close()

@@ -56,10 +56,14 @@ def to_anthropic(messages: list[m.Message]) -> tuple[str | None, list[dict[str, 
 def _usage(usage: Any, output_tokens: int | None = None) -> m.TokenUsage:
     if usage is None:
         return m.TokenUsage(output_tokens=output_tokens or 0)
+    # Anthropic's input_tokens leaves out cached ones (read and written); OpenAI and Gemini count
+    # them in. Normalise to theirs: input = every prompt token, cached = those read from cache.
+    cached = getattr(usage, "cache_read_input_tokens", 0) or 0
+    written = getattr(usage, "cache_creation_input_tokens", 0) or 0
     return m.TokenUsage(
-        input_tokens=getattr(usage, "input_tokens", 0) or 0,
+        input_tokens=(getattr(usage, "input_tokens", 0) or 0) + cached + written,
         output_tokens=output_tokens if output_tokens is not None else (getattr(usage, "output_tokens", 0) or 0),
-        cached_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
+        cached_tokens=cached,
     )
 
 
