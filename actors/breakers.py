@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from bus import messages as m
-from bus.streams import ensure_kv
+from bus.streams import KvMirror
 from bus.subjects import Subjects
 from actors import breaker as br
 
@@ -27,41 +27,27 @@ _decode = msgspec.json.Decoder(m.BreakerState).decode
 
 class BreakerView:
     def __init__(self, nc: NATS, subjects: Subjects, *, stale_after_s: float) -> None:
-        self.nc = nc
-        self.bucket = subjects.bucket("health")
         self.stale_after_s = stale_after_s
         self.states: dict[str, m.BreakerState] = {}
-        self.kv = None
-        self._restart = anyio.Event()
+        self.mirror = KvMirror(nc, subjects.bucket("health"), "state.>", on_change=self._changed)
+
+    @property
+    def kv(self):
+        return self.mirror.kv
+
+    def _changed(self, key: str, value: bytes | None) -> None:
+        provider = key.removeprefix("state.")
+        if value is None:
+            self.states.pop(provider, None)
+        else:
+            self.states[provider] = _decode(value)
 
     async def run(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        """Watch the bucket; ready once the current states are loaded. Re-watches after a reconnect."""
-        self.kv = await ensure_kv(self.nc, self.bucket)
-        ready = False
-        while True:
-            watcher = await self.kv.watch("state.>")
-            self._restart = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                async def stop_on_restart() -> None:
-                    await self._restart.wait()
-                    await watcher.stop()
-
-                tg.start_soon(stop_on_restart)
-                async for entry in watcher:
-                    if entry is None:  # the initial values are all in
-                        if not ready:
-                            ready = True
-                            task_status.started()
-                        continue
-                    provider = entry.key.removeprefix("state.")
-                    if entry.value:
-                        self.states[provider] = _decode(entry.value)
-                    else:  # deleted or purged
-                        self.states.pop(provider, None)
-                tg.cancel_scope.cancel()
+        """Watch the bucket; ready once the current states are loaded."""
+        await self.mirror.run(task_status=task_status)
 
     def restart(self) -> None:
-        self._restart.set()
+        self.mirror.restart()
 
     async def screen(self, order: list[str]) -> tuple[list[str], list[m.Step]]:
         """(providers that may be called now, in order; a Step for each one left out)."""

@@ -155,6 +155,7 @@ class Ask(_Msg, frozen=True, kw_only=True):
     budget_ms: int | None = None  # used when the message carries no Llm-Budget-Ms header
     stream: bool = False
     labels: dict[str, str] = {}
+    max_cost_usd: float | None = None  # a ceiling for this ask: worst cases are checked before each call
 
 
 class Answer(_Msg, frozen=True, kw_only=True):
@@ -164,7 +165,7 @@ class Answer(_Msg, frozen=True, kw_only=True):
     confidence: float | None = None
     providers: list[str] = []
     usage: TokenUsage = TokenUsage()
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # the sum over every call; None when a model has no price (unknown)
     cached: bool = False
     route: list[Step] = []
     stage: str = "final"  # "draft" | "enhanced" | "final"
@@ -183,6 +184,7 @@ class Complete(_Msg, frozen=True, kw_only=True):
     tier: str | None = None
     user: str | None = None
     labels: dict[str, str] = {}  # the ask's labels (flags, A/B, mock fault injection)
+    strategy: str | None = None  # the strategy that made this call (for cost reports)
 
 
 class Completion(_Msg, frozen=True, kw_only=True):
@@ -254,7 +256,101 @@ class Usage(_Msg, frozen=True, kw_only=True):
     usage: TokenUsage
     tier: str | None = None
     user: str | None = None
+    strategy: str | None = None
     at: float = 0.0  # unix time
+
+
+# --- cost --------------------------------------------------------------------------------------
+
+
+class LedgerEntry(_Msg, frozen=True, kw_only=True):
+    """One priced call, as the cost actor keeps it (KV ``ledger.<hash of ask id, call id>``)."""
+
+    ask_id: str
+    call_id: str
+    provider: str
+    model: str
+    usage: TokenUsage
+    cost_usd: float | None  # None: the model has no price
+    tier: str | None = None
+    user: str | None = None
+    strategy: str | None = None
+    day: str = ""  # UTC date, YYYY-MM-DD
+    at: float = 0.0
+
+
+class Reserve(_Msg, frozen=True, kw_only=True):
+    """Hold ``amount_usd`` (a call's worst case) against the budgets of ``user`` and ``tier``."""
+
+    call_id: str
+    ask_id: str
+    amount_usd: float
+    user: str | None = None
+    tier: str | None = None
+    expires_at: float = 0.0  # unix time: released then if never committed (the ask's deadline)
+
+
+class Reserved(_Msg, frozen=True, kw_only=True):
+    call_id: str
+    budgets: list[str] = []  # the budgets it counts against, e.g. "user.alice.day"
+
+
+class Commit(_Msg, frozen=True, kw_only=True):
+    """The call is over: hold ``actual_usd`` until its usage reaches the ledger (0 for a failure)."""
+
+    call_id: str
+    actual_usd: float = 0.0
+
+
+class Budget(_Value, frozen=True, kw_only=True):
+    scope: str  # "user" | "tier"
+    name: str
+    period: str  # "day" | "month"
+    limit_usd: float
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.scope}.{self.name}.{self.period}"
+
+
+class BudgetSet(_Msg, frozen=True, kw_only=True):
+    scope: str
+    name: str
+    period: str
+    limit_usd: float | None  # None removes the budget
+
+
+class BudgetQuery(_Msg, frozen=True, kw_only=True):
+    pass
+
+
+class BudgetReport(_Msg, frozen=True, kw_only=True):
+    budgets: list[Budget] = []
+
+
+class CostQuery(_Msg, frozen=True, kw_only=True):
+    by: str = "provider"  # provider | model | tier | user | day | strategy
+    since: str | None = None  # YYYY-MM-DD (UTC), inclusive
+
+
+class CostLine(_Value, frozen=True, kw_only=True):
+    key: str
+    calls: int = 0
+    asks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0  # calls whose model has no price: their cost is unknown, not zero
+
+
+class CostReport(_Msg, frozen=True, kw_only=True):
+    by: str
+    lines: list[CostLine] = []
+    total: CostLine = CostLine(key="total")
+    avg_cost_per_ask_usd: float | None = None
 
 
 # --- health ------------------------------------------------------------------------------------

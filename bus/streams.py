@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anyio
+from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, BucketNotFoundError
@@ -43,3 +45,52 @@ async def ensure_kv(nc: NATS, bucket: str, *, history: int = 1) -> KeyValue:
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
     except BadRequestError:  # created concurrently by another actor
         return await js.key_value(bucket)
+
+
+class KvMirror:
+    """A live local copy of the keys of a KV bucket that match ``pattern`` (``values[key] = bytes``).
+
+    ``run`` is ready once the current values are loaded; later changes arrive through the watch
+    (an ordered push consumer). ``restart()`` re-creates the watch — after a reconnect the server
+    may have dropped its ephemeral consumer. ``on_change(key, value | None)`` sees every change.
+    """
+
+    def __init__(self, nc: NATS, bucket: str, pattern: str = ">", on_change=None) -> None:
+        self.nc = nc
+        self.bucket = bucket
+        self.pattern = pattern
+        self.values: dict[str, bytes] = {}
+        self.kv: KeyValue | None = None
+        self.on_change = on_change
+        self._restart = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        self.kv = await ensure_kv(self.nc, self.bucket)
+        ready = False
+        while True:
+            watcher = await self.kv.watch(self.pattern)
+            self._restart = anyio.Event()
+            async with anyio.create_task_group() as tg:
+
+                async def stop_on_restart() -> None:
+                    await self._restart.wait()
+                    await watcher.stop()
+
+                tg.start_soon(stop_on_restart)
+                async for entry in watcher:
+                    if entry is None:  # the initial values are all in
+                        if not ready:
+                            ready = True
+                            task_status.started()
+                        continue
+                    value = entry.value or None  # a delete or purge leaves no value
+                    if value is None:
+                        self.values.pop(entry.key, None)
+                    else:
+                        self.values[entry.key] = value
+                    if self.on_change is not None:
+                        self.on_change(entry.key, value)
+                tg.cancel_scope.cancel()
+
+    def restart(self) -> None:
+        self._restart.set()

@@ -154,6 +154,7 @@ class ProviderActor(Actor):
                         usage=result.usage,
                         tier=request.tier,
                         user=request.user,
+                        strategy=request.strategy,
                         at=wall,
                     )
                 ),
