@@ -20,7 +20,9 @@ from bus.endpoint import Context, Endpoint
 from bus.rpc import NO_RESPONDERS, new_id
 from bus.subjects import ROUTER_QUEUE
 from actors.breakers import BreakerView
+from actors.budgets import Budgets
 from actors.dedup import RecentAsks
+from actors.pricing import Pricing
 from actors.runtime import Actor
 from actors.settings import STRATEGIES, Settings
 from actors.strategies import failover, single
@@ -45,17 +47,26 @@ class Router(Actor):
         self.order = settings.provider_order()
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
+        self.budgets: Budgets | None = None
+        path = settings.pricing_path() if settings.cost.enabled else None
+        self.pricing = Pricing.load(path) if path is not None else None
 
     def background(self):
-        return [self._watch_breakers] if self.settings.health.enabled else []
+        jobs = [self._watch_breakers] if self.settings.health.enabled else []
+        return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
+
+    async def _watch_budgets(self, *, task_status) -> None:
+        self.budgets = Budgets(self.nc, self.rpc, self.subjects, self.settings, self.pricing)
+        await self.budgets.run(task_status=task_status)
 
     async def _watch_breakers(self, *, task_status) -> None:
         self.breakers = BreakerView(self.nc, self.subjects, stale_after_s=self.settings.health.cooldown_s)
         await self.breakers.run(task_status=task_status)
 
     async def on_reconnect(self) -> None:
-        if self.breakers is not None:
-            self.breakers.restart()  # the server may have lost the watch's ephemeral consumer
+        for view in (self.breakers, self.budgets):
+            if view is not None:
+                view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -105,6 +116,7 @@ class Router(Actor):
                     route=skipped,
                 )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
+        costs: list[float | None] = []  # one per answered call
 
         async def call(provider: str, call_deadline: float) -> m.Completion | m.Failure:
             request = m.Complete(
@@ -117,7 +129,13 @@ class Router(Actor):
                 tier=ask.tier,
                 user=ask.user,
                 labels=ask.labels,
+                strategy=strategy,
             )
+            budgets = self.budgets
+            if budgets is not None:
+                refused = await budgets.before(ask, provider, request.id, sum(c or 0.0 for c in costs), deadline)
+                if refused is not None:
+                    return refused
             result = await self.rpc.call(
                 self.subjects.provider_complete(provider),
                 request,
@@ -130,6 +148,13 @@ class Router(Actor):
                 result = msgspec.structs.replace(result, provider=provider)
                 if result.message.startswith(NO_RESPONDERS):  # gone: nobody else will report it
                     await self._report_gone(provider)
+            if budgets is not None:
+                cost = budgets.cost(provider, result) if isinstance(result, m.Completion) else 0.0
+                if isinstance(result, m.Completion):
+                    costs.append(cost)
+                    if cost is None:
+                        self.log.warning("unpriced_model", provider=provider, model=result.model)
+                await budgets.after(ask, request.id, cost)
             return result
 
         # The strategy runs under its own deadline, ahead of the endpoint's, so that even when
@@ -146,7 +171,8 @@ class Router(Actor):
                     )
         except TimeoutError:
             result = m.Failure(kind=m.TIMEOUT, message=f"budget spent ({summary(attempts)})")
-        return finish(ask, result, attempts, skipped)
+        cost_usd = None if None in costs else round(sum(costs), 9)
+        return finish(ask, result, attempts, skipped, cost_usd=cost_usd)
 
     async def _report_gone(self, provider: str) -> None:
         outcome = m.Outcome(provider=provider, ok=False, kind=m.UNAVAILABLE, at=time.time(), source="router")

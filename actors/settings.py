@@ -73,6 +73,20 @@ class HealthSettings(_Table, frozen=True, kw_only=True):
     successes_to_close: int = 2  # half-open probes that must succeed to close it again
 
 
+class BudgetSettings(_Table, frozen=True, kw_only=True):
+    scope: Literal["user", "tier"]
+    name: str
+    period: Literal["day", "month"]
+    limit_usd: float
+
+
+class CostSettings(_Table, frozen=True, kw_only=True):
+    enabled: bool = True  # routers price answers and enforce budgets
+    pricing: str = ""  # the pricing file; empty: config/pricing.toml
+    # budgets created at start when none is set for that scope/name/period (`llmbus budget set` wins)
+    budgets: list[BudgetSettings] = []
+
+
 class Latency(_Table, frozen=True, kw_only=True):
     """Mock latency: fixed ``ms``; uniform in [low_ms, high_ms]; lognormal with median ``ms``."""
 
@@ -127,6 +141,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     bus: BusSettings = BusSettings()
     router: RouterSettings = RouterSettings()
     health: HealthSettings = HealthSettings()
+    cost: CostSettings = CostSettings()
     providers: dict[str, ProviderSettings] = msgspec.field(
         default_factory=lambda: {"mock": ProviderSettings()}
     )
@@ -177,10 +192,23 @@ class Settings(_Table, frozen=True, kw_only=True):
         for name, p in self.providers.items():
             if p.kind != "mock" and not p.model:
                 raise ConfigError(f"{where}: providers.{name}.model is required for kind {p.kind!r}")
+        for b in self.cost.budgets:
+            if b.limit_usd < 0:
+                raise ConfigError(f"{where}: cost.budgets: the limit of {b.scope} {b.name!r} is negative")
         if not self.providers:
             raise ConfigError(f"{where}: no [providers.*] table: configure at least one provider")
         return self
 
+    def pricing_path(self) -> Path | None:
+        """``cost.pricing`` (relative to this config file), else ``pricing.toml`` beside it, else
+        the source tree's ``config/pricing.toml``."""
+        here = Path(self.source).parent if self.source != "built-in defaults" else Path(".")
+        if self.cost.pricing:
+            return here / self.cost.pricing
+        for candidate in (here / "pricing.toml", _SOURCE_TREE_CONFIG.parent / "pricing.toml"):
+            if candidate.is_file():
+                return candidate
+        return None
 
 
 _SOURCE_TREE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llmbus.toml"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 
+from bus import messages as m
 from bus.errors import ConfigError
 from bus.server import NatsServer, url_greets
 from bus.subjects import Subjects
@@ -18,7 +19,7 @@ from actors.settings import Settings
 
 
 def actor_names(settings: Settings) -> list[str]:
-    return ["router", "health", *(f"provider.{name}" for name in settings.providers)]
+    return ["router", "health", "cost", *(f"provider.{name}" for name in settings.providers)]
 
 
 def unconfigured(settings: Settings) -> dict[str, str]:
@@ -40,7 +41,7 @@ def _provider_class(kind: str) -> type:
 
 
 def build_actor(name: str, settings: Settings) -> Actor:
-    """One actor by name: ``router``, ``health`` or ``provider.<name>``. A provider whose API key is not set
+    """One actor by name: ``router``, ``health``, ``cost`` or ``provider.<name>``. A provider whose API key is not set
     raises ``ConfigError`` naming the variable."""
     subjects = Subjects(settings.bus.root)
     common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
@@ -55,6 +56,17 @@ def build_actor(name: str, settings: Settings) -> Actor:
         config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
                                successes_to_close=h.successes_to_close)
         return HealthActor(config=config, providers=list(settings.providers), **common)
+    if name == "cost":
+        from actors.cost import CostActor
+        from actors.pricing import Pricing
+
+        path = settings.pricing_path()
+        if path is None:
+            raise ConfigError("no pricing file: set cost.pricing or add config/pricing.toml")
+        seed = [m.BudgetSet(scope=b.scope, name=b.name, period=b.period, limit_usd=b.limit_usd)
+                for b in settings.cost.budgets]
+        kinds = {n: p.kind for n, p in settings.providers.items()}
+        return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, **common)
     if name.startswith("provider."):
         provider = name.removeprefix("provider.")
         config = settings.providers.get(provider)

@@ -292,7 +292,7 @@ class Reserve(_Msg, frozen=True, kw_only=True):
 
 class Reserved(_Msg, frozen=True, kw_only=True):
     call_id: str
-    budgets: list[str] = []  # the budgets it counts against, e.g. "user.alice.day"
+    budgets: list[str] = []  # the budgets it counts against, e.g. "user:alice:day"
 
 
 class Commit(_Msg, frozen=True, kw_only=True):
@@ -309,10 +309,6 @@ class Budget(_Value, frozen=True, kw_only=True):
     limit_usd: float
     spent_usd: float = 0.0
     reserved_usd: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return f"{self.scope}.{self.name}.{self.period}"
 
 
 class BudgetSet(_Msg, frozen=True, kw_only=True):

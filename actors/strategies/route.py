@@ -77,7 +77,12 @@ def summary(attempts: list[Attempt]) -> str:
 
 
 def finish(
-    ask: m.Ask, result: m.Completion | m.Failure, attempts: list[Attempt], skipped: list[m.Step] = ()
+    ask: m.Ask,
+    result: m.Completion | m.Failure,
+    attempts: list[Attempt],
+    skipped: list[m.Step] = (),
+    *,
+    cost_usd: float | None = 0.0,
 ) -> m.Answer | m.Failure:
     """The reply to ``ask``: an Answer carrying its route (providers skipped first), or the Failure."""
     route = [*skipped, *route_of(attempts)]
@@ -90,5 +95,6 @@ def finish(
         confidence=result.confidence,
         providers=[result.provider],
         usage=result.usage,
+        cost_usd=cost_usd,
         route=route,
     )

@@ -1,0 +1,355 @@
+"""The cost actor: a priced usage ledger, reports, and budgets with reservations.
+
+**Ledger.** A durable JetStream consumer reads every ``Usage`` event. Each is priced
+(``actors.pricing``) and written with ``kv.create`` under ``ledger.<hash(ask id, call id)>`` in the
+KV bucket ``<root>_cost``. ``create`` fails when the key exists, so a redelivered, replayed or
+republished event is counted once, for good (not only inside JetStream's 2-minute ``Nats-Msg-Id``
+window), and that holds with several cost actors running. The event is acknowledged only after its
+entry is stored.
+
+**Totals.** Every cost actor mirrors ``ledger.>`` with a KV watch and aggregates it in memory per
+provider, model, tier, user, day and strategy. The KV is the source of truth, so totals are
+rebuilt exactly on restart and agree between instances (chosen over a snapshot of totals, which
+cannot be made exact with at-least-once delivery without also storing every event id).
+
+**Budgets.** Limits per user or tier and per day or month live under ``limit.<hash>`` (a ``BudgetSet``)
+(set by ``llmbus budget set`` or seeded from ``[[cost.budgets]]`` in the config). Before a provider
+call the router sends ``Reserve`` with the call's worst case; it is granted only if, for every
+budget that applies, spent + reserved + amount ≤ limit, and the reservation is stored in the
+single key ``reservations`` with compare-and-set (one lock per actor avoids self-conflicts; a
+conflict with another cost actor re-reads and retries), so two cost actors stay exact. After the
+call the router publishes ``Commit`` (the actual cost, 0 for a failure); a reservation is dropped
+once its call is in the ledger, or when it expires (the ask's deadline) if it never committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from bus import codec
+from bus import messages as m
+from bus.endpoint import Context, Endpoint
+from bus.errors import BadRequest, BudgetExceeded
+from bus.streams import KvMirror, ensure_events_stream
+from actors.pricing import Pricing
+from actors.runtime import Actor
+
+DIMENSIONS = ("provider", "model", "tier", "user", "day", "strategy")
+SCOPES, PERIODS = ("user", "tier"), ("day", "month")
+COMMITTED_KEEP_S = 300.0  # a committed call whose usage never reaches the ledger is forgotten then
+
+
+def ledger_key(ask_id: str, call_id: str) -> str:
+    return "ledger." + hashlib.blake2b(f"{ask_id}\0{call_id}".encode(), digest_size=16).hexdigest()
+
+
+def limit_key(scope: str, name: str, period: str) -> str:
+    """KV key of a budget (hashed: user names may hold characters KV keys cannot)."""
+    return "limit." + hashlib.blake2b(f"{scope}\0{name}\0{period}".encode(), digest_size=12).hexdigest()
+
+
+def budget_name(scope: str, name: str, period: str) -> str:
+    return f"{scope}:{name}:{period}"
+
+
+def day_of(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
+
+
+class Hold(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One reservation: the amount held, until when, against which budgets."""
+
+    amount: float
+    expires_at: float
+    budgets: list[str]
+
+
+_entry = msgspec.json.Decoder(m.LedgerEntry)
+_holds = msgspec.json.Decoder(dict[str, Hold])
+_budget = msgspec.json.Decoder(m.BudgetSet)
+
+
+class Totals:
+    """Aggregates of ledger entries, per dimension value and per budget period."""
+
+    def __init__(self) -> None:
+        self.by: dict[str, dict[str, list]] = {d: {} for d in DIMENSIONS}
+        self.asks: dict[str, dict[str, set[str]]] = {d: defaultdict(set) for d in DIMENSIONS}
+        self.spent: dict[tuple, float] = defaultdict(float)  # ("user", "alice", "day", "2026-11-25") -> usd
+        self.calls: set[str] = set()  # call ids in the ledger
+        self.seen: set[str] = set()  # ledger keys counted (a re-watch must not count twice)
+
+    def add(self, key: str, e: m.LedgerEntry) -> None:
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        self.calls.add(e.call_id)
+        values = {"provider": e.provider, "model": e.model, "tier": e.tier or "-", "user": e.user or "-",
+                  "day": e.day, "strategy": e.strategy or "-"}
+        for dim, value in values.items():
+            line = self.by[dim].setdefault(value, [0, 0, 0, 0, 0.0, 0, ""])
+            line[0] += 1
+            line[1] += e.usage.input_tokens
+            line[2] += e.usage.output_tokens
+            line[3] += e.usage.cached_tokens
+            if e.cost_usd is None:
+                line[5] += 1
+            else:
+                line[4] += e.cost_usd
+            self.asks[dim][value].add(e.ask_id)
+        cost = e.cost_usd or 0.0
+        for scope, name in (("user", e.user), ("tier", e.tier)):
+            if name:
+                self.spent[(scope, name, "day", e.day)] += cost
+                self.spent[(scope, name, "month", e.day[:7])] += cost
+
+    def report(self, by: str, since: str | None) -> m.CostReport:
+        if by not in DIMENSIONS:
+            raise BadRequest(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
+        lines = []
+        for value, (calls, tin, tout, tcached, usd, unpriced, _) in sorted(self.by[by].items()):
+            if since and by == "day" and value < since:
+                continue
+            lines.append(m.CostLine(key=value, calls=calls, asks=len(self.asks[by][value]), input_tokens=tin,
+                                    output_tokens=tout, cached_tokens=tcached, cost_usd=round(usd, 9),
+                                    unpriced_calls=unpriced))
+        asks = len(set().union(*self.asks[by].values())) if self.asks[by] else 0
+        total = m.CostLine(
+            key="total", calls=sum(x.calls for x in lines), asks=asks,
+            input_tokens=sum(x.input_tokens for x in lines), output_tokens=sum(x.output_tokens for x in lines),
+            cached_tokens=sum(x.cached_tokens for x in lines), cost_usd=round(sum(x.cost_usd for x in lines), 9),
+            unpriced_calls=sum(x.unpriced_calls for x in lines),
+        )
+        return m.CostReport(by=by, lines=lines, total=total,
+                            avg_cost_per_ask_usd=round(total.cost_usd / asks, 9) if asks else None)
+
+
+class CostActor(Actor):
+    kind = "cost"
+    description = "priced usage ledger, reports and budgets"
+
+    def __init__(self, *, pricing: Pricing, provider_kinds: dict[str, str],
+                 budgets: list[m.BudgetSet] = (), **kw) -> None:
+        super().__init__(**kw)
+        self.pricing = pricing
+        self.provider_kinds = provider_kinds  # provider name -> kind (openai, mock, …) for pricing
+        self.seed_budgets = list(budgets)
+        self.totals = Totals()
+        self.limits: dict[str, m.BudgetSet] = {}  # budget_name(...) -> its limit
+        self.limit_keys: dict[str, str] = {}  # KV key -> budget_name(...)
+        self._lock = anyio.Lock()
+        self.kv = None
+        self.mirror: KvMirror | None = None
+
+    def endpoints(self) -> list[Endpoint]:
+        svc = self.subjects.service
+        return [
+            Endpoint(name="reserve", subject=svc("cost", "reserve"), request_type=m.Reserve, handler=self.reserve),
+            Endpoint(name="commit", subject=svc("cost", "commit"), request_type=m.Commit, handler=self.commit),
+            Endpoint(name="report", subject=svc("cost", "report"), request_type=m.CostQuery, handler=self.report),
+            Endpoint(name="budget_set", subject=svc("cost", "budget.set"), request_type=m.BudgetSet,
+                     handler=self.budget_set),
+            Endpoint(name="budgets", subject=svc("cost", "budgets"), request_type=m.BudgetQuery,
+                     handler=self.budget_report),
+        ]
+
+    def background(self):
+        return [self._mirror, self._consume]
+
+    async def setup(self) -> None:
+        await ensure_events_stream(self.nc, self.subjects)
+
+    async def _mirror(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        self.mirror = KvMirror(self.nc, self.subjects.bucket("cost"), ">", on_change=self._changed)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.mirror.run)
+            self.kv = self.mirror.kv
+            for b in self.seed_budgets:  # config budgets: only where none was set at run time
+                key = limit_key(b.scope, b.name, b.period)
+                if key not in self.mirror.values and b.limit_usd is not None:
+                    try:
+                        await self.kv.create(key, codec.encode(b))
+                    except KeyWrongLastSequenceError:
+                        pass
+            task_status.started()
+
+    async def on_reconnect(self) -> None:
+        if self.mirror is not None:
+            self.mirror.restart()
+
+    def _changed(self, key: str, value: bytes | None) -> None:
+        if key.startswith("ledger.") and value is not None:
+            self.totals.add(key, _entry.decode(value))
+        elif key.startswith("limit."):
+            if value is None:
+                self.limits.pop(self.limit_keys.pop(key, ""), None)
+            else:
+                b = _budget.decode(value)
+                self.limit_keys[key] = budget_name(b.scope, b.name, b.period)
+                self.limits[self.limit_keys[key]] = b
+
+    # --- the ledger ---------------------------------------------------------------------------
+    def price(self, usage: m.Usage) -> m.LedgerEntry:
+        kind = self.provider_kinds.get(usage.provider, usage.provider)
+        cost = self.pricing.cost(kind, usage.model, usage.usage)
+        if cost is None:
+            self.log.warning("unpriced_model", provider=usage.provider, kind=kind, model=usage.model,
+                             hint="add it to config/pricing.toml; its cost is reported as unknown")
+        at = usage.at or time.time()
+        return m.LedgerEntry(ask_id=usage.ask_id, call_id=usage.call_id, provider=usage.provider, model=usage.model,
+                             usage=usage.usage, cost_usd=cost, tier=usage.tier, user=usage.user,
+                             strategy=usage.strategy, day=day_of(at), at=at)
+
+    async def record(self, usage: m.Usage) -> bool:
+        """Write the priced entry once; False when this (ask id, call id) was already counted."""
+        key = ledger_key(usage.ask_id, usage.call_id)
+        try:
+            await self.kv.create(key, codec.encode(self.price(usage)))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        js = self.nc.jetstream()
+        psub = await js.pull_subscribe(
+            f"{self.subjects.root}.events.usage.>",
+            durable=f"{self.subjects.root}_cost",
+            stream=self.subjects.events_stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW),
+        )
+        task_status.started()
+        decode = codec.decoder(m.Usage).decode
+        while True:
+            try:
+                batch = await psub.fetch(batch=256, timeout=0.5)
+            except NatsTimeout:
+                continue
+            except Exception as exc:  # server restarting: try again shortly
+                self.log.warning("usage_fetch_failed", error=str(exc) or type(exc).__name__)
+                await anyio.sleep(0.5)
+                continue
+            for msg in batch:
+                try:
+                    await self.record(decode(msg.data))
+                except msgspec.DecodeError:
+                    pass
+                await msg.ack()
+
+    # --- budgets ------------------------------------------------------------------------------
+    def applicable(self, user: str | None, tier: str | None, now: float) -> list[tuple[str, tuple, float]]:
+        """(budget name, spent key, limit) of every budget that applies now."""
+        day = day_of(now)
+        out = []
+        for scope, name in (("user", user), ("tier", tier)):
+            if not name:
+                continue
+            for period, stamp in (("day", day), ("month", day[:7])):
+                budget = self.limits.get(budget_name(scope, name, period))
+                if budget is not None and budget.limit_usd is not None:
+                    out.append((budget_name(scope, name, period), (scope, name, period, stamp), budget.limit_usd))
+        return out
+
+    def held(self, holds: dict[str, Hold], budget: str, now: float) -> float:
+        return sum(h.amount for cid, h in holds.items()
+                   if budget in h.budgets and cid not in self.totals.calls and h.expires_at > now)
+
+    async def _update_holds(self, change) -> m.Reserved | m.Failure | None:
+        """Read-modify-write the ``reservations`` key with compare-and-set, retrying on conflict."""
+        async with self._lock:
+            while True:
+                try:
+                    entry = await self.kv.get("reservations")
+                    holds, revision = _holds.decode(entry.value or b"{}"), entry.revision
+                except KeyNotFoundError:
+                    holds, revision = {}, None
+                now = time.time()
+                holds = {cid: h for cid, h in holds.items() if h.expires_at > now and cid not in self.totals.calls}
+                result = change(holds, now)
+                if isinstance(result, m.Failure):
+                    return result
+                data = codec.encode(holds)
+                try:
+                    if revision is None:
+                        await self.kv.create("reservations", data)
+                    else:
+                        await self.kv.update("reservations", data, last=revision)
+                    return result
+                except KeyWrongLastSequenceError:
+                    continue  # another cost actor wrote first: read again
+
+    async def reserve(self, req: m.Reserve, ctx: Context) -> m.Reserved:
+        def change(holds: dict[str, Hold], now: float) -> m.Reserved | m.Failure:
+            budgets = self.applicable(req.user, req.tier, now)
+            for budget, spent_key, limit in budgets:
+                spent = self.totals.spent.get(spent_key, 0.0)
+                reserved = self.held(holds, budget, now)
+                if spent + reserved + req.amount_usd > limit + 1e-12:
+                    return m.Failure(
+                        kind=m.BUDGET_EXCEEDED,
+                        message=f"budget {budget}: spent ${spent:.6f} + reserved ${reserved:.6f} + "
+                                f"this call ${req.amount_usd:.6f} > limit ${limit:.6f}",
+                    )
+            holds[req.call_id] = Hold(amount=req.amount_usd, expires_at=req.expires_at or now + 60.0,
+                                      budgets=[b for b, _, _ in budgets])
+            return m.Reserved(call_id=req.call_id, budgets=[b for b, _, _ in budgets])
+
+        result = await self._update_holds(change)
+        if isinstance(result, m.Failure):
+            raise BudgetExceeded(result.message)
+        return result
+
+    async def commit(self, req: m.Commit, ctx: Context) -> m.Reserved:
+        def change(holds: dict[str, Hold], now: float) -> m.Reserved:
+            hold = holds.get(req.call_id)
+            if hold is not None:
+                if req.actual_usd <= 0.0:
+                    del holds[req.call_id]  # a failed call: nothing will reach the ledger
+                else:  # hold the actual until the usage event is in the ledger
+                    holds[req.call_id] = Hold(amount=req.actual_usd, expires_at=now + COMMITTED_KEEP_S,
+                                              budgets=hold.budgets)
+            return m.Reserved(call_id=req.call_id, budgets=hold.budgets if hold else [])
+
+        return await self._update_holds(change)
+
+    async def budget_set(self, req: m.BudgetSet, ctx: Context) -> m.BudgetReport:
+        if req.scope not in SCOPES or req.period not in PERIODS or not req.name:
+            raise BadRequest(f"a budget is scope ({'|'.join(SCOPES)}), name and period ({'|'.join(PERIODS)})")
+        if req.limit_usd is not None and req.limit_usd < 0:
+            raise BadRequest("a budget's limit cannot be negative")
+        key = limit_key(req.scope, req.name, req.period)
+        name = budget_name(req.scope, req.name, req.period)
+        if req.limit_usd is None:
+            await self.kv.delete(key)
+            self.limits.pop(name, None)
+        else:
+            await self.kv.put(key, codec.encode(req))
+            self.limits[name] = req
+        return await self.budget_report(m.BudgetQuery(), ctx)
+
+    async def budget_report(self, req: m.BudgetQuery, ctx: Context) -> m.BudgetReport:
+        now = time.time()
+        try:
+            holds = _holds.decode((await self.kv.get("reservations")).value or b"{}")
+        except KeyNotFoundError:
+            holds = {}
+        day = day_of(now)
+        out = []
+        for name, b in sorted(self.limits.items()):
+            stamp = day if b.period == "day" else day[:7]
+            out.append(m.Budget(scope=b.scope, name=b.name, period=b.period, limit_usd=b.limit_usd or 0.0,
+                                spent_usd=round(self.totals.spent.get((b.scope, b.name, b.period, stamp), 0.0), 9),
+                                reserved_usd=round(self.held(holds, name, now), 9)))
+        return m.BudgetReport(budgets=out)
+
+    async def report(self, req: m.CostQuery, ctx: Context) -> m.CostReport:
+        return self.totals.report(req.by, req.since)
