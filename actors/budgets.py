@@ -4,8 +4,8 @@ Which users and tiers have a budget is mirrored from the cost bucket (``limit.*`
 watch, so an ask with no budget costs no round trip at all. When one applies, each provider call
 is preceded by a ``Reserve`` of its worst case (every prompt token uncached + ``max_tokens``) to the
 cost actor, and followed by a ``Commit`` of its actual cost, published without waiting. The cost
-actor answers within a small slice of the remaining budget; when it cannot be reached, the call is
-refused (``unavailable``): a budget that cannot be checked is not spent.
+actor answers within a slice of the remaining budget (at most 250 ms or 25 %); when it cannot be
+reached, the call is refused (``unavailable``): a budget that cannot be checked is not spent.
 
 ``max_cost_usd`` on an Ask needs no cost actor: the worst case of the next call plus what the ask
 has spent so far must fit under it.
@@ -30,7 +30,7 @@ from actors.pricing import Pricing
 from actors.providers.limits import estimate_tokens
 from actors.settings import Settings
 
-RESERVE_SLICE = (0.02, 0.1)  # a reservation gets at most 20 ms or 10 % of what is left
+RESERVE_SLICE = (0.25, 0.25)  # a reservation gets at most 250 ms or 25 % of what is left
 _budget = msgspec.json.Decoder(m.BudgetSet)
 
 

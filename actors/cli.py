@@ -168,6 +168,9 @@ def ask(
     budget_ms: Annotated[int, typer.Option("--budget-ms", "-b", help="time budget for the whole ask")] = 30_000,
     system: Annotated[Optional[str], typer.Option(help="a system prompt")] = None,
     retries: Annotated[int, typer.Option(help="resend the same ask id on no-responders / retryable failures")] = 0,
+    user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
+    tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
+    max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", help="a ceiling for this ask")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
@@ -181,7 +184,7 @@ def ask(
         try:
             return await client.ask(
                 prompt, system=system, strategy=strategy, providers=provider or None,
-                budget_ms=budget_ms, retries=retries,
+                budget_ms=budget_ms, retries=retries, user=user, tier=tier, max_cost_usd=max_cost_usd,
             )
         except LlmError as exc:
             return exc.failure
@@ -276,7 +279,7 @@ def status(
     """Providers' health: breaker state, success rate, latency, errors, time to retry."""
     configure_logging(logging.WARNING)
     settings = load_settings(config)
-    report = run_async(with_client, settings, nats_url, _health_call(m.HealthQuery(detailed=detailed), "status"))
+    report = run_async(with_client, settings, nats_url, _service_call("health", "status", m.HealthQuery(detailed=detailed), m.HealthReport))
     _print_health(report, detailed=detailed, json_out=json_out, settings=settings)
 
 
@@ -294,19 +297,8 @@ def health_reset(
     """Close a provider's breaker (or every breaker) now."""
     configure_logging(logging.WARNING)
     settings = load_settings(config)
-    report = run_async(with_client, settings, nats_url, _health_call(m.HealthReset(provider=provider), "reset"))
+    report = run_async(with_client, settings, nats_url, _service_call("health", "reset", m.HealthReset(provider=provider), m.HealthReport))
     _print_health(report, detailed=False, json_out=json_out, settings=settings)
-
-
-def _health_call(request, verb: str, budget_ms: int = 2_000):
-    from bus import codec
-    from bus.deadline import deadline_in
-
-    async def call(client):
-        return await client.rpc.call(client.subjects.service("health", verb), request,
-                                     codec.decoder(m.HealthReport | m.Failure), deadline=deadline_in(budget_ms))
-
-    return call
 
 
 def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_mod.Settings) -> None:
@@ -315,10 +307,7 @@ def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_
     if json_out:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     if isinstance(report, m.Failure):
-        if not json_out:
-            hint = " (is the health actor running? `llmbus up` runs it)" if report.kind == m.UNAVAILABLE else ""
-            err.print(f"[red]{report.kind}[/red]: {report.message}{hint}", highlight=False)
-        raise typer.Exit(1)
+        _fail(report, json_out, "health")
     if json_out:
         return
     now = time.time()
@@ -355,6 +344,115 @@ def _ago(t: float | None, now: float) -> str:
     return "—" if t is None else f"{max(0.0, now - t):.1f}s ago"
 
 
+@app.command()
+def cost(
+    by: Annotated[str, typer.Option(help="provider | model | tier | user | day | strategy")] = "provider",
+    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD (UTC); with --by day")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Spend and tokens from the ledger, grouped."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    report = run_async(with_client, settings, nats_url,
+                       _service_call("cost", "report", m.CostQuery(by=by, since=since), m.CostReport))
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    if isinstance(report, m.Failure):
+        _fail(report, json_out, "cost")
+    if json_out:
+        return
+    table = Table(title=f"llmbus cost — by {report.by}")
+    for col in (report.by, "calls", "asks", "input tok", "output tok", "cached tok", "cost USD"):
+        table.add_column(col, justify="left" if col == report.by else "right")
+    for line in [*report.lines, report.total]:
+        usd = f"{line.cost_usd:.6f}" + (f" + {line.unpriced_calls} unpriced" if line.unpriced_calls else "")
+        table.add_row(escape(line.key), str(line.calls), str(line.asks), str(line.input_tokens),
+                      str(line.output_tokens), str(line.cached_tokens), usd,
+                      style="bold" if line is report.total else None)
+    out.print(table)
+    if report.avg_cost_per_ask_usd is not None:
+        out.print(f"average per ask: ${report.avg_cost_per_ask_usd:.6f}")
+    if report.total.unpriced_calls:
+        err.print(f"[yellow]{report.total.unpriced_calls} calls used models with no price: their cost is "
+                  "unknown (add them to config/pricing.toml)[/yellow]")
+
+
+budget_app = typer.Typer(help="spending budgets per user or tier", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
+
+
+@budget_app.command("set")
+def budget_set(
+    limit_usd: Annotated[Optional[float], typer.Argument(help="the limit in USD (omit with --remove)")] = None,
+    user: Annotated[Optional[str], typer.Option(help="a user's budget")] = None,
+    tier: Annotated[Optional[str], typer.Option(help="a tier's budget")] = None,
+    period: Annotated[str, typer.Option(help="day | month (UTC)")] = "day",
+    remove: Annotated[bool, typer.Option("--remove", help="remove this budget")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set (or remove) the budget of one user or tier."""
+    configure_logging(logging.WARNING)
+    if (user is None) == (tier is None) or (limit_usd is None) != remove:
+        err.print("give exactly one of --user/--tier, and a limit (or --remove)")
+        raise typer.Exit(2)
+    settings = load_settings(config)
+    request = m.BudgetSet(scope="user" if user else "tier", name=user or tier, period=period,
+                          limit_usd=None if remove else limit_usd)
+    report = run_async(with_client, settings, nats_url, _service_call("cost", "budget.set", request, m.BudgetReport))
+    _print_budgets(report)
+
+
+@budget_app.command("show")
+def budget_show(
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every budget: limit, spent, reserved."""
+    configure_logging(logging.WARNING)
+    settings = load_settings(config)
+    report = run_async(with_client, settings, nats_url, _service_call("cost", "budgets", m.BudgetQuery(), m.BudgetReport))
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+        if isinstance(report, m.Failure):
+            raise typer.Exit(1)
+        return
+    _print_budgets(report)
+
+
+def _print_budgets(report) -> None:
+    if isinstance(report, m.Failure):
+        _fail(report, False, "cost")
+    table = Table(title="llmbus budgets")
+    for col in ("scope", "name", "period", "limit USD", "spent USD", "reserved USD", "left USD"):
+        table.add_column(col)
+    for b in report.budgets:
+        table.add_row(b.scope, escape(b.name), b.period, f"{b.limit_usd:.6f}", f"{b.spent_usd:.6f}",
+                      f"{b.reserved_usd:.6f}", f"{b.limit_usd - b.spent_usd - b.reserved_usd:.6f}")
+    out.print(table)
+
+
+def _service_call(actor: str, verb: str, request, reply_type, budget_ms: int = 2_000):
+    from bus import codec
+    from bus.deadline import deadline_in
+
+    async def call(client):
+        return await client.rpc.call(client.subjects.service(actor, verb), request,
+                                     codec.decoder(reply_type | m.Failure), deadline=deadline_in(budget_ms))
+
+    return call
+
+
+def _fail(failure: m.Failure, json_out: bool, actor: str) -> None:
+    if not json_out:
+        hint = f" (is the {actor} actor running? `llmbus up` runs it)" if failure.kind == m.UNAVAILABLE else ""
+        err.print(f"[red]{failure.kind}[/red]: {failure.message}{hint}", highlight=False)
+    raise typer.Exit(1)
+
+
 def _route_line(route: list[m.Step]) -> str:
     return "route: " + " → ".join(f"{s.provider} {s.outcome} {s.ms:.1f}ms" for s in route)
 
@@ -387,12 +485,13 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="print figures as JSON")] = False,
     quick: Annotated[bool, typer.Option(help="fewer samples (a smoke run)")] = False,
     loop: Annotated[str, typer.Option(help="asyncio | uvloop | both")] = "both",
+    only: Annotated[str, typer.Option(help="sections to run, a comma list: core, health, adapters")] = "core,health,adapters",
 ) -> None:
-    """Measure llmbus against a bare nats-py path in the same run; print ratios."""
+    """Measure llmbus against a bare nats-py path, the breaker check and SDK adapters; print ratios."""
     configure_logging(logging.WARNING)
     from actors.bench import main as bench_main
 
-    raise typer.Exit(bench_main(json_out=json_out, quick=quick, loop=loop))
+    raise typer.Exit(bench_main(json_out=json_out, quick=quick, loop=loop, only=only))
 
 
 def main() -> None:

@@ -16,14 +16,16 @@ cannot be made exact with at-least-once delivery without also storing every even
 (set by ``llmbus budget set`` or seeded from ``[[cost.budgets]]`` in the config). Before a provider
 call the router sends ``Reserve`` with the call's worst case; it is granted only if, for every
 budget that applies, spent + reserved + amount ≤ limit, and the reservation is stored in the
-single key ``reservations`` with compare-and-set (one lock per actor avoids self-conflicts; a
-conflict with another cost actor re-reads and retries), so two cost actors stay exact. After the
+single key ``reservations`` with compare-and-set, so two cost actors stay exact (a conflict re-reads
+and decides again). Reservations that arrive together are decided in order and written in one
+compare-and-set, so a burst of asks costs a few KV writes. After the
 call the router publishes ``Commit`` (the actual cost, 0 for a failure); a reservation is dropped
 once its call is in the ledger, or when it expires (the ask's deadline) if it never committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import defaultdict
@@ -32,15 +34,13 @@ from datetime import datetime, timezone
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from bus import codec
 from bus import messages as m
 from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
-from bus.streams import KvMirror, ensure_events_stream
+from bus.streams import KvMirror, consume, ensure_events_stream
 from actors.pricing import Pricing
 from actors.runtime import Actor
 
@@ -147,7 +147,9 @@ class CostActor(Actor):
         self.totals = Totals()
         self.limits: dict[str, m.BudgetSet] = {}  # budget_name(...) -> its limit
         self.limit_keys: dict[str, str] = {}  # KV key -> budget_name(...)
-        self._lock = anyio.Lock()
+        self._pending_changes: list = []
+        self._writer: asyncio.Future | None = None
+        self._holds_cache: tuple[dict, int | None] | None = None  # (holds, KV revision) as last written
         self.kv = None
         self.mirror: KvMirror | None = None
 
@@ -220,30 +222,17 @@ class CostActor(Actor):
         return True
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        js = self.nc.jetstream()
-        psub = await js.pull_subscribe(
-            f"{self.subjects.root}.events.usage.>",
-            durable=f"{self.subjects.root}_cost",
-            stream=self.subjects.events_stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW),
-        )
-        task_status.started()
         decode = codec.decoder(m.Usage).decode
-        while True:
+
+        async def handle(data: bytes) -> None:
             try:
-                batch = await psub.fetch(batch=256, timeout=0.5)
-            except NatsTimeout:
-                continue
-            except Exception as exc:  # server restarting: try again shortly
-                self.log.warning("usage_fetch_failed", error=str(exc) or type(exc).__name__)
-                await anyio.sleep(0.5)
-                continue
-            for msg in batch:
-                try:
-                    await self.record(decode(msg.data))
-                except msgspec.DecodeError:
-                    pass
-                await msg.ack()
+                usage = decode(data)
+            except msgspec.DecodeError:
+                return
+            await self.record(usage)
+
+        await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.usage.>",
+                      durable=f"{self.subjects.root}_cost", handle=handle, log=self.log, task_status=task_status)
 
     # --- budgets ------------------------------------------------------------------------------
     def applicable(self, user: str | None, tier: str | None, now: float) -> list[tuple[str, tuple, float]]:
@@ -263,29 +252,49 @@ class CostActor(Actor):
         return sum(h.amount for cid, h in holds.items()
                    if budget in h.budgets and cid not in self.totals.calls and h.expires_at > now)
 
-    async def _update_holds(self, change) -> m.Reserved | m.Failure | None:
-        """Read-modify-write the ``reservations`` key with compare-and-set, retrying on conflict."""
-        async with self._lock:
-            while True:
+    async def _update_holds(self, change) -> m.Reserved | m.Failure:
+        """Apply ``change(holds, now)`` to the ``reservations`` key. Changes that arrive together are
+        written together (one compare-and-set for the whole batch, in arrival order), so a burst
+        of reservations costs a few KV writes, not one each."""
+        fut = asyncio.get_running_loop().create_future()
+        self._pending_changes.append((change, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_holds())
+        return await fut
+
+    async def _write_holds(self) -> None:
+        while self._pending_changes:
+            batch, self._pending_changes = self._pending_changes, []
+            try:
+                results = await self._write_batch(batch)
+            except Exception as exc:  # KV unreachable: every caller hears it
+                results = [m.Failure(kind=m.UNAVAILABLE, message=f"cost ledger unavailable: {exc}")] * len(batch)
+            for (_, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def _write_batch(self, batch) -> list:
+        while True:
+            if self._holds_cache is None:
                 try:
                     entry = await self.kv.get("reservations")
-                    holds, revision = _holds.decode(entry.value or b"{}"), entry.revision
+                    self._holds_cache = (_holds.decode(entry.value or b"{}"), entry.revision)
                 except KeyNotFoundError:
-                    holds, revision = {}, None
-                now = time.time()
-                holds = {cid: h for cid, h in holds.items() if h.expires_at > now and cid not in self.totals.calls}
-                result = change(holds, now)
-                if isinstance(result, m.Failure):
-                    return result
-                data = codec.encode(holds)
-                try:
-                    if revision is None:
-                        await self.kv.create("reservations", data)
-                    else:
-                        await self.kv.update("reservations", data, last=revision)
-                    return result
-                except KeyWrongLastSequenceError:
-                    continue  # another cost actor wrote first: read again
+                    self._holds_cache = ({}, None)
+            cached, revision = self._holds_cache
+            now = time.time()
+            holds = {cid: h for cid, h in cached.items() if h.expires_at > now and cid not in self.totals.calls}
+            results = [change(holds, now) for change, _ in batch]
+            try:
+                if revision is None:
+                    revision = await self.kv.create("reservations", codec.encode(holds))
+                else:
+                    revision = await self.kv.update("reservations", codec.encode(holds), last=revision)
+            except KeyWrongLastSequenceError:
+                self._holds_cache = None  # another cost actor wrote first: read again, decide again
+                continue
+            self._holds_cache = (holds, revision)
+            return results
 
     async def reserve(self, req: m.Reserve, ctx: Context) -> m.Reserved:
         def change(holds: dict[str, Hold], now: float) -> m.Reserved | m.Failure:

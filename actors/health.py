@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NoKeysError
 
 from bus import codec
 from bus import messages as m
 from bus.endpoint import Context, Endpoint
-from bus.streams import ensure_events_stream, ensure_kv
+from bus.streams import consume, ensure_events_stream, ensure_kv
 from actors import breaker as br
 from actors.runtime import Actor
 
@@ -183,30 +181,17 @@ class HealthActor(Actor):
         await self._store(live, after, now)
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        js = self.nc.jetstream()
-        psub = await js.pull_subscribe(
-            f"{self.subjects.root}.events.outcome.>",
-            durable=f"{self.subjects.root}_health",
-            stream=self.subjects.events_stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW),
-        )
-        task_status.started()
         decode = codec.decoder(m.Outcome).decode
-        while True:
+
+        async def handle(data: bytes) -> None:
             try:
-                batch = await psub.fetch(batch=256, timeout=0.5)
-            except NatsTimeout:
-                continue
-            except Exception as exc:  # server restarting: try again shortly
-                self.log.warning("outcome_fetch_failed", error=str(exc) or type(exc).__name__)
-                await anyio.sleep(0.5)
-                continue
-            for msg in batch:
-                try:
-                    await self.apply(decode(msg.data))
-                except msgspec.DecodeError:
-                    pass  # not an Outcome: nothing to count
-                await msg.ack()
+                outcome = decode(data)
+            except msgspec.DecodeError:
+                return  # not an Outcome: nothing to count
+            await self.apply(outcome)
+
+        await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.outcome.>",
+                      durable=f"{self.subjects.root}_health", handle=handle, log=self.log, task_status=task_status)
 
     async def _tick(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """Turn OPEN into HALF_OPEN when a cooldown ends, so the KV shows it without an outcome."""

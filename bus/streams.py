@@ -5,7 +5,17 @@ from __future__ import annotations
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
-from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
@@ -34,15 +44,17 @@ async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
         await js.update_stream(config)
 
 
-async def ensure_kv(nc: NATS, bucket: str, *, history: int = 1) -> KeyValue:
-    """Open the KV bucket ``bucket``, creating it (file storage) when it does not exist yet."""
+async def ensure_kv(
+    nc: NATS, bucket: str, *, history: int = 1, storage: StorageType = StorageType.FILE, ttl: float | None = None
+) -> KeyValue:
+    """Open the KV bucket ``bucket``, creating it (file storage unless told) when it does not exist yet."""
     js = nc.jetstream()
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=storage, ttl=ttl))
     except BadRequestError:  # created concurrently by another actor
         return await js.key_value(bucket)
 
@@ -94,3 +106,48 @@ class KvMirror:
 
     def restart(self) -> None:
         self._restart.set()
+
+
+async def consume(
+    nc: NATS,
+    *,
+    stream: str,
+    subject: str,
+    durable: str,
+    handle,
+    log,
+    ack_wait_s: float = 5.0,
+    task_status: TaskStatus = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Feed every message of ``subject`` in ``stream`` to ``await handle(data)``, through a durable
+    pull consumer: a message is acknowledged after ``handle`` returns, so none is lost while the
+    consumer is down (it starts with messages published after its creation). Messages fetched but
+    not handled when this is cancelled are given back at once (nak); after a crash the server
+    redelivers them after ``ack_wait_s``."""
+    js = nc.jetstream()
+    psub = await js.pull_subscribe(
+        subject,
+        durable=durable,
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=ack_wait_s),
+    )
+    task_status.started()
+    while True:
+        try:
+            batch = await psub.fetch(batch=256, timeout=0.5)
+        except NatsTimeoutError:
+            continue
+        except Exception as exc:  # the server is restarting: try again shortly
+            log.warning("fetch_failed", stream=stream, error=str(exc) or type(exc).__name__)
+            await anyio.sleep(0.5)
+            continue
+        for i, msg in enumerate(batch):
+            try:
+                await handle(msg.data)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    for rest in batch[i:]:
+                        if not nc.is_closed:
+                            await rest.nak()
+                raise
+            await msg.ack()

@@ -1,0 +1,203 @@
+"""Cost: pricing, the ledger (counted once, for good; exact across restarts) and budgets."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from bus import codec
+from bus import messages as m
+from bus.deadline import deadline_in
+from bus.errors import BudgetExceeded
+from actors.pricing import Price, Pricing
+from tests.helpers import wait_until
+
+PRICES = Pricing({
+    "openai": {"gpt-4o-mini": Price(input=0.15, output=0.60, cached_input=0.075),
+               "gpt-4o": Price(input=2.5, output=10.0)},
+    "mock": {"m-1": Price(input=1.0, output=2.0)},
+})
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "usage", "expected"),
+    [
+        ("openai", "gpt-4o-mini", m.TokenUsage(input_tokens=1_000_000), 0.15),
+        ("openai", "gpt-4o-mini", m.TokenUsage(output_tokens=1_000_000), 0.60),
+        ("openai", "gpt-4o-mini", m.TokenUsage(input_tokens=1_000_000, cached_tokens=1_000_000), 0.075),
+        ("openai", "gpt-4o-mini-2024-07-18", m.TokenUsage(input_tokens=2_000_000), 0.30),  # dated name: prefix
+        ("openai", "gpt-4o-2024-08-06", m.TokenUsage(input_tokens=1_000_000), 2.5),  # the longest prefix wins
+        ("openai", "gpt-4o", m.TokenUsage(input_tokens=500_000, cached_tokens=500_000), 1.25),  # no cached rate
+        ("openai", "o9-unknown", m.TokenUsage(input_tokens=10), None),
+        ("gemini", "gpt-4o-mini", m.TokenUsage(input_tokens=10), None),  # prices are per kind
+    ],
+)
+def test_pricing(kind, model, usage, expected):
+    cost = PRICES.cost(kind, model, usage)
+    assert cost == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_worst_case_is_every_prompt_token_and_max_tokens():
+    assert PRICES.worst_case("mock", "m-1", 1000, 500) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
+
+
+def test_shipped_pricing_file_loads():
+    from actors.pricing import default_path
+
+    table = Pricing.load(default_path())
+    assert table.price("openai", "gpt-4o-mini") is not None
+    assert all(p.taken and p.source for models in table.table.values() for p in models.values())
+
+
+COST_TOML = """
+[router]
+strategy = "single"
+providers = ["p"]
+
+[providers.p]
+model = "m-1"
+latency = {{ dist = "fixed", ms = {ms} }}
+
+[providers.unpriced]
+model = "nobody-prices-this"
+
+[cost]
+pricing = "{pricing}"
+"""
+
+
+@pytest.fixture
+def pricing_file(tmp_path):
+    path = tmp_path / "pricing.toml"
+    path.write_text('[mock."m-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "test"\n')
+    return str(path)
+
+
+def usage_event(ask_id: str, call_id: str, tokens: int = 1000, user: str | None = None) -> m.Usage:
+    return m.Usage(ask_id=ask_id, call_id=call_id, provider="p", model="m-1",
+                   usage=m.TokenUsage(input_tokens=tokens), user=user, strategy="single", at=1_764_000_000.0)
+
+
+async def report(s, by: str = "provider") -> m.CostReport:
+    reply = await s.client.rpc.call(s.client.subjects.service("cost", "report"), m.CostQuery(by=by),
+                                    codec.decoder(m.CostReport | m.Failure), deadline=deadline_in(2000))
+    assert isinstance(reply, m.CostReport), reply
+    return reply
+
+
+@pytest.mark.anyio
+async def test_answers_carry_their_cost_and_unknown_models_are_unknown(stack, pricing_file):
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file)) as s:
+        answer = await s.client.ask("one two three", budget_ms=3000)
+        expected = (answer.usage.input_tokens * 1.0 + answer.usage.output_tokens * 2.0) / 1e6
+        assert answer.cost_usd == pytest.approx(expected) and answer.cost_usd > 0
+        unknown = await s.client.ask("x", providers=["unpriced"], budget_ms=3000)
+        assert unknown.cost_usd is None  # unknown, never silently zero
+        cost = next(a for a in s.actors if a.kind == "cost")
+        await wait_until(lambda: len(cost.totals.calls) == 2, what="both calls in the ledger")
+        r = await report(s, by="model")
+        lines = {line.key: line for line in r.lines}
+        assert lines["m-1"].cost_usd == pytest.approx(expected)
+        assert lines["nobody-prices-this"].unpriced_calls == 1 and r.total.unpriced_calls == 1
+
+
+@pytest.mark.anyio
+async def test_the_same_usage_event_twice_is_counted_once(stack, pricing_file):
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file), names=["cost"]) as s:
+        cost = s.actors[0]
+        subject = s.client.subjects.usage("p")
+        for _ in range(3):  # a republished event: same ask id and call id
+            await s.client.nc.publish(subject, codec.encode(usage_event("a1", "c1")))
+        await s.client.nc.publish(subject, codec.encode(usage_event("a1", "c2")))  # a second call of that ask
+        await wait_until(lambda: "c2" in cost.totals.calls, what="the last event counted")
+        r = await report(s)
+        assert r.total.calls == 2 and r.total.asks == 1
+        assert r.total.cost_usd == pytest.approx(2 * 1000 * 1.0 / 1e6)
+
+
+@pytest.mark.anyio
+async def test_totals_are_exact_across_a_restart_mid_stream(stack, pricing_file):
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file), names=["cost"]) as s:
+        first = s.actors[0]
+        subject = s.client.subjects.usage("p")
+        for i in range(50):
+            await s.client.nc.publish(subject, codec.encode(usage_event(f"a{i}", "c")))
+        await wait_until(lambda: len(first.totals.calls) >= 1, what="consumption started")
+        first.stop()  # stops mid-stream: some events are counted, some not yet
+        await wait_until(lambda: first.nc.is_closed, what="stopped")
+        for i in range(50, 100):  # published while no cost actor runs
+            await s.client.nc.publish(subject, codec.encode(usage_event(f"a{i}", "c")))
+        for i in range(0, 100, 10):  # and some duplicates of both halves
+            await s.client.nc.publish(subject, codec.encode(usage_event(f"a{i}", "c")))
+        again = await s.add("cost")
+        await wait_until(lambda: len(again.totals.seen) == 100, what="all 100 calls counted", within_s=10)
+        await anyio.sleep(0.2)  # duplicates published last must not add anything
+        r = await report(s)
+        assert r.total.calls == 100
+        assert r.total.cost_usd == pytest.approx(100 * 1000 * 1.0 / 1e6)
+
+
+@pytest.mark.anyio
+async def test_budget_race_exactly_the_affordable_asks_succeed(stack, pricing_file):
+    toml = COST_TOML.format(ms=20, pricing=pricing_file)
+    async with stack(toml) as s:
+        router = s.actor("router")
+        ask_params = m.Params(max_tokens=10)
+        sample = m.Ask(id="x", messages=[m.Message(role="user", content="q00")], params=ask_params)
+        worst = router.budgets.worst_case("p", sample)
+        reply = await s.client.rpc.call(
+            s.client.subjects.service("cost", "budget.set"),
+            m.BudgetSet(scope="user", name="carol@example.com", period="day", limit_usd=10 * worst + worst / 2),
+            codec.decoder(m.BudgetReport | m.Failure), deadline=deadline_in(2000),
+        )
+        assert isinstance(reply, m.BudgetReport)
+        await wait_until(lambda: ("user", "carol@example.com") in router.budgets.scoped, what="the router sees it")
+
+        answers: list[m.Answer] = []
+        refused: list[BudgetExceeded] = []
+
+        async def one(i: int) -> None:
+            try:
+                answers.append(await s.client.ask(f"q{i:02d}", user="carol@example.com", params=ask_params,
+                                                  budget_ms=10_000))
+            except BudgetExceeded as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(one, i)
+        assert len(answers) == 10, (len(answers), [str(e) for e in refused[:2]])
+        assert len(refused) == 90
+        assert "carol@example.com" in refused[0].message and "limit" in refused[0].message
+        cost = next(a for a in s.actors if a.kind == "cost")
+        await wait_until(lambda: len(cost.totals.calls) == 10, what="the ledger has the 10 answered calls")
+        r = await report(s, by="user")
+        assert r.lines[0].key == "carol@example.com"
+        assert r.lines[0].cost_usd == pytest.approx(sum(a.cost_usd for a in answers))
+
+
+@pytest.mark.anyio
+async def test_a_per_ask_ceiling_needs_no_cost_actor(stack, pricing_file):
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file), names=["router", "provider.p"]) as s:
+        with pytest.raises(BudgetExceeded) as info:
+            await s.client.ask("hello", max_cost_usd=1e-9, budget_ms=3000)
+        assert "max_cost_usd" in info.value.message
+        answer = await s.client.ask("hello", max_cost_usd=0.01, budget_ms=3000)
+        assert answer.cost_usd > 0
+
+
+@pytest.mark.anyio
+async def test_a_budget_that_cannot_be_checked_is_not_spent(stack, pricing_file):
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file)) as s:
+        router = s.actor("router")
+        await s.client.rpc.call(s.client.subjects.service("cost", "budget.set"),
+                                m.BudgetSet(scope="tier", name="free", period="month", limit_usd=1.0),
+                                codec.decoder(m.BudgetReport | m.Failure), deadline=deadline_in(2000))
+        await wait_until(lambda: ("tier", "free") in router.budgets.scoped, what="seen")
+        cost = next(a for a in s.actors if a.kind == "cost")
+        cost.stop()
+        await wait_until(lambda: cost.nc.is_closed, what="cost actor stopped")
+        with pytest.raises(Exception) as info:
+            await s.client.ask("x", tier="free", budget_ms=3000)
+        assert info.value.kind == m.UNAVAILABLE and "cannot be checked" in info.value.message
+        assert (await s.client.ask("x", tier="pro", budget_ms=3000)).text  # no budget: no round trip needed
