@@ -1,6 +1,16 @@
 """``llmbus bench``: llmbus against a bare nats-py floor, measured in the same run.
 
-Paths, each measured for sequential p50/p99 latency and for throughput at N asks in flight:
+Sections (``--only core,health,adapters``, default all; each runs once per event loop):
+
+- ``core`` (this module): the paths below, one-process and multi-process.
+- ``health`` (``actors.bench_sections``): ``llmbus single`` with the router's breaker check on vs
+  off (p50/p99, throughput at 64 in flight), and how fast a breaker transition written to KV
+  reaches each of 3 routers (goal: all within 50 ms at p99).
+- ``adapters`` (``actors.bench_sections``): per SDK kind (openai, anthropic, gemini), the raw SDK
+  call against a zero-latency ``WireServer`` vs a ``Complete`` through the llmbus provider actor
+  using that SDK, with the bare one-hop figure beside it.
+
+Core paths, each measured for sequential p50/p99 latency and for throughput at N asks in flight:
 
 - ``bare one-hop``: a raw muxed requester → a responder whose callback republishes the payload.
 - ``bare two-hop``: client → a minimal raw router (msgspec-decode the Ask, build a ``Complete``,
@@ -19,8 +29,8 @@ event loop), and router and providers each in their own process (llmbus: ``llmbu
 bare: ``python -m actors.bench _bare <role> URL``). The bench runs its own nats-server (temporary
 store); llmbus providers keep their outcome/usage events in JetStream as in production, the bare
 provider publishes none. The router's dedup table fills up over the run, as it would under
-sustained load. Exit code: 0 when every ask was answered (goals are reported, not enforced),
-1 otherwise, 2 for bad usage.
+sustained load. Exit code: 0 when every ask (and every breaker transition) was answered (goals
+are reported, not enforced), 1 otherwise, 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ from actors.stack import build_actors
 
 ROOT, BARE = Subjects("bench"), Subjects("bench-bare")
 BUDGET_MS = 30_000
+SECTIONS = ("core", "health", "adapters")
 LAYOUTS = ("one-process", "multi-process")
 PATHS = ("bare one-hop", "bare two-hop", "llmbus single", "llmbus failover")
 CONFIG = """
@@ -381,6 +392,23 @@ def goal(name: str, value: float, limit: float, op: str, unit: str) -> dict:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
+    """Print one loop's figures: the core table (when measured), the other sections', then every goal."""
+    if "layouts" in result:
+        report_core(loop, result, console)
+    if "health" in result or "adapters" in result:
+        from actors import bench_sections as sections
+
+        if "health" in result:
+            sections.report_health(loop, result["health"], console)
+        if "adapters" in result:
+            sections.report_adapters(loop, result["adapters"], console)
+    for g in result["goals"]:
+        verdict = "[green]PASS[/green]" if g["pass"] else "[red]MISS[/red]"
+        console.print(f"{verdict} {g['goal']}: {g['value']:.3f}{g['unit']} (margin {g['margin']:+.3f}{g['unit']})",
+                      highlight=False)
+
+
+def report_core(loop: str, result: dict, console: Console) -> None:
     table = Table(title=f"llmbus bench — {loop}",
                   caption="bare: the raw nats-py two-hop floor (one-hop: bare only); ratio: llmbus / bare")
     for col in ("layout", "path", "metric", "bare", "llmbus", "ratio"):
@@ -398,22 +426,48 @@ def report(loop: str, result: dict, console: Console) -> None:
     console.print(table)
     for layout, ms in result["failover_adds_ms"].items():
         console.print(f"{layout}: failover adds {ms:.3f} ms over single (p50)", highlight=False)
-    for g in result["goals"]:
-        verdict = "[green]PASS[/green]" if g["pass"] else "[red]MISS[/red]"
-        console.print(f"{verdict} {g['goal']}: {g['value']:.3f}{g['unit']} (margin {g['margin']:+.3f}{g['unit']})",
-                      highlight=False)
 
 
-async def run_loop(url: str, plan: Plan, loop: str) -> dict:
+async def run_loop(url: str, plan: Plan, loop: str, sections: tuple[str, ...] = SECTIONS,
+                   section_plan=None) -> dict:
     say = lambda s: err.print(f"[dim]\\[{loop}][/dim] {s}", highlight=False)  # noqa: E731
-    layouts = {lay: await measure_layout(url, lay, plan, uvloop=loop == "uvloop", progress=say) for lay in LAYOUTS}
-    return {"layouts": layouts, **compare(layouts)}
+    result: dict = {"goals": []}
+    if "core" in sections:
+        layouts = {lay: await measure_layout(url, lay, plan, uvloop=loop == "uvloop", progress=say) for lay in LAYOUTS}
+        result = {"layouts": layouts, **compare(layouts)}
+    if "health" in sections or "adapters" in sections:
+        from actors import bench_sections as bs  # imported here: it builds on this module
+
+        section_plan = section_plan or bs.SECTIONS_FULL
+        if "health" in sections:
+            result["health"] = await bs.measure_health(url, section_plan, say)
+            result["goals"] += bs.health_goals(result["health"])
+        if "adapters" in sections:
+            result["adapters"] = await bs.measure_adapters(url, section_plan.adapters, say)
+    return result
 
 
-def main(*, json_out: bool, quick: bool, loop: str) -> int:
+def failures(result: dict) -> int:
+    """Unanswered asks (and lost breaker transitions) in one loop's result."""
+    core = sum(f["failed"] for lay in result.get("layouts", {}).values() for f in lay.values())
+    return core + sum(result[s]["failed"] for s in ("health", "adapters") if s in result)
+
+
+def parse_sections(only: str) -> tuple[str, ...] | None:
+    wanted = {s.strip() for s in only.split(",") if s.strip()}
+    if not wanted or wanted - set(SECTIONS):
+        return None
+    return tuple(s for s in SECTIONS if s in wanted)
+
+
+def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTIONS)) -> int:
     loops = {"both": ["asyncio", "uvloop"], "asyncio": ["asyncio"], "uvloop": ["uvloop"]}.get(loop)
     if loops is None:
         err.print(f"[red]unknown loop {loop!r}[/red]: asyncio | uvloop | both")
+        return 2
+    sections = parse_sections(only)
+    if sections is None:
+        err.print(f"[red]bad --only {only!r}[/red]: a comma list of {', '.join(SECTIONS)}")
         return 2
     if "uvloop" in loops:
         try:
@@ -425,19 +479,27 @@ def main(*, json_out: bool, quick: bool, loop: str) -> int:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
                             logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     plan = QUICK if quick else FULL
-    out = {"plan": asdict(plan), "client": "Client.send with a prepared Ask (both two-hop paths)",
+    plans = {"core": asdict(plan)} if "core" in sections else {}
+    section_plan = None
+    if set(sections) - {"core"}:
+        from actors import bench_sections as bs
+
+        section_plan = bs.SECTIONS_QUICK if quick else bs.SECTIONS_FULL
+        plans.update(bs.plan_dict(section_plan, list(sections)))
+    out = {"sections": list(sections), "plan": plans,
+           "client": "Client.send with a prepared Ask (both two-hop paths)",
            "python": sys.version.split()[0], "cpus": os.cpu_count(), "loops": {}}
     try:
         with NatsServer() as server:
-            err.print(f"nats-server at {server.url}; plan {asdict(plan)}", highlight=False)
+            err.print(f"nats-server at {server.url}; sections {', '.join(sections)}; plan {plans}", highlight=False)
             for name in loops:
                 options = {"use_uvloop": True} if name == "uvloop" else {}
-                out["loops"][name] = anyio.run(run_loop, server.url, plan, name, backend="asyncio",
-                                               backend_options=options)
+                out["loops"][name] = anyio.run(run_loop, server.url, plan, name, sections, section_plan,
+                                               backend="asyncio", backend_options=options)
     except Exception as exc:  # a role that did not start, a lost connection…: say what, exit 1
         err.print(f"[red]bench failed:[/red] {exc!r}", highlight=False)
         return 1
-    failed = sum(f["failed"] for r in out["loops"].values() for lay in r["layouts"].values() for f in lay.values())
+    failed = sum(failures(r) for r in out["loops"].values())
     out["failed_asks"] = failed
     if json_out:
         sys.stdout.write(json.dumps(out) + "\n")

@@ -29,6 +29,7 @@ class BreakerView:
     def __init__(self, nc: NATS, subjects: Subjects, *, stale_after_s: float) -> None:
         self.stale_after_s = stale_after_s
         self.states: dict[str, m.BreakerState] = {}
+        self._tried: dict[str, tuple[int, float]] = {}  # provider -> (probe round claimed, when)
         self.mirror = KvMirror(nc, subjects.bucket("health"), "state.>", on_change=self._changed)
 
     @property
@@ -61,11 +62,21 @@ class BreakerView:
             live = br.effective(state, now) if state is not None else None
             if live is None or live.state == br.CLOSED:
                 usable.append(provider)
-            elif live.state == br.HALF_OPEN and await self.claim_probe(provider, live.probe_round):
+            elif live.state == br.HALF_OPEN and await self._probe_is_ours(provider, live.probe_round):
                 usable.append(provider)
             else:
                 skipped.append(m.Step(provider=provider, outcome="breaker_" + live.state, ms=0.0, detail=describe(live, now)))
         return usable, skipped
+
+    async def _probe_is_ours(self, provider: str, round_: int) -> bool:
+        """Claim this round's probe once per router: later asks in the same round pay no round
+        trip (and do not probe again: one probe per round, even from the winner)."""
+        tried = self._tried.get(provider)
+        if tried is not None and tried[0] == round_ and time.monotonic() - tried[1] < self.stale_after_s:
+            return False
+        won = await self.claim_probe(provider, round_)  # (a stale claim may be taken over)
+        self._tried[provider] = (round_, time.monotonic())
+        return won
 
     async def claim_probe(self, provider: str, round_: int) -> bool:
         """True for exactly one caller per (provider, round), fleet-wide."""

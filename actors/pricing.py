@@ -28,6 +28,7 @@ class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class Pricing:
     def __init__(self, table: dict[str, dict[str, Price]]) -> None:
         self.table = table
+        self._found: dict[tuple[str, str], Price | None] = {}  # lookups are per call: remember them
 
     @classmethod
     def load(cls, path: str | Path) -> Pricing:
@@ -41,11 +42,12 @@ class Pricing:
             raise ConfigError(f"{path}: {exc}") from None
 
     def price(self, kind: str, model: str) -> Price | None:
-        models = self.table.get(kind, {})
-        if model in models:
-            return models[model]
-        best = max((name for name in models if model.startswith(name)), key=len, default=None)
-        return models[best] if best else None
+        key = (kind, model)
+        if key not in self._found:
+            models = self.table.get(kind, {})
+            best = max((name for name in models if model.startswith(name)), key=len, default=None)
+            self._found[key] = models[best] if best else None
+        return self._found[key]
 
     def cost(self, kind: str, model: str, usage: m.TokenUsage) -> float | None:
         p = self.price(kind, model)

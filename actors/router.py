@@ -21,6 +21,7 @@ from bus.rpc import NO_RESPONDERS, new_id
 from bus.subjects import ROUTER_QUEUE
 from actors.breakers import BreakerView
 from actors.budgets import Budgets
+from actors.cache_step import CacheStep
 from actors.dedup import RecentAsks
 from actors.pricing import Pricing
 from actors.runtime import Actor
@@ -48,8 +49,11 @@ class Router(Actor):
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
         self.budgets: Budgets | None = None
+        self._unpriced: set[tuple[str, str]] = set()
         path = settings.pricing_path() if settings.cost.enabled else None
         self.pricing = Pricing.load(path) if path is not None else None
+        # the cache step (actors.cache_step): lookup, coalescing of identical asks, store
+        self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     def background(self):
         jobs = [self._watch_breakers] if self.settings.health.enabled else []
@@ -86,7 +90,7 @@ class Router(Actor):
         self.recent.start(ask.id)
         result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
         try:
-            result = await self.route(ask, ctx)
+            result = await (self.cache.run(ask, ctx, self.route) if self.cache is not None else self.route(ask, ctx))
             return result
         finally:
             self.recent.finish(ask.id, result)
@@ -152,8 +156,10 @@ class Router(Actor):
                 cost = budgets.cost(provider, result) if isinstance(result, m.Completion) else 0.0
                 if isinstance(result, m.Completion):
                     costs.append(cost)
-                    if cost is None:
-                        self.log.warning("unpriced_model", provider=provider, model=result.model)
+                    if cost is None and (provider, result.model) not in self._unpriced:
+                        self._unpriced.add((provider, result.model))  # say it once, not per ask
+                        self.log.warning("unpriced_model", provider=provider, model=result.model,
+                                         hint="add it to config/pricing.toml: its cost is reported as unknown")
                 await budgets.after(ask, request.id, cost)
             return result
 

@@ -91,7 +91,8 @@ class GeminiProvider(RemoteProvider):
         system, contents = to_gemini(messages)
         config: dict[str, Any] = {
             "max_output_tokens": self.params(request)[0],
-            "http_options": {"timeout": max(1, int(timeout_s * 1000)), "retry_options": {"attempts": 1}},
+            # the client already has retries off (HttpRetryOptions(attempts=1)); per call only the timeout
+            "http_options": {"timeout": max(1, int(timeout_s * 1000))},
             **self.sampling(request, stop="stop_sequences"),
         }
         if system:
