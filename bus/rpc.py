@@ -32,6 +32,11 @@ _NO_RESPONDERS = "503"
 NO_RESPONDERS = "no responders on"  # how a Failure for NATS "no responders" begins
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def new_id() -> str:
     """A unique, subject-safe id (NUID: 22 base-62 characters)."""
     return _nuid.next().decode()
@@ -87,8 +92,12 @@ class Rpc:
     ) -> Msg | m.Failure:
         """Send ``payload`` and wait for the raw reply until ``deadline``."""
         token = str(next(self._tokens))
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._pending[token] = fut
+        # A plain timer that resolves the future with None at the deadline: a third of the cost of
+        # an ``asyncio.timeout_at`` scope, on the path every request takes.
+        timer = loop.call_at(deadline, _expire, fut)
         try:
             try:
                 await self.nc.publish(
@@ -96,14 +105,14 @@ class Rpc:
                 )
             except NatsError as exc:  # closed, or the reconnect buffer is full
                 return m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")
-            async with asyncio.timeout_at(deadline):
-                msg = await fut
-        except TimeoutError:
+            msg = await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(token, None)
+        if msg is None:
             if ask_id:
                 await self.cancel(ask_id, call_id, reason="caller deadline passed")
             return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within the budget")
-        finally:
-            self._pending.pop(token, None)
         if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
             return m.Failure(kind=m.UNAVAILABLE, message=f"{NO_RESPONDERS} {subject}")
         return msg
