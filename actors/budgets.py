@@ -100,7 +100,7 @@ class Budgets:
                       expires_at=time.time() + max(0.0, left)),
             codec.decoder(m.Reserved | m.Failure),
             deadline=now() + min(RESERVE_SLICE[0], RESERVE_SLICE[1] * left) if left > 0 else deadline,
-            ask_id=ask.id,
+            # no ask id: a reservation that times out must not broadcast a Cancel of the ask itself
         )
         if isinstance(reply, m.Failure):
             if reply.kind == m.BUDGET_EXCEEDED:
