@@ -171,6 +171,8 @@ def ask(
     user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
     max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", help="a ceiling for this ask")] = None,
+    cache: Annotated[str, typer.Option(help="use | refresh | skip: the answer cache")] = "use",
+    namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
@@ -185,6 +187,7 @@ def ask(
             return await client.ask(
                 prompt, system=system, strategy=strategy, providers=provider or None,
                 budget_ms=budget_ms, retries=retries, user=user, tier=tier, max_cost_usd=max_cost_usd,
+                cache=cache, cache_namespace=namespace,
             )
         except LlmError as exc:
             return exc.failure
@@ -279,8 +282,18 @@ def status(
     """Providers' health: breaker state, success rate, latency, errors, time to retry."""
     configure_logging(logging.WARNING)
     settings = load_settings(config)
-    report = run_async(with_client, settings, nats_url, _service_call("health", "status", m.HealthQuery(detailed=detailed), m.HealthReport))
+    health = _service_call("health", "status", m.HealthQuery(detailed=detailed), m.HealthReport)
+    cache = _service_call("cache", "stats", m.CacheStatsQuery(), m.CacheStats, budget_ms=500)
+
+    async def calls(client):
+        return await health(client), await cache(client)
+
+    report, cache_report = run_async(with_client, settings, nats_url, calls)
     _print_health(report, detailed=detailed, json_out=json_out, settings=settings)
+    if not json_out and isinstance(cache_report, m.CacheStats):
+        c = cache_report.total
+        out.print(f"cache: {cache_report.entries} entries, {c.hits} hits / {c.misses} misses ({_rate(c.hits, c.misses)}), "
+                  f"{c.coalesced} coalesced, {c.stores} stored — `llmbus cache stats` for more", highlight=False)
 
 
 health_app = typer.Typer(help="circuit breakers", no_args_is_help=True)
@@ -433,6 +446,73 @@ def _print_budgets(report) -> None:
         table.add_row(b.scope, escape(b.name), b.period, f"{b.limit_usd:.6f}", f"{b.spent_usd:.6f}",
                       f"{b.reserved_usd:.6f}", f"{b.limit_usd - b.spent_usd - b.reserved_usd:.6f}")
     out.print(table)
+
+
+cache_app = typer.Typer(help="the answer cache", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats(
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Entries and size on disk; hits, misses, coalesced asks and stores per namespace (since start)."""
+    report = _one_request(config, nats_url, "cache", "stats", m.CacheStatsQuery(), m.CacheStats)
+    if _printed_as_json(report, json_out, "cache"):
+        return
+    mib = 2**20
+    table = Table(title=f"llmbus cache — {report.entries} entries, {report.bytes / mib:.1f} of "
+                        f"{report.size_limit_bytes / mib:.0f} MiB", caption=report.directory)
+    for col in ("namespace", "TTL", "hits", "misses", "hit rate", "coalesced", "stored"):
+        table.add_column(col, justify="left" if col == "namespace" else "right")
+    total = report.total
+    for ns in [*report.namespaces, total]:
+        table.add_row(escape(ns.namespace), _duration(ns.ttl_s) if ns is not total else "", str(ns.hits),
+                      str(ns.misses), _rate(ns.hits, ns.misses), str(ns.coalesced), str(ns.stores),
+                      style="bold" if ns is total else None)
+    out.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="only this namespace")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove every cached answer, or those of one namespace."""
+    report = _one_request(config, nats_url, "cache", "clear", m.CacheClear(namespace=namespace), m.CacheCleared)
+    if not _printed_as_json(report, json_out, "cache"):
+        out.print(f"removed {report.removed} entries" + (f" of namespace {namespace}" if namespace else ""),
+                  highlight=False, markup=False)
+
+
+def _one_request(config: Path | None, nats_url: str | None, actor: str, verb: str, request, reply_type):
+    """Quiet logs, load the settings, send ``request`` to a service actor: its reply, or a Failure."""
+    configure_logging(logging.WARNING)
+    return run_async(with_client, load_settings(config), nats_url, _service_call(actor, verb, request, reply_type))
+
+
+def _printed_as_json(report, json_out: bool, actor: str) -> bool:
+    """Print ``report`` as JSON when asked; exit 1 on a Failure; True when nothing is left to print."""
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    if isinstance(report, m.Failure):
+        _fail(report, json_out, actor)
+    return json_out
+
+
+def _rate(hits: int, misses: int) -> str:
+    return f"{100.0 * hits / (hits + misses):.1f}%" if hits + misses else "—"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _service_call(actor: str, verb: str, request, reply_type, budget_ms: int = 2_000):

@@ -87,6 +87,24 @@ class CostSettings(_Table, frozen=True, kw_only=True):
     budgets: list[BudgetSettings] = []
 
 
+class CacheSettings(_Table, frozen=True, kw_only=True):
+    enabled: bool = True  # routers look asks up in the cache actor and store the answers they make
+    dir: str = ".llmbus/cache"  # the diskcache directory; the subject root is appended (a store per root)
+    size_limit_mb: float = 1024.0  # beyond it the entries stored longest ago are evicted
+    memory_mb: float = 64.0  # entries read or written lately are also kept in memory (0: none)
+    default_namespace: str = "llm"  # for asks that name none (Ask.cache_namespace)
+    # TTL in seconds per namespace; a namespace not listed gets the TTL of default_namespace
+    namespaces: dict[str, float] = msgspec.field(default_factory=lambda: {"llm": 3600.0, "locations": 86400.0})
+    min_confidence: float = 0.0  # answers below it are not stored (nor, when above 0, those with none)
+    lookup_ms: float = 50.0  # a lookup waits at most this long …
+    lookup_share: float = 0.05  # … and at most this share of the ask's remaining budget
+    lease_s: float = 2.0  # a flight leader that stops renewing its lease this long is replaced
+    absent_retry_s: float = 1.0  # after "no cache actor", asks skip the cache this long before looking again
+
+    def ttl_s(self, namespace: str) -> float:
+        return self.namespaces.get(namespace, self.namespaces[self.default_namespace])
+
+
 class Latency(_Table, frozen=True, kw_only=True):
     """Mock latency: fixed ``ms``; uniform in [low_ms, high_ms]; lognormal with median ``ms``."""
 
@@ -142,6 +160,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     router: RouterSettings = RouterSettings()
     health: HealthSettings = HealthSettings()
     cost: CostSettings = CostSettings()
+    cache: CacheSettings = CacheSettings()
     providers: dict[str, ProviderSettings] = msgspec.field(
         default_factory=lambda: {"mock": ProviderSettings()}
     )
@@ -195,9 +214,28 @@ class Settings(_Table, frozen=True, kw_only=True):
         for b in self.cost.budgets:
             if b.limit_usd < 0:
                 raise ConfigError(f"{where}: cost.budgets: the limit of {b.scope} {b.name!r} is negative")
+        self._check_cache(where)
         if not self.providers:
             raise ConfigError(f"{where}: no [providers.*] table: configure at least one provider")
         return self
+
+    def _check_cache(self, where: str) -> None:
+        c = self.cache
+        if c.default_namespace not in c.namespaces:
+            raise ConfigError(f"{where}: cache.default_namespace {c.default_namespace!r} has no TTL in cache.namespaces")
+        for name, ttl in c.namespaces.items():
+            if not ttl > 0:
+                raise ConfigError(f"{where}: cache.namespaces.{name} must be a TTL in seconds above 0")
+        for key, value, low, high in (("size_limit_mb", c.size_limit_mb, 0.0, float("inf")),
+                                      ("lookup_ms", c.lookup_ms, 0.0, float("inf")),
+                                      ("lookup_share", c.lookup_share, 0.0, 1.0),
+                                      ("lease_s", c.lease_s, 0.0, float("inf"))):
+            if not low < value <= high:
+                raise ConfigError(f"{where}: cache.{key} must be in ({low:g}, {high:g}]")
+        if c.memory_mb < 0:
+            raise ConfigError(f"{where}: cache.memory_mb must be 0 or more")
+        if not 0.0 <= c.min_confidence <= 1.0:
+            raise ConfigError(f"{where}: cache.min_confidence must be in [0, 1]")
 
     def pricing_path(self) -> Path | None:
         """``cost.pricing`` (relative to this config file), else ``pricing.toml`` beside it, else

@@ -19,7 +19,8 @@ from actors.settings import Settings
 
 
 def actor_names(settings: Settings) -> list[str]:
-    return ["router", "health", "cost", *(f"provider.{name}" for name in settings.providers)]
+    cache = ["cache"] if settings.cache.enabled else []
+    return ["router", "health", "cost", *cache, *(f"provider.{name}" for name in settings.providers)]
 
 
 def unconfigured(settings: Settings) -> dict[str, str]:
@@ -41,7 +42,7 @@ def _provider_class(kind: str) -> type:
 
 
 def build_actor(name: str, settings: Settings) -> Actor:
-    """One actor by name: ``router``, ``health``, ``cost`` or ``provider.<name>``. A provider whose API key is not set
+    """One actor by name: ``router``, ``health``, ``cost``, ``cache`` or ``provider.<name>``. A provider whose API key is not set
     raises ``ConfigError`` naming the variable."""
     subjects = Subjects(settings.bus.root)
     common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
@@ -56,6 +57,10 @@ def build_actor(name: str, settings: Settings) -> Actor:
         config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
                                successes_to_close=h.successes_to_close)
         return HealthActor(config=config, providers=list(settings.providers), **common)
+    if name == "cache":
+        from actors.cache import CacheActor
+
+        return CacheActor(settings=settings.cache, directory=Path(settings.cache.dir) / settings.bus.root, **common)
     if name == "cost":
         from actors.cost import CostActor
         from actors.pricing import Pricing

@@ -156,6 +156,7 @@ class Ask(_Msg, frozen=True, kw_only=True):
     stream: bool = False
     labels: dict[str, str] = {}
     max_cost_usd: float | None = None  # a ceiling for this ask: worst cases are checked before each call
+    cache_namespace: str | None = None  # the cache namespace (it sets the TTL); None: cache.default_namespace
 
 
 class Answer(_Msg, frozen=True, kw_only=True):
@@ -349,6 +350,88 @@ class CostReport(_Msg, frozen=True, kw_only=True):
     avg_cost_per_ask_usd: float | None = None
 
 
+# --- cache -------------------------------------------------------------------------------------
+
+
+class CacheEntry(_Msg, frozen=True, kw_only=True):
+    """One cached answer as the cache actor stores it, and its reply to a ``CacheGet`` that hits.
+    Its own expiry travels with it (diskcache's expiry reads ``time.time()``; this one is checked
+    against the actor's clock, which a test can drive). Times are unix seconds."""
+
+    answer: Answer
+    namespace: str
+    stored_at: float
+    expires_at: float
+
+
+class CacheGet(_Msg, frozen=True, kw_only=True):
+    key: str  # ``actors.cache_key.cache_key`` of the ask
+    namespace: str
+    count: bool = True  # False: not counted as a hit or miss (a flight leader's second look)
+
+
+class CacheMiss(_Msg, frozen=True, kw_only=True):
+    pass
+
+
+class CachePut(_Msg, frozen=True, kw_only=True):
+    key: str
+    namespace: str
+    answer: Answer
+
+
+class CacheStored(_Msg, frozen=True, kw_only=True):
+    expires_at: float
+
+
+class CacheCoalesced(_Msg, frozen=True, kw_only=True):
+    """Event on ``<root>.cache.coalesced`` (no reply): a router answered ``count`` asks with the
+    answer of an identical ask in flight, for the cache actor's counts."""
+
+    namespace: str
+    count: int = 1
+
+
+class FlightEnd(_Msg, frozen=True, kw_only=True):
+    """On ``<root>.cache.done.<key>``: the result of the ask that led a flight, for the routers
+    waiting on the same key. ``result`` None: the leader gave up (cancelled); a waiter takes over."""
+
+    result: Answer | Failure | None = None
+
+
+class CacheStatsQuery(_Msg, frozen=True, kw_only=True):
+    pass
+
+
+class NamespaceStats(_Value, frozen=True, kw_only=True):
+    namespace: str
+    ttl_s: float
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    stores: int = 0
+
+
+class CacheStats(_Msg, frozen=True, kw_only=True):
+    """Counts since the cache actor started; ``entries`` and ``bytes`` are the store's (on disk)."""
+
+    directory: str
+    entries: int = 0
+    bytes: int = 0
+    size_limit_bytes: int = 0
+    namespaces: list[NamespaceStats] = []
+    total: NamespaceStats = NamespaceStats(namespace="total", ttl_s=0.0)
+
+
+class CacheClear(_Msg, frozen=True, kw_only=True):
+    namespace: str | None = None  # None: every namespace
+
+
+class CacheCleared(_Msg, frozen=True, kw_only=True):
+    removed: int
+    namespace: str | None = None
+
+
 # --- health ------------------------------------------------------------------------------------
 
 
@@ -407,3 +490,5 @@ class BreakerChange(_Msg, frozen=True, kw_only=True):
 AskReply = Answer | Failure
 CompleteReply = Completion | Failure
 StreamReply = Chunk | Completion | Failure  # a stream: Chunks, then one Completion or Failure
+CacheGetReply = CacheEntry | CacheMiss | Failure
+CachePutReply = CacheStored | Failure

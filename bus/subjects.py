@@ -9,7 +9,9 @@ subject                                kind                         served by
 ``<root>.ask``                         request (queue ``router``)   router
 ``<root>.provider.<name>.complete``    request (queue provider.N)   provider actor
 ``<root>.provider.<name>.stream``      request, many replies        provider actor
-``<root>.cache.get`` / ``.put``        request                      cache
+``<root>.cache.get|put|stats|clear``   request (queue ``cache``)    cache
+``<root>.cache.coalesced``             event (queue ``cache``)      cache (counts)
+``<root>.cache.done.<key>``            broadcast (no queue)         routers waiting on that key
 ``<root>.cost.reserve|commit|report``  request                      cost
 ``<root>.health.status`` / ``.reset``  request                      health
 ``<root>.supervisor.review``           request                      supervisor
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 ROUTER_QUEUE = "router"
+CACHE_QUEUE = "cache"
 
 
 def check_token(value: str, what: str) -> str:
@@ -63,6 +66,10 @@ class Subjects:
     def service(self, actor: str, verb: str) -> str:
         """Request subjects of the service actors: ``service("cost", "reserve")``."""
         return f"{self.root}.{actor}.{verb}"
+
+    def cache_done(self, key: str) -> str:
+        """Where the router leading a flight of identical asks publishes its result (``FlightEnd``)."""
+        return f"{self.root}.cache.done.{key}"
 
     @property
     def control_strategy(self) -> str:

@@ -7,9 +7,13 @@ never overlap between tests even though they share the server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from uuid import uuid4
 
 import anyio
@@ -49,7 +53,21 @@ def make_settings(toml: str, root: str, *, source: str = "test.toml") -> setting
     bus = settings.bus
     grace = bus.stop_grace_s if "stop_grace_s" in toml else 2.0
     bus = msgspec.structs.replace(bus, root=root, stop_grace_s=grace)
-    return msgspec.structs.replace(settings, bus=bus).check()
+    cache = settings.cache
+    if cache.dir == settings_mod.CacheSettings().dir:  # not under the working directory
+        cache = msgspec.structs.replace(cache, dir=str(CACHE_DIR))
+    return msgspec.structs.replace(settings, bus=bus, cache=cache).check()
+
+
+# The cache actors' stores (one per root below it) of tests whose TOML sets no cache.dir. Named by
+# the process, not made at import: tests that import ``tests.conftest`` load this module twice.
+CACHE_DIR = Path(tempfile.gettempdir()) / f"llmbus-test-cache-{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_cache_dir() -> Iterator[None]:
+    yield
+    shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
 @dataclass
@@ -63,8 +81,8 @@ class Stack:
     extra: list[Actor] = field(default_factory=list)
 
     def actor(self, name: str) -> Actor:
-        """The running actor called ``name`` ("router", "provider.<p>")."""
-        wanted = name if name in ("router", "health") else "provider-" + name.removeprefix("provider.")
+        """The running actor called ``name`` ("router", "cache", "provider.<p>")."""
+        wanted = name if name in ("router", "health", "cost", "cache") else "provider-" + name.removeprefix("provider.")
         for a in [*self.actors, *self.extra]:
             if a.name == wanted:
                 return a

@@ -12,6 +12,7 @@ import pytest
 
 from bus import messages as m
 from bus.errors import AllFailed
+from conftest import CACHE_DIR
 from helpers import LLMBUS, cli_env, cli_process, free_port
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +36,9 @@ failures = {{ unavailable = 1.0 }}
 
 [providers.second]
 latency = {{ dist = "fixed", ms = 3 }}
+
+[cache]
+dir = "{CACHE_DIR}"
 {extra}
 """
 
