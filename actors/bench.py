@@ -1,6 +1,6 @@
 """``llmbus bench``: llmbus against a bare nats-py floor, measured in the same run.
 
-Sections (``--only core,health,adapters``, default all; each runs once per event loop):
+Sections (``--only core,health,adapters,cache,cost``, default all; each runs once per event loop):
 
 - ``core`` (this module): the paths below, one-process and multi-process.
 - ``health`` (``actors.bench_sections``): ``llmbus single`` with the router's breaker check on vs
@@ -9,6 +9,10 @@ Sections (``--only core,health,adapters``, default all; each runs once per event
 - ``adapters`` (``actors.bench_sections``): per SDK kind (openai, anthropic, gemini), the raw SDK
   call against a zero-latency ``WireServer`` vs a ``Complete`` through the llmbus provider actor
   using that SDK, with the bare one-hop figure beside it.
+- ``cache`` (``actors.bench_cache``): a cache hit (from memory, from disk) and a miss against the
+  zero-latency provider path (goal: a hit is no slower).
+- ``cost`` (``actors.bench_cost``): an ask whose user has a budget (a reservation round trip) against
+  one without.
 
 Core paths, each measured for sequential p50/p99 latency and for throughput at N asks in flight:
 
@@ -72,7 +76,7 @@ from actors.stack import build_actors
 
 ROOT, BARE = Subjects("bench"), Subjects("bench-bare")
 BUDGET_MS = 30_000
-SECTIONS = ("core", "health", "adapters")
+SECTIONS = ("core", "health", "adapters", "cache", "cost")
 LAYOUTS = ("one-process", "multi-process")
 PATHS = ("bare one-hop", "bare two-hop", "llmbus single", "llmbus failover")
 CONFIG = """
@@ -402,6 +406,14 @@ def report(loop: str, result: dict, console: Console) -> None:
             sections.report_health(loop, result["health"], console)
         if "adapters" in result:
             sections.report_adapters(loop, result["adapters"], console)
+    if "cache" in result:
+        from actors.bench_cache import report_cache
+
+        report_cache(loop, result["cache"], console)
+    if "cost" in result:
+        from actors.bench_cost import report_cost
+
+        report_cost(loop, result["cost"], console)
     for g in result["goals"]:
         verdict = "[green]PASS[/green]" if g["pass"] else "[red]MISS[/red]"
         console.print(f"{verdict} {g['goal']}: {g['value']:.3f}{g['unit']} (margin {g['margin']:+.3f}{g['unit']})",
@@ -429,7 +441,7 @@ def report_core(loop: str, result: dict, console: Console) -> None:
 
 
 async def run_loop(url: str, plan: Plan, loop: str, sections: tuple[str, ...] = SECTIONS,
-                   section_plan=None) -> dict:
+                   section_plan=None, quick: bool = False) -> dict:
     say = lambda s: err.print(f"[dim]\\[{loop}][/dim] {s}", highlight=False)  # noqa: E731
     result: dict = {"goals": []}
     if "core" in sections:
@@ -444,13 +456,22 @@ async def run_loop(url: str, plan: Plan, loop: str, sections: tuple[str, ...] = 
             result["goals"] += bs.health_goals(result["health"])
         if "adapters" in sections:
             result["adapters"] = await bs.measure_adapters(url, section_plan.adapters, say)
+    if "cache" in sections:
+        from actors import bench_cache as bc
+
+        result["cache"] = await bc.measure_cache(url, bc.CACHE_QUICK if quick else bc.CACHE_FULL, say)
+        result["goals"] += bc.cache_goals(result["cache"])
+    if "cost" in sections:
+        from actors import bench_cost as bk
+
+        result["cost"] = await bk.measure_cost(url, bk.COST_QUICK if quick else bk.COST_FULL, say)
     return result
 
 
 def failures(result: dict) -> int:
     """Unanswered asks (and lost breaker transitions) in one loop's result."""
     core = sum(f["failed"] for lay in result.get("layouts", {}).values() for f in lay.values())
-    return core + sum(result[s]["failed"] for s in ("health", "adapters") if s in result)
+    return core + sum(result[s]["failed"] for s in ("health", "adapters", "cache", "cost") if s in result)
 
 
 def parse_sections(only: str) -> tuple[str, ...] | None:
@@ -494,7 +515,7 @@ def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTION
             err.print(f"nats-server at {server.url}; sections {', '.join(sections)}; plan {plans}", highlight=False)
             for name in loops:
                 options = {"use_uvloop": True} if name == "uvloop" else {}
-                out["loops"][name] = anyio.run(run_loop, server.url, plan, name, sections, section_plan,
+                out["loops"][name] = anyio.run(run_loop, server.url, plan, name, sections, section_plan, quick,
                                                backend="asyncio", backend_options=options)
     except Exception as exc:  # a role that did not start, a lost connection…: say what, exit 1
         err.print(f"[red]bench failed:[/red] {exc!r}", highlight=False)

@@ -565,7 +565,7 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="print figures as JSON")] = False,
     quick: Annotated[bool, typer.Option(help="fewer samples (a smoke run)")] = False,
     loop: Annotated[str, typer.Option(help="asyncio | uvloop | both")] = "both",
-    only: Annotated[str, typer.Option(help="sections to run, a comma list: core, health, adapters")] = "core,health,adapters",
+    only: Annotated[str, typer.Option(help="sections to run, a comma list: core, health, adapters, cache, cost")] = "core,health,adapters,cache,cost",
 ) -> None:
     """Measure llmbus against a bare nats-py path, the breaker check and SDK adapters; print ratios."""
     configure_logging(logging.WARNING)

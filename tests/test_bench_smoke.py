@@ -100,9 +100,24 @@ async def test_adapters_section_is_measured(nats_url: str) -> None:
     assert all(k in out.getvalue() for k in kinds)
 
 
+@pytest.mark.anyio
+async def test_cost_section_is_measured(nats_url: str) -> None:
+    from actors import bench_cost
+
+    result = await bench_cost.measure_cost(nats_url, bench_cost.Plan(warmup=5, samples=20, seconds=0.2, rounds=1,
+                                                                        concurrency=(8,)))
+    assert result["failed"] == 0
+    assert set(result["paths"]) == {"no budget", "budget"}
+    assert all(0 < f["p50_ms"] <= f["p99_ms"] for f in result["paths"].values())
+    out = io.StringIO()
+    bench.report("asyncio", {"cost": result, "goals": []}, Console(file=out, width=140))
+    assert "a budget adds" in out.getvalue()
+
+
 def test_only_picks_sections() -> None:
     assert bench.parse_sections("adapters, core") == ("core", "adapters")
     assert bench.parse_sections("health") == ("health",)
+    assert bench.parse_sections("cost,cache") == ("cache", "cost")
     assert bench.parse_sections("core,nope") is None
     assert bench.parse_sections(" , ") is None
     assert bench.main(json_out=True, quick=True, loop="asyncio", only="nope") == 2

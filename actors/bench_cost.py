@@ -1,0 +1,100 @@
+"""The ``cost`` section of ``llmbus bench``: what budgets add to an ask.
+
+One stack in this process under root ``bench-cost``: a router with cost on, the ``zero`` mock
+provider (0 ms, priced from a temporary pricing file) and a cost actor. A budget is set for the
+user ``budgeted`` (large enough never to refuse). Two paths take turns ask by ask, then round by
+round (``actors.bench.measure``):
+
+- ``no budget``: user ``free``, whose asks are priced (``Answer.cost_usd``) but need no round trip;
+- ``budget``: user ``budgeted``: each provider call is preceded by a ``Reserve`` round trip to the
+  cost actor (a compare-and-set on its KV key, group-committed under load) and followed by a
+  ``Commit`` publish.
+
+For ``actors.bench``: ``measure_cost(url, plan, progress)`` → ``{"paths", "budget_minus_free_p50_ms",
+"failed"}``; ``report_cost(loop, result, console)``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from bus import codec
+from bus import messages as m
+from bus.client import Client
+from bus.deadline import deadline_in
+from actors.bench import PROMPT, Plan, Send, client_send, flat, measure
+from actors.bench_sections import bench_settings, drop_jetstream, route_is, wait_for
+from actors.runtime import run_actors
+from actors.settings import CacheSettings, CostSettings
+from actors.stack import build_actors
+
+ROOT = "bench-cost"
+PATHS = ("no budget", "budget")
+COST_FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
+COST_QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
+PRICES = '[mock."zero-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "bench"\n'
+
+
+async def measure_cost(url: str, plan: Plan = COST_FULL, progress: Callable[[str], None] = lambda s: None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="llmbus-bench-cost-") as tmp:
+        pricing = Path(tmp) / "pricing.toml"
+        pricing.write_text(PRICES)
+        settings = bench_settings(ROOT, cost=CostSettings(enabled=True, pricing=str(pricing)),
+                                  cache=CacheSettings(enabled=False))
+        try:
+            async with AsyncExitStack() as stack:
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(tg.cancel_scope.cancel)
+                router, *_ = await tg.start(run_actors, build_actors(settings, ["router", "cost", "provider.zero"]), url)
+                client = await stack.enter_async_context(Client(url, root=ROOT, name="bench-client"))
+                reply = await client.rpc.call(
+                    client.subjects.service("cost", "budget.set"),
+                    m.BudgetSet(scope="user", name="budgeted", period="day", limit_usd=1e9),
+                    codec.decoder(m.BudgetReport | m.Failure), deadline=deadline_in(5000),
+                )
+                if not isinstance(reply, m.BudgetReport):
+                    raise RuntimeError(f"cost: cannot set the budget: {reply}")
+                await wait_for(lambda: ("user", "budgeted") in router.budgets.scoped, "the router sees the budget")
+                base = m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"])
+                priced = lambda a: route_is(("zero", "ok"))(a) and (a.cost_usd or 0) > 0  # noqa: E731
+                sends: dict[str, Send] = {
+                    "no budget": client_send(client, msgspec.structs.replace(base, user="free"), priced),
+                    "budget": client_send(client, msgspec.structs.replace(base, user="budgeted"), priced),
+                }
+                progress("cost: ready (user 'budgeted' has a budget, 'free' none); measuring")
+                paths = await measure(sends, plan, lambda s: progress(f"cost: {s}"))
+        finally:
+            await drop_jetstream(url, [ROOT])
+    free, budget = flat(paths["no budget"]), flat(paths["budget"])
+    out = {
+        "paths": paths,
+        "budget_minus_free_p50_ms": round(budget["p50_ms"] - free["p50_ms"], 4),
+        "budget_over_free": {k: round(v / free[k], 3) for k, v in budget.items()},
+        "failed": sum(f["failed"] for f in paths.values()),
+    }
+    progress(f"cost: p50 {free['p50_ms']:.3f} ms without a budget, {budget['p50_ms']:.3f} ms with one "
+             f"({out['budget_minus_free_p50_ms']:+.3f} ms)")
+    return out
+
+
+def report_cost(loop: str, result: dict, console: Console) -> None:
+    table = Table(title=f"llmbus bench — cost — {loop}",
+                  caption="one process; no budget: priced, no round trip; budget: Reserve round trip + Commit publish")
+    for col in ("metric", *PATHS, "budget / no budget"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    free, budget = flat(result["paths"]["no budget"]), flat(result["paths"]["budget"])
+    for k in free:
+        show = (lambda v: f"{v:,.0f}") if k.startswith("asks") else (lambda v: f"{v:.3f}")
+        table.add_row(k.replace("_ms", " ms").replace("_per_s@", "/s @"), show(free[k]), show(budget[k]),
+                      f"{result['budget_over_free'][k]:.2f}×")
+    console.print(table)
+    console.print(f"a budget adds {result['budget_minus_free_p50_ms']:+.3f} ms at p50 (one Reserve round trip)",
+                  highlight=False)
