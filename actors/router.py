@@ -1,9 +1,12 @@
 """The router actor: serves ``<root>.ask``.
 
 Per ask: deduplicate by ask id (a client's retry within ``dedup_window_s`` is answered from the
-first run, never run twice) → pick the strategy (the ask's, or the configured default) → run it
-inside the ask's deadline, less a small margin so the reply reaches the caller before its own
-deadline → reply with an Answer carrying its route, or a typed Failure.
+first run, never run twice) → the cache (a hit answers; identical asks in flight are coalesced:
+``cache_step.py``) → pick the strategy (the ask's, or the configured default) → drop providers whose
+breaker is open (``breakers.py``, a KV mirror: no round trip) → run the strategy inside the ask's
+deadline, less a small margin so the reply reaches the caller before its own deadline; before each
+provider call the per-ask ceiling and, when a budget applies, a reservation (``budgets.py``) → reply
+with an Answer carrying its route and its cost, or a typed Failure.
 """
 
 from __future__ import annotations
