@@ -41,6 +41,7 @@ from bus import messages as m
 from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
 from bus.streams import KvMirror, consume, ensure_events_stream
+from bus.subjects import COST_QUEUE
 from actors.pricing import Pricing
 from actors.runtime import Actor
 
@@ -154,15 +155,16 @@ class CostActor(Actor):
         self.mirror: KvMirror | None = None
 
     def endpoints(self) -> list[Endpoint]:
-        svc = self.subjects.service
         return [
-            Endpoint(name="reserve", subject=svc("cost", "reserve"), request_type=m.Reserve, handler=self.reserve),
-            Endpoint(name="commit", subject=svc("cost", "commit"), request_type=m.Commit, handler=self.commit),
-            Endpoint(name="report", subject=svc("cost", "report"), request_type=m.CostQuery, handler=self.report),
-            Endpoint(name="budget_set", subject=svc("cost", "budget.set"), request_type=m.BudgetSet,
-                     handler=self.budget_set),
-            Endpoint(name="budgets", subject=svc("cost", "budgets"), request_type=m.BudgetQuery,
-                     handler=self.budget_report),
+            Endpoint(name=name, subject=self.subjects.service("cost", verb), queue=COST_QUEUE,
+                     request_type=request_type, handler=handler)
+            for name, verb, request_type, handler in (
+                ("reserve", "reserve", m.Reserve, self.reserve),
+                ("commit", "commit", m.Commit, self.commit),
+                ("report", "report", m.CostQuery, self.report),
+                ("budget_set", "budget.set", m.BudgetSet, self.budget_set),
+                ("budgets", "budgets", m.BudgetQuery, self.budget_report),
+            )
         ]
 
     def background(self):

@@ -27,6 +27,7 @@ from bus import codec
 from bus import messages as m
 from bus.endpoint import Context, Endpoint
 from bus.streams import consume, ensure_events_stream, ensure_kv
+from bus.subjects import HEALTH_QUEUE
 from actors import breaker as br
 from actors.runtime import Actor
 
@@ -105,9 +106,9 @@ class HealthActor(Actor):
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint(name="status", subject=self.subjects.service("health", "status"),
+            Endpoint(name="status", subject=self.subjects.service("health", "status"), queue=HEALTH_QUEUE,
                      request_type=m.HealthQuery, handler=self.status),
-            Endpoint(name="reset", subject=self.subjects.service("health", "reset"),
+            Endpoint(name="reset", subject=self.subjects.service("health", "reset"), queue=HEALTH_QUEUE,
                      request_type=m.HealthReset, handler=self.reset),
         ]
 

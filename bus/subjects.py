@@ -32,6 +32,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 ROUTER_QUEUE = "router"
 CACHE_QUEUE = "cache"
+HEALTH_QUEUE = "health"
+COST_QUEUE = "cost"  # several cost actors share the requests; budgets stay exact by compare-and-set
 
 
 def check_token(value: str, what: str) -> str:

@@ -138,9 +138,12 @@ async def test_totals_are_exact_across_a_restart_mid_stream(stack, pricing_file)
 
 
 @pytest.mark.anyio
-async def test_budget_race_exactly_the_affordable_asks_succeed(stack, pricing_file):
+@pytest.mark.parametrize("cost_actors", [1, 2])
+async def test_budget_race_exactly_the_affordable_asks_succeed(stack, pricing_file, cost_actors):
     toml = COST_TOML.format(ms=20, pricing=pricing_file)
     async with stack(toml) as s:
+        for _ in range(cost_actors - 1):  # a second cost actor shares the reservations (queue group)
+            await s.add("cost")
         router = s.actor("router")
         ask_params = m.Params(max_tokens=10)
         sample = m.Ask(id="x", messages=[m.Message(role="user", content="q00")], params=ask_params)
