@@ -67,7 +67,7 @@ from bus.client import Client
 from bus.connection import connect
 from bus.deadline import deadline_from, deadline_in, headers_for, now
 from bus.rpc import new_id
-from bus.server import NatsServer
+from bus.server import NatsServer, terminate
 from bus.subjects import ROUTER_QUEUE, Subjects
 from actors.providers.mock import count_tokens
 from actors.runtime import run_actors
@@ -292,16 +292,7 @@ def spawn(args: list[str], uvloop: bool, stack: AsyncExitStack) -> subprocess.Po
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     proc.log = log  # type: ignore[attr-defined]
 
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    stack.callback(stop)
+    stack.callback(terminate, proc)
     return proc
 
 

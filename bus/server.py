@@ -57,6 +57,17 @@ def url_greets(url: str, wait_s: float = 0.5) -> bool:
     return greets(parsed.hostname or "127.0.0.1", parsed.port or 4222, wait_s)
 
 
+def terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class NatsServer:
     """A nats-server child process. Use as a context manager (sync), or ``start()``/``stop()``.
 
@@ -141,13 +152,8 @@ class NatsServer:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc)
         if self._log is not None:
             self._log.close()
             self._log = None
