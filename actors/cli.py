@@ -549,11 +549,12 @@ def demo(config: ConfigOpt = None) -> None:
 
     rows = anyio.run(run_demo, settings)
     table = Table(title="llmbus demo — embedded nats-server, mock providers")
-    for col in ("ask", "strategy", "provider path", "ms", "outcome"):
+    for col in ("ask", "strategy", "provider path", "ms", "outcome", "cost USD"):
         table.add_column(col)
     for row in rows:
         style = "green" if row.outcome == "answer" else "yellow"
-        table.add_row(row.label, row.strategy, row.path, f"{row.ms:.1f}", f"[{style}]{row.outcome}[/{style}]")
+        cost = "—" if row.cost_usd is None else f"{row.cost_usd:.7f}"
+        table.add_row(row.label, row.strategy, row.path, f"{row.ms:.1f}", f"[{style}]{row.outcome}[/{style}]", cost)
     out.print(table)
 
 

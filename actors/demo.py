@@ -19,6 +19,7 @@ class Row:
     path: str
     ms: float
     outcome: str
+    cost_usd: float | None = None
 
 
 def _cases(settings: Settings) -> list[tuple[str, str, list[str] | None, int]]:
@@ -35,6 +36,8 @@ def _cases(settings: Settings) -> list[tuple[str, str, list[str] | None, int]]:
             cases.append((f"failover, flaky first #{i + 1}", "failover", [flaky[0], healthy[0]], 5_000))
     if stalled and healthy:
         cases.append(("failover past a stalled provider", "failover", [stalled[0], healthy[0]], 600))
+    cases.append(("cache: a new question", "single", None, 5_000))
+    cases.append(("cache: the same question again", "single", None, 5_000))
     cases.append(("unknown strategy", "nope", None, 5_000))
     cases.append(("budget too small (1 ms)", "failover", None, 1))
     return cases
@@ -44,18 +47,22 @@ async def run_demo(settings: Settings) -> list[Row]:
     rows: list[Row] = []
     async with embedded(settings) as stack:
         async with Client(stack.url, root=settings.bus.root, name="llmbus-demo") as client:
+            run = new_id()  # cache rows ask a question no earlier demo asked
             for label, strategy, providers, budget_ms in _cases(settings):
+                cached = label.startswith("cache:")
                 ask = m.Ask(
                     id=new_id(),
-                    messages=[m.Message(role="user", content=f"demo: {label}")],
+                    messages=[m.Message(role="user", content=f"demo {run}: cache" if cached else f"demo: {label}")],
                     strategy=strategy,
                     providers=providers,
                     budget_ms=budget_ms,
+                    cache="use" if cached else "skip",
                 )
                 started = now()
                 reply = await client.send(ask, deadline=deadline_in(budget_ms))
                 ms = (now() - started) * 1000.0
                 path = " → ".join(f"{s.provider}:{s.outcome}" for s in reply.route) or "—"
                 outcome = "answer" if isinstance(reply, m.Answer) else f"{reply.kind}"
-                rows.append(Row(label, strategy, path, ms, outcome))
+                cost = reply.cost_usd if isinstance(reply, m.Answer) else None
+                rows.append(Row(label, strategy, path, ms, outcome, cost))
     return rows
