@@ -224,17 +224,9 @@ class CostActor(Actor):
         return True
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        decode = codec.decoder(m.Usage).decode
-
-        async def handle(data: bytes) -> None:
-            try:
-                usage = decode(data)
-            except msgspec.DecodeError:
-                return
-            await self.record(usage)
-
         await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.usage.>",
-                      durable=f"{self.subjects.root}_cost", handle=handle, log=self.log, task_status=task_status)
+                      durable=f"{self.subjects.root}_cost", type_=m.Usage, handle=self.record, log=self.log,
+                      task_status=task_status)
 
     # --- budgets ------------------------------------------------------------------------------
     def applicable(self, user: str | None, tier: str | None, now: float) -> list[tuple[str, tuple, float]]:

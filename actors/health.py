@@ -182,17 +182,9 @@ class HealthActor(Actor):
         await self._store(live, after, now)
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        decode = codec.decoder(m.Outcome).decode
-
-        async def handle(data: bytes) -> None:
-            try:
-                outcome = decode(data)
-            except msgspec.DecodeError:
-                return  # not an Outcome: nothing to count
-            await self.apply(outcome)
-
         await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.outcome.>",
-                      durable=f"{self.subjects.root}_health", handle=handle, log=self.log, task_status=task_status)
+                      durable=f"{self.subjects.root}_health", type_=m.Outcome, handle=self.apply, log=self.log,
+                      task_status=task_status)
 
     async def _tick(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """Turn OPEN into HALF_OPEN when a cooldown ends, so the KV shows it without an outcome."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -19,6 +20,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
+from bus import codec
 from bus.subjects import Subjects
 
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
@@ -114,13 +116,15 @@ async def consume(
     stream: str,
     subject: str,
     durable: str,
+    type_,
     handle,
     log,
     ack_wait_s: float = 5.0,
     task_status: TaskStatus = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Feed every message of ``subject`` in ``stream`` to ``await handle(data)``, through a durable
-    pull consumer: a message is acknowledged after ``handle`` returns, so none is lost while the
+    """Feed every message of ``subject`` in ``stream``, decoded as ``type_``, to ``await handle(msg)``
+    (a message that does not decode is skipped) through a durable pull consumer: a message is
+    acknowledged after ``handle`` returns, so none is lost while the
     consumer is down (it starts with messages published after its creation). Messages fetched but
     not handled when this is cancelled are given back at once (nak); after a crash the server
     redelivers them after ``ack_wait_s``."""
@@ -132,6 +136,7 @@ async def consume(
         config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=ack_wait_s),
     )
     task_status.started()
+    decode = codec.decoder(type_).decode
     while True:
         try:
             batch = await psub.fetch(batch=256, timeout=0.5)
@@ -143,7 +148,12 @@ async def consume(
             continue
         for i, msg in enumerate(batch):
             try:
-                await handle(msg.data)
+                try:
+                    item = decode(msg.data)
+                except msgspec.DecodeError:
+                    item = None  # not ours to count
+                if item is not None:
+                    await handle(item)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     for rest in batch[i:]:
