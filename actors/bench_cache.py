@@ -25,7 +25,6 @@ console)``; plans ``CACHE_FULL`` / ``CACHE_QUICK``.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import tempfile
 from collections.abc import Callable
@@ -33,16 +32,13 @@ from contextlib import AsyncExitStack
 
 import anyio
 import msgspec
-from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
 
 from bus import messages as m
 from bus.client import Client
-from bus.connection import connect
 from bus.deadline import deadline_in
 from bus.rpc import new_id
-from bus.subjects import Subjects
 from actors.bench import BUDGET_MS, PROMPT, Plan, Send, client_send, flat, goal, measure
 from actors.bench_sections import bench_settings, drop_jetstream, route_is
 from actors.runtime import run_actors
@@ -100,7 +96,7 @@ async def measure_cache(url: str, plan: Plan = CACHE_FULL, progress: Progress = 
             progress("cache: ready (one answer stored per stack); measuring")
             paths = await measure(sends, plan, lambda s: progress(f"cache: {s}"))
     finally:
-        await drop_cache_jetstream(url)
+        await drop_jetstream(url, [ROOT, DISK_ROOT])
     provider, hit, disk_hit, miss = (flat(paths[p]) for p in PATHS)
     out = {
         "paths": paths,
@@ -113,17 +109,6 @@ async def measure_cache(url: str, plan: Plan = CACHE_FULL, progress: Progress = 
              f"{provider['p50_ms']:.3f} ms ({out['hit_over_provider']['p50_ms']:.2f}×, from disk "
              f"{out['disk_hit_over_provider']['p50_ms']:.2f}×); a miss adds {out['miss_minus_provider_p50_ms']:+.3f} ms")
     return out
-
-
-async def drop_cache_jetstream(url: str) -> None:
-    await drop_jetstream(url, [ROOT, DISK_ROOT])
-    nc = await connect(url, name="bench-cleanup")
-    try:
-        for root in (ROOT, DISK_ROOT):
-            with contextlib.suppress(NotFoundError):
-                await nc.jetstream().delete_stream(f"KV_{Subjects(root).bucket('cache_flights')}")
-    finally:
-        await nc.close()
 
 
 def cache_goals(result: dict) -> list[dict]:

@@ -120,15 +120,18 @@ async def wait_for(cond: Callable[[], bool], what: str, within_s: float = 10.0) 
 
 
 async def drop_jetstream(url: str, roots: list[str]) -> None:
-    """Delete the events stream and the health bucket of each root (if they exist)."""
+    """Delete the events stream and every KV bucket (health, cost ledger, cache flights…) of each
+    root, so a later loop's run of the same section starts from nothing."""
     nc = await connect(url, name="bench-cleanup")
     try:
         js = nc.jetstream()
+        names = [info.config.name for info in await js.streams_info()]
         for root in roots:
-            subjects = Subjects(root)
-            for stream in (subjects.events_stream, f"KV_{subjects.bucket('health')}"):
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(stream)
+            mine = {Subjects(root).events_stream}
+            for name in names:
+                if name in mine or name.startswith(f"KV_{Subjects(root).bucket('')}"):
+                    with contextlib.suppress(NotFoundError):
+                        await js.delete_stream(name)
     finally:
         await nc.close()
 
