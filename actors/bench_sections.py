@@ -44,7 +44,6 @@ adapters
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
@@ -54,7 +53,6 @@ from dataclasses import asdict, dataclass
 
 import anyio
 import msgspec
-from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -65,7 +63,7 @@ from bus.client import Client
 from bus.connection import connect
 from bus.deadline import deadline_in, now
 from bus.rpc import new_id
-from bus.streams import ensure_kv
+from bus.streams import delete_root, ensure_kv
 from bus.subjects import Subjects
 from actors import breaker as br
 from actors.bench import (
@@ -124,14 +122,8 @@ async def drop_jetstream(url: str, roots: list[str]) -> None:
     root, so a later loop's run of the same section starts from nothing."""
     nc = await connect(url, name="bench-cleanup")
     try:
-        js = nc.jetstream()
-        names = [info.config.name for info in await js.streams_info()]
         for root in roots:
-            mine = {Subjects(root).events_stream}
-            for name in names:
-                if name in mine or name.startswith(f"KV_{Subjects(root).bucket('')}"):
-                    with contextlib.suppress(NotFoundError):
-                        await js.delete_stream(name)
+            await delete_root(nc, root)
     finally:
         await nc.close()
 

@@ -27,7 +27,7 @@ from actors.runtime import Actor, run_actors
 from actors.stack import build_actor, build_actors
 from bus.client import Client
 from bus.server import NatsServer
-from bus.subjects import Subjects
+from bus.streams import delete_root
 
 
 @pytest.fixture
@@ -140,13 +140,8 @@ def stack(nats_url: str, root: str) -> Callable:
 async def delete_root_streams(url: str, root: str) -> None:
     """Remove a test root's events stream and KV buckets: each reserves storage on the shared
     server (the events stream 1 GiB), so a suite of many roots would run out of it."""
-    subjects = Subjects(root)
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            name = info.config.name
-            if name == subjects.events_stream or name.startswith(f"KV_{root}_"):
-                await js.delete_stream(name)
+        await delete_root(nc, root)
     finally:
         await nc.close()
