@@ -29,6 +29,7 @@ err = Console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="config TOML (default: $LLMBUS_CONFIG or config/llmbus.toml)")]
 UrlOpt = Annotated[Optional[str], typer.Option("--nats-url", help="NATS server URL (default: bus.nats_url, or the embedded server's host:port)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the reply as JSON (for programs)")]
 UvloopOpt = Annotated[bool, typer.Option("--uvloop/--no-uvloop", help="run on uvloop (if installed)")]
 
 
@@ -173,7 +174,7 @@ def ask(
     max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", help="a ceiling for this ask")] = None,
     cache: Annotated[str, typer.Option(help="use | refresh | skip: the answer cache")] = "use",
     namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -227,7 +228,7 @@ async def with_client(settings: settings_mod.Settings, nats_url: str | None, wor
 def test_provider(
     provider: Annotated[str, typer.Argument(help="the provider name, as in [providers.<name>]")],
     budget_ms: Annotated[int, typer.Option("--budget-ms", "-b")] = 30_000,
-    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -275,7 +276,7 @@ def test_provider(
 @app.command()
 def status(
     detailed: Annotated[bool, typer.Option("--detailed", "-d", help="errors by kind and recent transitions")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -303,25 +304,21 @@ app.add_typer(health_app, name="health")
 @health_app.command("reset")
 def health_reset(
     provider: Annotated[Optional[str], typer.Argument(help="one provider (default: all)")] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Close a provider's breaker (or every breaker) now."""
     configure_logging(logging.WARNING)
     settings = load_settings(config)
-    report = run_async(with_client, settings, nats_url, _service_call("health", "reset", m.HealthReset(provider=provider), m.HealthReport))
+    report = _one_request(settings, nats_url, "health", "reset", m.HealthReset(provider=provider), m.HealthReport)
     _print_health(report, detailed=False, json_out=json_out, settings=settings)
 
 
 def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_mod.Settings) -> None:
     import time
 
-    if json_out:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    if isinstance(report, m.Failure):
-        _fail(report, json_out, "health")
-    if json_out:
+    if _printed_as_json(report, json_out, "health"):
         return
     now = time.time()
     table = Table(title="llmbus status — provider health")
@@ -361,20 +358,13 @@ def _ago(t: float | None, now: float) -> str:
 def cost(
     by: Annotated[str, typer.Option(help="provider | model | tier | user | day | strategy")] = "provider",
     since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD (UTC); with --by day")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Spend and tokens from the ledger, grouped."""
-    configure_logging(logging.WARNING)
-    settings = load_settings(config)
-    report = run_async(with_client, settings, nats_url,
-                       _service_call("cost", "report", m.CostQuery(by=by, since=since), m.CostReport))
-    if json_out:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    if isinstance(report, m.Failure):
-        _fail(report, json_out, "cost")
-    if json_out:
+    report = _one_request(config, nats_url, "cost", "report", m.CostQuery(by=by, since=since), m.CostReport)
+    if _printed_as_json(report, json_out, "cost"):
         return
     table = Table(title=f"llmbus cost — by {report.by}")
     for col in (report.by, "calls", "asks", "input tok", "output tok", "cached tok", "cost USD"):
@@ -407,38 +397,27 @@ def budget_set(
     config: ConfigOpt = None,
 ) -> None:
     """Set (or remove) the budget of one user or tier."""
-    configure_logging(logging.WARNING)
     if (user is None) == (tier is None) or (limit_usd is None) != remove:
         err.print("give exactly one of --user/--tier, and a limit (or --remove)")
         raise typer.Exit(2)
-    settings = load_settings(config)
     request = m.BudgetSet(scope="user" if user else "tier", name=user or tier, period=period,
                           limit_usd=None if remove else limit_usd)
-    report = run_async(with_client, settings, nats_url, _service_call("cost", "budget.set", request, m.BudgetReport))
-    _print_budgets(report)
+    _print_budgets(_one_request(config, nats_url, "cost", "budget.set", request, m.BudgetReport), json_out=False)
 
 
 @budget_app.command("show")
 def budget_show(
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Every budget: limit, spent, reserved."""
-    configure_logging(logging.WARNING)
-    settings = load_settings(config)
-    report = run_async(with_client, settings, nats_url, _service_call("cost", "budgets", m.BudgetQuery(), m.BudgetReport))
-    if json_out:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-        if isinstance(report, m.Failure):
-            raise typer.Exit(1)
+    _print_budgets(_one_request(config, nats_url, "cost", "budgets", m.BudgetQuery(), m.BudgetReport), json_out=json_out)
+
+
+def _print_budgets(report, *, json_out: bool) -> None:
+    if _printed_as_json(report, json_out, "cost"):
         return
-    _print_budgets(report)
-
-
-def _print_budgets(report) -> None:
-    if isinstance(report, m.Failure):
-        _fail(report, False, "cost")
     table = Table(title="llmbus budgets")
     for col in ("scope", "name", "period", "limit USD", "spent USD", "reserved USD", "left USD"):
         table.add_column(col)
@@ -454,7 +433,7 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("stats")
 def cache_stats(
-    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -478,7 +457,7 @@ def cache_stats(
 @cache_app.command("clear")
 def cache_clear(
     namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="only this namespace")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the reply as JSON")] = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -489,10 +468,13 @@ def cache_clear(
                   highlight=False, markup=False)
 
 
-def _one_request(config: Path | None, nats_url: str | None, actor: str, verb: str, request, reply_type):
-    """Quiet logs, load the settings, send ``request`` to a service actor: its reply, or a Failure."""
+def _one_request(config: Path | settings_mod.Settings | None, nats_url: str | None, actor: str, verb: str,
+                 request, reply_type):
+    """Quiet logs, load the settings (unless given), send ``request`` to a service actor: its reply,
+    or a Failure."""
     configure_logging(logging.WARNING)
-    return run_async(with_client, load_settings(config), nats_url, _service_call(actor, verb, request, reply_type))
+    settings = config if isinstance(config, settings_mod.Settings) else load_settings(config)
+    return run_async(with_client, settings, nats_url, _service_call(actor, verb, request, reply_type))
 
 
 def _printed_as_json(report, json_out: bool, actor: str) -> bool:
@@ -563,7 +545,7 @@ def demo(config: ConfigOpt = None) -> None:
 
 @app.command()
 def bench(
-    json_out: Annotated[bool, typer.Option("--json", help="print figures as JSON")] = False,
+    json_out: JsonOpt = False,
     quick: Annotated[bool, typer.Option(help="fewer samples (a smoke run)")] = False,
     loop: Annotated[str, typer.Option(help="asyncio | uvloop | both")] = "both",
     only: Annotated[str, typer.Option(help="sections to run, a comma list: core, health, adapters, cache, cost")] = "core,health,adapters,cache,cost",
