@@ -47,9 +47,6 @@ class BreakerView:
         """Watch the bucket; ready once the current states are loaded."""
         await self.mirror.run(task_status=task_status)
 
-    def restart(self) -> None:
-        self.mirror.restart()
-
     async def screen(self, order: list[str]) -> tuple[list[str], list[m.Step]]:
         """(providers that may be called now, in order; a Step for each one left out)."""
         if not self.states:

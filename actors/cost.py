@@ -98,7 +98,7 @@ class Totals:
         values = {"provider": e.provider, "model": e.model, "tier": e.tier or "-", "user": e.user or "-",
                   "day": e.day, "strategy": e.strategy or "-"}
         for dim, value in values.items():
-            line = self.by[dim].setdefault(value, [0, 0, 0, 0, 0.0, 0, ""])
+            line = self.by[dim].setdefault(value, [0, 0, 0, 0, 0.0, 0])  # calls, in, out, cached, usd, unpriced
             line[0] += 1
             line[1] += e.usage.input_tokens
             line[2] += e.usage.output_tokens
@@ -118,7 +118,7 @@ class Totals:
         if by not in DIMENSIONS:
             raise BadRequest(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
         lines = []
-        for value, (calls, tin, tout, tcached, usd, unpriced, _) in sorted(self.by[by].items()):
+        for value, (calls, tin, tout, tcached, usd, unpriced) in sorted(self.by[by].items()):
             if since and by == "day" and value < since:
                 continue
             lines.append(m.CostLine(key=value, calls=calls, asks=len(self.asks[by][value]), input_tokens=tin,

@@ -61,9 +61,3 @@ class Pricing:
         """The most a call can cost: every prompt token uncached, and ``max_tokens`` generated."""
         return self.cost(kind, model, m.TokenUsage(input_tokens=prompt_tokens, output_tokens=max_tokens))
 
-
-def default_path() -> Path | None:
-    for candidate in (Path("config/pricing.toml"), Path(__file__).resolve().parent.parent / "config" / "pricing.toml"):
-        if candidate.is_file():
-            return candidate
-    return None

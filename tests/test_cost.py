@@ -42,9 +42,9 @@ def test_worst_case_is_every_prompt_token_and_max_tokens():
 
 
 def test_shipped_pricing_file_loads():
-    from actors.pricing import default_path
+    from actors.settings import Settings
 
-    table = Pricing.load(default_path())
+    table = Pricing.load(Settings().pricing_path())
     assert table.price("openai", "gpt-4o-mini") is not None
     assert all(p.taken and p.source for models in table.table.values() for p in models.values())
 
