@@ -35,12 +35,13 @@ class RecentAsks:
     def start(self, ask_id: str) -> None:
         self.running[ask_id] = asyncio.get_running_loop().create_future()
 
-    def finish(self, ask_id: str, result: m.Answer | m.Failure) -> None:
+    def finish(self, ask_id: str, result: m.Answer | m.Failure) -> bytes | None:
+        """Resolve waiting retries; keep the reply (returns its encoding) unless a retry should run."""
         fut = self.running.pop(ask_id, None)
         if fut is not None and not fut.done():
             fut.set_result(result)
         if isinstance(result, m.Failure) and (result.retryable or result.kind == m.CANCELLED):
-            return
+            return None
         t = now()
         done = self.done
         while done:
@@ -48,4 +49,6 @@ class RecentAsks:
             if done[first][0] > t and len(done) < self.max_kept:
                 break
             del done[first]
-        done[ask_id] = (t + self.window_s, codec.encode(result))
+        data = codec.encode(result)
+        done[ask_id] = (t + self.window_s, data)
+        return data

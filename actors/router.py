@@ -19,7 +19,7 @@ import msgspec
 from bus import codec
 from bus import messages as m
 from bus.deadline import now
-from bus.endpoint import Context, Endpoint
+from bus.endpoint import Context, Encoded, Endpoint
 from bus.rpc import NO_RESPONDERS, new_id
 from bus.subjects import ROUTER_QUEUE
 from actors.breakers import BreakerView
@@ -82,21 +82,29 @@ class Router(Actor):
                 subject=self.subjects.ask,
                 queue=ROUTER_QUEUE,
                 request_type=m.Ask,
-                handler=self.ask,
+                handler=self._serve_ask,
             )
         ]
 
     async def ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
+        return (await self._answer(ask, ctx))[0]
+
+    async def _serve_ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure | Encoded:
+        reply, data = await self._answer(ask, ctx)
+        return reply if data is None else Encoded(reply, data)  # encoded once: kept for retries and sent
+
+    async def _answer(self, ask: m.Ask, ctx: Context) -> tuple[m.Answer | m.Failure, bytes | None]:
+        """The reply, and its encoding when it is kept for the ask id's retries."""
         seen = self.recent.lookup(ask.id)
         if seen is not None:
-            return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
+            return (await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen), None
         self.recent.start(ask.id)
         result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
         try:
             result = await (self.cache.run(ask, ctx, self.route) if self.cache is not None else self.route(ask, ctx))
-            return result
         finally:
-            self.recent.finish(ask.id, result)
+            kept = self.recent.finish(ask.id, result)
+        return result, kept
 
     async def route(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
         strategy = ask.strategy or self.settings.router.strategy

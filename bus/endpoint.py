@@ -57,6 +57,14 @@ def _expire(task: asyncio.Task, ctx: Context) -> None:
         task.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A reply its handler already encoded (it needed the bytes itself): published as is."""
+
+    value: Any
+    data: bytes
+
+
 Handler = Callable[[Any, Context], Awaitable[Any]]
 
 
@@ -101,12 +109,15 @@ class Endpoint:
                 reply = m.Failure(kind=m.UNAVAILABLE, message=f"{self.name} is stopping")
                 await asyncio.shield(nc.publish(msg.reply, codec.encode(reply)))
             raise
+        data = None
+        if type(result) is Encoded:
+            result, data = result.value, result.data
         if isinstance(result, m.Failure):
             self.num_errors += 1
             self.last_error = f"{result.kind}: {result.message}"
         self.processing_time_ns += time.perf_counter_ns() - started
         if msg.reply and not nc.is_closed:
-            await nc.publish(msg.reply, codec.encode(result))
+            await nc.publish(msg.reply, data if data is not None else codec.encode(result))
 
     async def _run(self, nc: NATS, msg: Msg, ctx: Context) -> Any:
         try:
