@@ -20,7 +20,7 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
-from bus.rpc import NO_RESPONDERS, new_id
+from bus.rpc import is_no_responders, new_id
 from bus.subjects import ROUTER_QUEUE
 from actors.breakers import BreakerView
 from actors.budgets import Budgets
@@ -161,7 +161,7 @@ class Router(Actor):
             )
             if isinstance(result, m.Failure) and result.provider is None:
                 result = msgspec.structs.replace(result, provider=provider)
-                if result.message.startswith(NO_RESPONDERS):  # gone: nobody else will report it
+                if is_no_responders(result):  # gone: nobody else will report it
                     await self._report_gone(provider)
             if budgets is not None:
                 cost = budgets.cost(provider, result) if isinstance(result, m.Completion) else 0.0

@@ -29,8 +29,20 @@ from bus.subjects import Subjects
 
 T = TypeVar("T")
 
-_NO_RESPONDERS = "503"
-NO_RESPONDERS = "no responders on"  # how a Failure for NATS "no responders" begins
+_NO_RESPONDERS_STATUS = "503"
+_NO_RESPONDERS = "no responders on"
+
+
+def _no_responders(msg: Msg, subject: str) -> m.Failure | None:
+    """The Failure for NATS's "no responders" status reply (nobody serves ``subject``), else None."""
+    if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS_STATUS:
+        return m.Failure(kind=m.UNAVAILABLE, message=f"{_NO_RESPONDERS} {subject}")
+    return None
+
+
+def is_no_responders(failure: m.Failure) -> bool:
+    """True when nobody served the subject at all (as opposed to a server that failed)."""
+    return failure.kind == m.UNAVAILABLE and failure.message.startswith(_NO_RESPONDERS)
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -123,8 +135,9 @@ class Rpc:
             if ask_id:
                 await self.cancel(ask_id, call_id, reason="caller deadline passed")
             return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within the budget")
-        if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
-            return m.Failure(kind=m.UNAVAILABLE, message=f"{NO_RESPONDERS} {subject}")
+        gone = _no_responders(msg, subject)
+        if gone is not None:
+            return gone
         return msg
 
     async def call(
@@ -183,9 +196,10 @@ class Rpc:
                     final = True
                     yield m.Failure(kind=m.TIMEOUT, message=f"{subject}: stream not finished within the budget")
                     return
-                if msg.headers and not msg.data and msg.headers.get("Status") == _NO_RESPONDERS:
+                gone = _no_responders(msg, subject)
+                if gone is not None:
                     final = True
-                    yield m.Failure(kind=m.UNAVAILABLE, message=f"{NO_RESPONDERS} {subject}")
+                    yield gone
                     return
                 try:
                     item = codec.stream_reply.decode(msg.data)
