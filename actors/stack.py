@@ -13,7 +13,7 @@ from bus import messages as m
 from bus.errors import ConfigError
 from bus.server import NatsServer, url_greets
 from bus.subjects import Subjects
-from actors.router import Router
+from actors.router.actor import Router
 from actors.runtime import Actor, run_actors
 from actors.settings import Settings
 
@@ -50,20 +50,20 @@ def build_actor(name: str, settings: Settings) -> Actor:
     if name == "router":
         return Router(settings=settings, **common)
     if name == "health":
-        from actors.breaker import BreakerConfig
-        from actors.health import HealthActor
+        from actors.pure.breaker import BreakerConfig
+        from actors.health.actor import HealthActor
 
         h = settings.health
         config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
                                successes_to_close=h.successes_to_close)
         return HealthActor(config=config, providers=list(settings.providers), **common)
     if name == "cache":
-        from actors.cache import CacheActor
+        from actors.cache.actor import CacheActor
 
         return CacheActor(settings=settings.cache, directory=Path(settings.cache.dir) / settings.bus.root, **common)
     if name == "cost":
-        from actors.cost import CostActor
-        from actors.pricing import Pricing
+        from actors.cost.actor import CostActor
+        from actors.pure.pricing import Pricing
 
         path = settings.pricing_path()
         if path is None:

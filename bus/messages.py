@@ -365,7 +365,7 @@ class CacheEntry(_Msg, frozen=True, kw_only=True):
 
 
 class CacheGet(_Msg, frozen=True, kw_only=True):
-    key: str  # ``actors.cache_key.cache_key`` of the ask
+    key: str  # ``actors.router.cache_key.cache_key`` of the ask
     namespace: str
     count: bool = True  # False: not counted as a hit or miss (a flight leader's second look)
 

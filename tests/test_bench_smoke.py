@@ -15,7 +15,7 @@ import os
 import pytest
 from rich.console import Console
 
-from actors import bench, bench_sections
+from actors.bench import measure as bench, sections as bench_sections
 
 TINY = bench.Plan(warmup=5, samples=30, seconds=0.2, max_asks=200, rounds=1, concurrency=(4, 16))
 TINY_SECTIONS = bench_sections.SectionPlan(
@@ -102,7 +102,7 @@ async def test_adapters_section_is_measured(nats_url: str) -> None:
 
 @pytest.mark.anyio
 async def test_cost_section_is_measured(nats_url: str) -> None:
-    from actors import bench_cost
+    from actors.bench import cost as bench_cost
 
     result = await bench_cost.measure_cost(nats_url, bench_cost.Plan(warmup=5, samples=20, seconds=0.2, rounds=1,
                                                                         concurrency=(8,)))

@@ -22,11 +22,11 @@ from bus.endpoint import Context
 from bus.errors import Unavailable
 from bus.streams import ensure_kv
 from bus.subjects import Subjects
-from actors import bench_cache
-from actors.bench import Plan
-from actors.cache import CacheActor
-from actors.cache_key import cache_key
-from actors.cache_step import worth_keeping
+from actors.bench import cache as bench_cache
+from actors.bench.measure import Plan
+from actors.cache.actor import CacheActor
+from actors.router.cache_key import cache_key
+from actors.router.cache_step import worth_keeping
 from tests.helpers import LLMBUS, cli_env, wait_until
 
 # --- the key -------------------------------------------------------------------------------------

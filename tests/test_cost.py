@@ -9,7 +9,7 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
 from bus.errors import BudgetExceeded
-from actors.pricing import Price, Pricing
+from actors.pure.pricing import Price, Pricing
 from tests.helpers import wait_until
 
 PRICES = Pricing({

@@ -10,7 +10,7 @@ import pytest
 from actors import settings as settings_mod
 from actors.settings import FailoverSettings
 from actors.strategies.failover import MIN_CALL_S, decide
-from actors.strategies.route import Attempt, Call, Done, finish, route_of
+from actors.strategies.base import Attempt, Call, Done, finish, route_of
 from bus import deadline as dl
 from bus import messages as m
 from bus.errors import ConfigError

@@ -13,7 +13,7 @@ from bus import messages as m
 from bus.deadline import deadline_in
 from bus.errors import NoHealthyProvider
 from bus.server import NatsServer
-from actors import breaker as br
+from actors.pure import breaker as br
 from actors.runtime import run_actors
 from actors.stack import build_actors
 from bus.client import Client

@@ -27,8 +27,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from actors.providers import wire_server as ws
-from actors.providers.wire_server import Reply, WireServer
+from actors.fakes import wire_server as ws
+from actors.fakes.wire_server import Reply, WireServer
 from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in, now

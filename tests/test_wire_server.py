@@ -21,8 +21,8 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from openai import AsyncOpenAI
 
-from actors.providers import wire_server as ws
-from actors.providers.wire_server import Recorded, Reply, WireServer
+from actors.fakes import wire_server as ws
+from actors.fakes.wire_server import Recorded, Reply, WireServer
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.anyio

@@ -45,8 +45,3 @@ class RateLimits:
             for bucket, n in needs:
                 bucket.level -= min(n, bucket.capacity)
         return wait
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap prompt-size estimate (~4 characters a token), for limits only."""
-    return len(text) // 4 + 1

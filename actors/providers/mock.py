@@ -23,6 +23,7 @@ from bus import messages as m
 from bus.endpoint import Context
 from bus.errors import InvalidOutput, Unavailable, error_for
 from actors.providers.base import ProviderActor
+from actors.pure.tokens import count_words
 from actors.settings import Latency, ProviderSettings
 
 FAULT_LABEL = "mock.fault"
@@ -49,10 +50,6 @@ def draw_failure(failures: dict[str, float], rng: random.Random) -> str | None:
             return kind
         x -= rate
     return None
-
-
-def count_tokens(text: str) -> int:
-    return max(1, len(text.split())) if text else 0
 
 
 class MockProvider(ProviderActor):
@@ -103,7 +100,7 @@ class MockProvider(ProviderActor):
             model=self.model,
             text=text,
             data=data,
-            usage=m.TokenUsage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text)),
+            usage=m.TokenUsage(input_tokens=count_words(prompt), output_tokens=count_words(text)),
             latency_ms=round(delay * 1000.0, 3),
             confidence=cfg.confidence,
         )

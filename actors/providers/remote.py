@@ -32,7 +32,8 @@ from bus.endpoint import Context
 from bus.errors import ContentFiltered, InvalidOutput, LlmError, RateLimited, Unavailable, error_for
 from actors.providers.base import ProviderActor
 from actors.providers.classify import classify
-from actors.providers.limits import RateLimits, estimate_tokens
+from actors.providers.limits import RateLimits
+from actors.pure.tokens import estimate_tokens
 from actors.settings import ProviderSettings
 
 CONTENT_FILTERED = "content_filter"  # the finish_reason an adapter reports for a safety block

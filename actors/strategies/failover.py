@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from bus import messages as m
 from bus.deadline import now as clock
 from actors.settings import FailoverSettings
-from actors.strategies.route import Attempt, Call, CallProvider, Done, attempt, summary
+from actors.strategies.base import Attempt, Call, CallProvider, Done, attempt, summary
 
 # Below this much time a call cannot usefully start (publish + a reply hop on loopback).
 MIN_CALL_S = 0.001

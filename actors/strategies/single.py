@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bus import messages as m
-from actors.strategies.route import Attempt, CallProvider, attempt
+from actors.strategies.base import Attempt, CallProvider, attempt
 
 
 async def run(

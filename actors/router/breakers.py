@@ -20,7 +20,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from bus import messages as m
 from bus.streams import KvMirror
 from bus.subjects import Subjects
-from actors import breaker as br
+from actors.pure import breaker as br
 
 _decode = msgspec.json.Decoder(m.BreakerState).decode
 

@@ -30,8 +30,8 @@ from bus import codec
 from bus import messages as m
 from bus.client import Client
 from bus.deadline import deadline_in
-from actors.bench import PROMPT, Plan, Send, client_send, flat, measure
-from actors.bench_sections import bench_settings, drop_jetstream, route_is, wait_for
+from actors.bench.measure import PROMPT, Plan, Send, client_send, flat, measure
+from actors.bench.sections import bench_settings, drop_jetstream, route_is, wait_for
 from actors.runtime import run_actors
 from actors.settings import CacheSettings, CostSettings
 from actors.stack import build_actors

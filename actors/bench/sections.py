@@ -65,8 +65,8 @@ from bus.deadline import deadline_in, now
 from bus.rpc import new_id
 from bus.streams import delete_root, ensure_kv
 from bus.subjects import Subjects
-from actors import breaker as br
-from actors.bench import (
+from actors.pure import breaker as br
+from actors.bench.measure import (
     BARE, BUDGET_MS, CONFIG, PROMPT, Muxed, Plan, Send, bare_role, client_send, flat, goal, measure, one_hop_send,
 )
 from actors.runtime import run_actors
@@ -369,7 +369,7 @@ def complete_send(client: Client, kind: str) -> Send:
 
 
 async def measure_adapters(url: str, plan: Plan, progress: Progress = lambda s: None) -> dict:
-    from actors.providers.wire_server import WireServer, auto_reply
+    from actors.fakes.wire_server import WireServer, auto_reply
 
     had_key = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = DUMMY_KEY  # read by the provider actors when they are built
@@ -381,7 +381,7 @@ async def measure_adapters(url: str, plan: Plan, progress: Progress = lambda s: 
                 providers={k: ProviderSettings(kind=k, model=model, base_url=server.url + suffix, api_key_env=KEY_ENV,
                                                max_tokens=MAX_TOKENS) for k, (model, suffix) in KINDS.items()},
                 cost=CostSettings(enabled=False),
-                source="actors.bench_sections",
+                source="actors.bench.sections",
             ).check()
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)

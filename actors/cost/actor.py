@@ -1,7 +1,7 @@
 """The cost actor: a priced usage ledger, reports, and budgets with reservations.
 
 **Ledger.** A durable JetStream consumer reads every ``Usage`` event. Each is priced
-(``actors.pricing``) and written with ``kv.create`` under ``ledger.<hash(ask id, call id)>`` in the
+(``actors.pure.pricing``) and written with ``kv.create`` under ``ledger.<hash(ask id, call id)>`` in the
 KV bucket ``<root>_cost``. ``create`` fails when the key exists, so a redelivered, replayed or
 republished event is counted once, for good (not only inside JetStream's 2-minute ``Nats-Msg-Id``
 window), and that holds with several cost actors running. The event is acknowledged only after its
@@ -42,7 +42,7 @@ from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
 from bus.streams import KvMirror, consume, ensure_events_stream
 from bus.subjects import COST_QUEUE
-from actors.pricing import Pricing
+from actors.pure.pricing import Pricing
 from actors.runtime import Actor
 
 DIMENSIONS = ("provider", "model", "tier", "user", "day", "strategy")

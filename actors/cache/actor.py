@@ -23,8 +23,8 @@ of ``clock()`` — ``time.time`` unless a test injects its own. diskcache's own 
 diskcache culls dead entries as it writes. Beyond ``size_limit_mb`` the entries stored longest ago
 are evicted.
 
-Which answers are worth keeping, and coalescing, are the router's part (``actors.cache_step``);
-the key of an ask is ``actors.cache_key``. Counts (hits, misses, stores, coalesced) are kept per
+Which answers are worth keeping, and coalescing, are the router's part (``actors.router.cache_step``);
+the key of an ask is ``actors.router.cache_key``. Counts (hits, misses, stores, coalesced) are kept per
 namespace since this actor started.
 """
 

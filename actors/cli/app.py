@@ -552,7 +552,7 @@ def bench(
 ) -> None:
     """Measure llmbus against a bare nats-py path, the breaker check and SDK adapters; print ratios."""
     configure_logging(logging.WARNING)
-    from actors.bench import main as bench_main
+    from actors.bench.measure import main as bench_main
 
     raise typer.Exit(bench_main(json_out=json_out, quick=quick, loop=loop, only=only))
 

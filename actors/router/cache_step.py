@@ -4,7 +4,7 @@ in flight, and keep it.
 ``Router.ask`` hands each ask to ``CacheStep.run(ask, ctx, route)``:
 
 1. ``cache="skip"``, or no cache actor answered lately → ``route`` runs as if there were no cache.
-2. ``cache="use"``: the key (``actors.cache_key``) is looked up in the cache actor within a slice
+2. ``cache="use"``: the key (``actors.router.cache_key``) is looked up in the cache actor within a slice
    of the ask's budget, ``min(lookup_ms, lookup_share × time left)`` — 50 ms or 5 % by default.
    An idle lookup takes ~0.3 ms, but 50 identical asks at once on a fresh one-process stack
    queued lookups for up to ~18 ms (measured), and a lookup that times out sends its ask to a
@@ -14,7 +14,7 @@ in flight, and keep it.
    step, ``cache hit``. A lookup that fails (timeout, no responders, …) → the ask runs uncached:
    no coalescing, no store. No responders also marks the cache absent for ``absent_retry_s``, so
    a stack without a cache actor pays one round trip a second, not one an ask.
-3. A miss, or ``cache="refresh"``, joins the flight of its key (``actors.flights``): one ask per
+3. A miss, or ``cache="refresh"``, joins the flight of its key (``actors.router.flights``): one ask per
    key runs ``route`` at a time, fleet-wide; the others get its Answer (``cached=True``,
    ``metadata["cache"] = "coalesced"``, route ``cache coalesced``) or its Failure.
 4. The ask that ran ``route`` stores its answer when it is worth keeping (``worth_keeping``).
@@ -35,8 +35,8 @@ from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context
 from bus.rpc import elapsed_ms
-from actors.cache_key import cache_key
-from actors.flights import COALESCED, HIT, MADE, Flights
+from actors.router.cache_key import cache_key
+from actors.router.flights import COALESCED, HIT, MADE, Flights
 from actors.runtime import Actor
 from actors.settings import Settings
 

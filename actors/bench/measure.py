@@ -3,15 +3,15 @@
 Sections (``--only core,health,adapters,cache,cost``, default all; each runs once per event loop):
 
 - ``core`` (this module): the paths below, one-process and multi-process.
-- ``health`` (``actors.bench_sections``): ``llmbus single`` with the router's breaker check on vs
+- ``health`` (``actors.bench.sections``): ``llmbus single`` with the router's breaker check on vs
   off (p50/p99, throughput at 64 in flight), and how fast a breaker transition written to KV
   reaches each of 3 routers (goal: all within 50 ms at p99).
-- ``adapters`` (``actors.bench_sections``): per SDK kind (openai, anthropic, gemini), the raw SDK
+- ``adapters`` (``actors.bench.sections``): per SDK kind (openai, anthropic, gemini), the raw SDK
   call against a zero-latency ``WireServer`` vs a ``Complete`` through the llmbus provider actor
   using that SDK, with the bare one-hop figure beside it.
-- ``cache`` (``actors.bench_cache``): a cache hit (from memory, from disk) and a miss against the
+- ``cache`` (``actors.bench.cache``): a cache hit (from memory, from disk) and a miss against the
   zero-latency provider path (goal: a hit is no slower).
-- ``cost`` (``actors.bench_cost``): an ask whose user has a budget (a reservation round trip) against
+- ``cost`` (``actors.bench.cost``): an ask whose user has a budget (a reservation round trip) against
   one without.
 
 Core paths, each measured for sequential p50/p99 latency and for throughput at N asks in flight:
@@ -69,7 +69,7 @@ from bus.deadline import deadline_from, deadline_in, headers_for, now
 from bus.rpc import new_id
 from bus.server import NatsServer, terminate
 from bus.subjects import ROUTER_QUEUE, Subjects
-from actors.providers.mock import count_tokens
+from actors.pure.tokens import count_words
 from actors.runtime import run_actors
 from actors.settings import parse
 from actors.stack import build_actors
@@ -158,7 +158,7 @@ async def bare_role(role: str, url: str, *, task_status: TaskStatus = anyio.TASK
                 text = f"[zero] {prompt}"
                 out = m.Completion(
                     id=req.id, ask_id=req.ask_id, provider="zero", model="zero-1", text=text,
-                    usage=m.TokenUsage(input_tokens=count_tokens(prompt), output_tokens=count_tokens(text)),
+                    usage=m.TokenUsage(input_tokens=count_words(prompt), output_tokens=count_words(text)),
                     confidence=0.9,
                 )
                 await nc.publish(msg.reply, codec.encode(out))
@@ -391,18 +391,18 @@ def report(loop: str, result: dict, console: Console) -> None:
     if "layouts" in result:
         report_core(loop, result, console)
     if "health" in result or "adapters" in result:
-        from actors import bench_sections as sections
+        from actors.bench import sections
 
         if "health" in result:
             sections.report_health(loop, result["health"], console)
         if "adapters" in result:
             sections.report_adapters(loop, result["adapters"], console)
     if "cache" in result:
-        from actors.bench_cache import report_cache
+        from actors.bench.cache import report_cache
 
         report_cache(loop, result["cache"], console)
     if "cost" in result:
-        from actors.bench_cost import report_cost
+        from actors.bench.cost import report_cost
 
         report_cost(loop, result["cost"], console)
     for g in result["goals"]:
@@ -439,7 +439,7 @@ async def run_loop(url: str, plan: Plan, loop: str, sections: tuple[str, ...] = 
         layouts = {lay: await measure_layout(url, lay, plan, uvloop=loop == "uvloop", progress=say) for lay in LAYOUTS}
         result = {"layouts": layouts, **compare(layouts)}
     if "health" in sections or "adapters" in sections:
-        from actors import bench_sections as bs  # imported here: it builds on this module
+        from actors.bench import sections as bs  # imported here: it builds on this module
 
         section_plan = section_plan or bs.SECTIONS_FULL
         if "health" in sections:
@@ -448,12 +448,12 @@ async def run_loop(url: str, plan: Plan, loop: str, sections: tuple[str, ...] = 
         if "adapters" in sections:
             result["adapters"] = await bs.measure_adapters(url, section_plan.adapters, say)
     if "cache" in sections:
-        from actors import bench_cache as bc
+        from actors.bench import cache as bc
 
         result["cache"] = await bc.measure_cache(url, bc.CACHE_QUICK if quick else bc.CACHE_FULL, say)
         result["goals"] += bc.cache_goals(result["cache"])
     if "cost" in sections:
-        from actors import bench_cost as bk
+        from actors.bench import cost as bk
 
         result["cost"] = await bk.measure_cost(url, bk.COST_QUICK if quick else bk.COST_FULL, say)
     return result
@@ -494,7 +494,7 @@ def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTION
     plans = {"core": asdict(plan)} if "core" in sections else {}
     section_plan = None
     if set(sections) - {"core"}:
-        from actors import bench_sections as bs
+        from actors.bench import sections as bs
 
         section_plan = bs.SECTIONS_QUICK if quick else bs.SECTIONS_FULL
         plans.update(bs.plan_dict(section_plan, list(sections)))

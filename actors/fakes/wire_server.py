@@ -24,7 +24,7 @@ The body builders below return ``Reply`` objects whose shapes follow the provide
 and the SDK types that parse them; each cites its source, and ``tests/fixtures/SOURCES.md`` lists
 them all. ``auto_reply`` answers any of the three providers' generate calls (plain, structured or
 streamed) from the request itself: the default for benchmarks (``WireServer(default=auto_reply,
-record=False)``, or standalone: ``python -m actors.providers.wire_server [--port N]``).
+record=False)``, or standalone: ``python -m actors.fakes.wire_server [--port N]``).
 """
 
 from __future__ import annotations
@@ -1151,7 +1151,7 @@ def _lower_gemini_schema(schema: Any) -> Any:
 
 
 # =============================================================================================
-# python -m actors.providers.wire_server: a standalone zero-latency provider (auto_reply)
+# python -m actors.fakes.wire_server: a standalone zero-latency provider (auto_reply)
 # =============================================================================================
 
 

@@ -28,7 +28,7 @@ from bus import messages as m
 from bus.endpoint import Context, Endpoint
 from bus.streams import consume, ensure_events_stream, ensure_kv
 from bus.subjects import HEALTH_QUEUE
-from actors import breaker as br
+from actors.pure import breaker as br
 from actors.runtime import Actor
 
 LATENCY_SAMPLES = 256

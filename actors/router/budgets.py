@@ -26,8 +26,8 @@ from bus.deadline import now
 from bus.rpc import Rpc
 from bus.streams import KvMirror
 from bus.subjects import Subjects
-from actors.pricing import Pricing
-from actors.providers.limits import estimate_tokens
+from actors.pure.pricing import Pricing
+from actors.pure.tokens import estimate_tokens
 from actors.settings import Settings
 
 RESERVE_SLICE = (0.25, 0.25)  # a reservation gets at most 250 ms or 25 % of what is left

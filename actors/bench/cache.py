@@ -39,8 +39,8 @@ from bus import messages as m
 from bus.client import Client
 from bus.deadline import deadline_in
 from bus.rpc import new_id
-from actors.bench import BUDGET_MS, PROMPT, Plan, Send, client_send, flat, goal, measure
-from actors.bench_sections import bench_settings, drop_jetstream, route_is
+from actors.bench.measure import BUDGET_MS, PROMPT, Plan, Send, client_send, flat, goal, measure
+from actors.bench.sections import bench_settings, drop_jetstream, route_is
 from actors.runtime import run_actors
 from actors.settings import CacheSettings
 from actors.stack import build_actors

@@ -22,15 +22,15 @@ from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
 from bus.rpc import is_no_responders, new_id
 from bus.subjects import ROUTER_QUEUE
-from actors.breakers import BreakerView
-from actors.budgets import Budgets
-from actors.cache_step import CacheStep
-from actors.dedup import RecentAsks
-from actors.pricing import Pricing
+from actors.router.breakers import BreakerView
+from actors.router.budgets import Budgets
+from actors.router.cache_step import CacheStep
+from actors.router.dedup import RecentAsks
+from actors.pure.pricing import Pricing
 from actors.runtime import Actor
 from actors.settings import STRATEGIES, Settings
 from actors.strategies import failover, single
-from actors.strategies.route import Attempt, finish, summary
+from actors.strategies.base import Attempt, finish, summary
 
 
 def reply_margin_s(budget_s: float) -> float:
@@ -55,7 +55,7 @@ class Router(Actor):
         self._unpriced: set[tuple[str, str]] = set()
         path = settings.pricing_path() if settings.cost.enabled else None
         self.pricing = Pricing.load(path) if path is not None else None
-        # the cache step (actors.cache_step): lookup, coalescing of identical asks, store
+        # the cache step (actors.router.cache_step): lookup, coalescing of identical asks, store
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     def background(self):
