@@ -29,6 +29,7 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import ASK_ID_HEADER, BUDGET_HEADER, deadline_from, now
 from bus.errors import LlmError
+from bus.subjects import Service, Subjects
 
 log = structlog.get_logger("llmbus.endpoint")
 
@@ -68,6 +69,16 @@ class Encoded:
 Handler = Callable[[Any, Context], Awaitable[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointStatistics:
+    """A snapshot of an endpoint's counters (``Endpoint.statistics()``, also served on ``$SRV.STATS``)."""
+
+    num_requests: int  # handled or refused at admission
+    num_errors: int  # answered with a Failure
+    last_error: str  # "<kind>: <message>" of the last Failure, "" if none
+    processing_time_ns: int  # summed over handled requests
+
+
 @dataclass
 class Endpoint:
     name: str
@@ -86,6 +97,20 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         self._decoder = codec.decoder(self.request_type)
+
+    @classmethod
+    def serving(cls, row: Service, subjects: Subjects, handler: Handler, *, name: str = "") -> Endpoint:
+        """The endpoint of an RPC-table row (``bus.subjects``): its subject, queue and request type."""
+        return cls(name=row.name, subject=row.subject(subjects, name), queue=row.queue_for(name),
+                   request_type=row.request, handler=handler, streaming=row.streaming)
+
+    def statistics(self) -> EndpointStatistics:
+        return EndpointStatistics(
+            num_requests=self.num_requests,
+            num_errors=self.num_errors,
+            last_error=self.last_error,
+            processing_time_ns=self.processing_time_ns,
+        )
 
     def context(self, msg: Msg, arrival: float, default_budget_ms: float) -> Context:
         hdrs = msg.headers

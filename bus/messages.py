@@ -486,6 +486,30 @@ class BreakerChange(_Msg, frozen=True, kw_only=True):
     at: float = 0.0
 
 
+# --- control -----------------------------------------------------------------------------------
+
+
+class StrategySet(_Msg, frozen=True, kw_only=True):
+    """Make ``strategy`` the default of every router (of ``tier`` only, when given); persisted in the
+    KV bucket ``<root>_control``. ``strategy`` None removes that setting (back to the config's)."""
+
+    strategy: str | None
+    tier: str | None = None
+
+
+class StrategyQuery(_Msg, frozen=True, kw_only=True):
+    pass
+
+
+class StrategyReport(_Msg, frozen=True, kw_only=True):
+    """The strategy routers use now: ``default`` (set live, or the config's) and per-tier choices."""
+
+    default: str
+    tiers: dict[str, str] = {}
+    configured: str = ""  # the config file's router.strategy, used when nothing is set live
+    available: list[str] = []
+
+
 # Reply unions: what each request subject answers with.
 AskReply = Answer | Failure
 CompleteReply = Completion | Failure

@@ -3,9 +3,16 @@
 One ``Rpc`` per connection keeps one wildcard subscription on ``<root>.reply.<client>.*`` and
 publishes requests with explicit reply subjects under it (muxed, like nats-py's ``request()``, but
 under the root, so recordings of a root see the replies). Results are values, never exceptions:
-a call returns the decoded reply or a ``Failure`` — ``timeout`` when the deadline passes (and a
-``Cancel`` goes out so the callee stops), ``unavailable`` when nobody serves the subject (NATS
-"no responders"). ``scatter`` sends to many subjects and closes at a quorum or the deadline.
+a call returns the decoded reply or a ``Failure`` — ``timeout`` when the deadline passes,
+``unavailable`` when nobody serves the subject (NATS "no responders").
+
+Every request an ask causes carries its ``Llm-Ask-Id`` (so a trace finds it). A request that times
+out cancels only itself: ``Cancel(ask_id, call_id)`` when it has a call id (a provider call's, or an
+ask's own id for the client's ask), nothing otherwise — never ``Cancel(ask_id)``, which would stop
+every task of the ask in every actor, the caller's own handler included.
+
+``service(row, request, …)`` sends a request of the RPC table (``bus.subjects``): the row names the
+subject and decodes the reply, so no call site builds either.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -24,8 +31,8 @@ from nats.nuid import NUID
 
 from bus import codec
 from bus import messages as m
-from bus.deadline import headers_for, now
-from bus.subjects import Subjects
+from bus.deadline import ASK_ID_HEADER, headers_for, now
+from bus.subjects import Service, Subjects
 
 T = TypeVar("T")
 
@@ -132,7 +139,7 @@ class Rpc:
             timer.cancel()
             self._pending.pop(token, None)
         if msg is None:
-            if ask_id:
+            if ask_id and call_id:  # this call only: never the whole ask from a call's timeout
                 await self.cancel(ask_id, call_id, reason="caller deadline passed")
             return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within the budget")
         gone = _no_responders(msg, subject)
@@ -160,6 +167,25 @@ class Rpc:
             return reply.decode(got.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return m.Failure(kind=m.INTERNAL, message=f"malformed reply from {subject}: {exc}")
+
+    async def service(
+        self,
+        row: Service,
+        request: msgspec.Struct,
+        *,
+        deadline: float,
+        name: str = "",
+        ask_id: str | None = None,
+        call_id: str | None = None,
+    ) -> Any:
+        """Send a request of the RPC table; its decoded reply or a Failure."""
+        return await self.call(row.subject(self.subjects, name), request, row.decoder,
+                               deadline=deadline, ask_id=ask_id, call_id=call_id)
+
+    async def tell(self, row: Service, request: msgspec.Struct, *, name: str = "", ask_id: str | None = None) -> None:
+        """Publish a one-way message of the RPC table (no reply is awaited)."""
+        await self.nc.publish(row.subject(self.subjects, name), codec.encode(request),
+                              headers={ASK_ID_HEADER: ask_id} if ask_id else None)
 
     # --- a streamed reply ----------------------------------------------------------------------
     async def stream(
@@ -211,49 +237,6 @@ class Rpc:
             self._streams.pop(token, None)
             if not final and ask_id:
                 await asyncio.shield(self.cancel(ask_id, call_id, reason="stream consumer left"))
-
-    # --- many requests -------------------------------------------------------------------------
-    async def scatter(
-        self,
-        calls: Sequence[tuple[str, msgspec.Struct, str | None]],
-        reply: msgspec.json.Decoder,
-        *,
-        deadline: float,
-        quorum: int | None = None,
-        ask_id: str | None = None,
-        ok: Callable[[Any], bool] = lambda r: not isinstance(r, m.Failure),
-    ) -> list[Any]:
-        """Send every ``(subject, request, call_id)`` at once; return replies in call order.
-
-        Closes when ``quorum`` replies satisfy ``ok`` (default: all calls answered) or at the
-        deadline. Calls still open then get ``Failure(cancelled)`` (quorum reached; a ``Cancel``
-        goes out for each) or ``Failure(timeout)``.
-        """
-        need = len(calls) if quorum is None else quorum
-        tasks = [
-            asyncio.ensure_future(
-                self.call(s, req, reply, deadline=deadline, ask_id=ask_id, call_id=cid)
-            )
-            for s, req, cid in calls
-        ]
-        good = 0
-        pending = set(tasks)
-        try:
-            while pending and good < need:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                good += sum(1 for t in done if ok(t.result()))
-        finally:
-            for t in pending:
-                t.cancel()
-        results: list[Any] = []
-        for (_, _, cid), t in zip(calls, tasks):
-            if t.cancelled() or not t.done():
-                results.append(m.Failure(kind=m.CANCELLED, message="quorum reached first"))
-                if ask_id:
-                    await self.cancel(ask_id, cid, reason="quorum reached")
-            else:
-                results.append(t.result())
-        return results
 
     async def cancel(self, ask_id: str, call_id: str | None = None, *, reason: str = "") -> None:
         """Tell every actor to stop the work of ``ask_id`` (only ``call_id`` when given)."""

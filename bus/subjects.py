@@ -26,7 +26,12 @@ subject                                kind                         served by
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from bus import messages as m
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -65,10 +70,6 @@ class Subjects:
     def provider_queue(name: str) -> str:
         return f"provider.{name}"
 
-    def service(self, actor: str, verb: str) -> str:
-        """Request subjects of the service actors: ``service("cost", "reserve")``."""
-        return f"{self.root}.{actor}.{verb}"
-
     def cache_done(self, key: str) -> str:
         """Where the router leading a flight of identical asks publishes its result (``FlightEnd``)."""
         return f"{self.root}.cache.done.{key}"
@@ -103,3 +104,64 @@ class Subjects:
 
     def bucket(self, purpose: str) -> str:
         return f"{self.root}_{purpose}"
+
+
+# --- the RPC table -------------------------------------------------------------------------------
+# Every request one actor sends another: its subject (from the root, and a provider's name where the
+# subject has one), its queue group, its request type and what it answers. Call sites name a row —
+# ``rpc.service(COST_RESERVE, request, …)``, ``Endpoint.serving(COST_RESERVE, …)`` — and never build a
+# subject or pair a reply type with a request by hand. ``reply`` None: a one-way message (no reply).
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # the endpoint name in NATS micro discovery ("reserve")
+    pattern: str  # "{root}.cost.reserve", "{root}.provider.{name}.complete"
+    request: type
+    reply: Any  # a union with Failure, or None for one-way messages
+    queue: str = ""  # "{name}" is replaced like in the pattern
+    streaming: bool = False  # many replies: Chunks, then one final reply
+    _subjects: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def subject(self, subjects: Subjects, name: str = "") -> str:
+        key = (subjects.root, name)
+        got = self._subjects.get(key)
+        if got is None:
+            got = self._subjects[key] = self.pattern.format(root=subjects.root, name=name)
+        return got
+
+    def queue_for(self, name: str = "") -> str:
+        return self.queue.format(name=name)
+
+    @property
+    def decoder(self) -> msgspec.json.Decoder:
+        from bus import codec  # codec builds each decoder once
+
+        return codec.decoder(self.reply)
+
+
+ASK = Service("ask", "{root}.ask", m.Ask, m.AskReply, ROUTER_QUEUE)
+PROVIDER_COMPLETE = Service("complete", "{root}.provider.{name}.complete", m.Complete, m.CompleteReply,
+                            "provider.{name}")
+PROVIDER_STREAM = Service("stream", "{root}.provider.{name}.stream", m.Complete, m.StreamReply,
+                          "provider.{name}", streaming=True)
+CACHE_GET = Service("get", "{root}.cache.get", m.CacheGet, m.CacheGetReply, CACHE_QUEUE)
+CACHE_PUT = Service("put", "{root}.cache.put", m.CachePut, m.CachePutReply, CACHE_QUEUE)
+CACHE_STATS = Service("stats", "{root}.cache.stats", m.CacheStatsQuery, m.CacheStats | m.Failure, CACHE_QUEUE)
+CACHE_CLEAR = Service("clear", "{root}.cache.clear", m.CacheClear, m.CacheCleared | m.Failure, CACHE_QUEUE)
+CACHE_COALESCED = Service("coalesced", "{root}.cache.coalesced", m.CacheCoalesced, None, CACHE_QUEUE)
+COST_RESERVE = Service("reserve", "{root}.cost.reserve", m.Reserve, m.Reserved | m.Failure, COST_QUEUE)
+COST_COMMIT = Service("commit", "{root}.cost.commit", m.Commit, None, COST_QUEUE)
+COST_REPORT = Service("report", "{root}.cost.report", m.CostQuery, m.CostReport | m.Failure, COST_QUEUE)
+COST_BUDGET_SET = Service("budget_set", "{root}.cost.budget.set", m.BudgetSet, m.BudgetReport | m.Failure, COST_QUEUE)
+COST_BUDGETS = Service("budgets", "{root}.cost.budgets", m.BudgetQuery, m.BudgetReport | m.Failure, COST_QUEUE)
+HEALTH_STATUS = Service("status", "{root}.health.status", m.HealthQuery, m.HealthReport | m.Failure, HEALTH_QUEUE)
+HEALTH_RESET = Service("reset", "{root}.health.reset", m.HealthReset, m.HealthReport | m.Failure, HEALTH_QUEUE)
+CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet | m.StrategyQuery, m.StrategyReport | m.Failure,
+                           ROUTER_QUEUE)
+
+RPC_TABLE: tuple[Service, ...] = (
+    ASK, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
+    COST_RESERVE, COST_COMMIT, COST_REPORT, COST_BUDGET_SET, COST_BUDGETS, HEALTH_STATUS, HEALTH_RESET,
+    CONTROL_STRATEGY,
+)

@@ -21,7 +21,7 @@ from bus.deadline import deadline_in, now
 from bus.endpoint import Context
 from bus.errors import Unavailable
 from bus.streams import ensure_kv
-from bus.subjects import Subjects
+from bus.subjects import CACHE_GET, CACHE_STATS, Subjects
 from actors.bench import cache as bench_cache
 from actors.bench.measure import Plan
 from actors.cache.actor import CacheActor
@@ -169,8 +169,7 @@ async def stop(actor) -> None:
 
 
 async def stats(s) -> m.CacheStats:
-    reply = await s.client.rpc.call(s.client.subjects.service("cache", "stats"), m.CacheStatsQuery(),
-                                    codec.decoder(m.CacheStats | m.Failure), deadline=deadline_in(2000))
+    reply = await s.client.rpc.service(CACHE_STATS, m.CacheStatsQuery(), deadline=deadline_in(2000))
     assert isinstance(reply, m.CacheStats), reply
     return reply
 
@@ -354,7 +353,7 @@ async def test_asks_are_answered_without_a_cache_actor(stack):
 @pytest.mark.anyio
 async def test_a_cache_that_never_answers_costs_an_ask_one_slice(stack):
     async with stack(toml(), names=["router", "provider.p"]) as s:
-        sink = await s.client.nc.subscribe(s.client.subjects.service("cache", "get"), queue="cache")  # never replies
+        sink = await s.client.nc.subscribe(CACHE_GET.subject(s.client.subjects), queue=CACHE_GET.queue)  # never replies
         await s.client.nc.flush()
         started = time.monotonic()
         answer = await s.client.ask("q", budget_ms=300)  # slice: min(20 ms, 5 % of 300 ms = 15 ms)

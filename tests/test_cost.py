@@ -8,6 +8,7 @@ import pytest
 from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
+from bus.subjects import COST_BUDGET_SET, COST_REPORT
 from bus.errors import BudgetExceeded
 from actors.pure.pricing import Price, Pricing
 from tests.helpers import wait_until
@@ -79,8 +80,7 @@ def usage_event(ask_id: str, call_id: str, tokens: int = 1000, user: str | None 
 
 
 async def report(s, by: str = "provider") -> m.CostReport:
-    reply = await s.client.rpc.call(s.client.subjects.service("cost", "report"), m.CostQuery(by=by),
-                                    codec.decoder(m.CostReport | m.Failure), deadline=deadline_in(2000))
+    reply = await s.client.rpc.service(COST_REPORT, m.CostQuery(by=by), deadline=deadline_in(2000))
     assert isinstance(reply, m.CostReport), reply
     return reply
 
@@ -148,10 +148,8 @@ async def test_budget_race_exactly_the_affordable_asks_succeed(stack, pricing_fi
         ask_params = m.Params(max_tokens=10)
         sample = m.Ask(id="x", messages=[m.Message(role="user", content="q00")], params=ask_params)
         worst = router.budgets.worst_case("p", sample)
-        reply = await s.client.rpc.call(
-            s.client.subjects.service("cost", "budget.set"),
-            m.BudgetSet(scope="user", name="carol@example.com", period="day", limit_usd=10 * worst + worst / 2),
-            codec.decoder(m.BudgetReport | m.Failure), deadline=deadline_in(2000),
+        reply = await s.client.rpc.service(COST_BUDGET_SET,
+            m.BudgetSet(scope="user", name="carol@example.com", period="day", limit_usd=10 * worst + worst / 2), deadline=deadline_in(2000),
         )
         assert isinstance(reply, m.BudgetReport)
         await wait_until(lambda: ("user", "carol@example.com") in router.budgets.scoped, what="the router sees it")
@@ -193,9 +191,8 @@ async def test_a_per_ask_ceiling_needs_no_cost_actor(stack, pricing_file):
 async def test_a_budget_that_cannot_be_checked_is_not_spent(stack, pricing_file):
     async with stack(COST_TOML.format(ms=0, pricing=pricing_file)) as s:
         router = s.actor("router")
-        await s.client.rpc.call(s.client.subjects.service("cost", "budget.set"),
-                                m.BudgetSet(scope="tier", name="free", period="month", limit_usd=1.0),
-                                codec.decoder(m.BudgetReport | m.Failure), deadline=deadline_in(2000))
+        await s.client.rpc.service(COST_BUDGET_SET,
+                                m.BudgetSet(scope="tier", name="free", period="month", limit_usd=1.0), deadline=deadline_in(2000))
         await wait_until(lambda: ("tier", "free") in router.budgets.scoped, what="seen")
         cost = next(a for a in s.actors if a.kind == "cost")
         cost.stop()

@@ -11,6 +11,7 @@ import pytest
 from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
+from bus.subjects import HEALTH_RESET, HEALTH_STATUS
 from bus.errors import NoHealthyProvider
 from bus.server import NatsServer
 from actors.pure import breaker as br
@@ -127,9 +128,7 @@ failures = {{ unavailable = 1.0 }}
 
 
 async def health_report(s) -> dict[str, m.ProviderHealth]:
-    reply = await s.client.rpc.call(
-        s.client.subjects.service("health", "status"), m.HealthQuery(detailed=True),
-        codec.decoder(m.HealthReport | m.Failure), deadline=deadline_in(2000),
+    reply = await s.client.rpc.service(HEALTH_STATUS, m.HealthQuery(detailed=True), deadline=deadline_in(2000),
     )
     assert isinstance(reply, m.HealthReport), reply
     return {p.breaker.provider: p for p in reply.providers}
@@ -160,8 +159,7 @@ async def test_five_failures_open_the_breaker_and_the_router_stops_calling(stack
             await s.client.ask("x", providers=["bad"], budget_ms=3000)
         assert "bad" in info.value.message and "retry in" in info.value.message
         # reset closes it, and the router sees that too
-        await s.client.rpc.call(s.client.subjects.service("health", "reset"), m.HealthReset(provider="bad"),
-                                codec.decoder(m.HealthReport | m.Failure), deadline=deadline_in(2000))
+        await s.client.rpc.service(HEALTH_RESET, m.HealthReset(provider="bad"), deadline=deadline_in(2000))
         await wait_until(lambda: router.breakers.states["bad"].state == br.CLOSED, what="reset seen")
 
 

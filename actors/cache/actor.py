@@ -48,7 +48,7 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
-from bus.subjects import CACHE_QUEUE
+from bus.subjects import CACHE_CLEAR, CACHE_COALESCED, CACHE_GET, CACHE_PUT, CACHE_STATS
 from actors.runtime import Actor
 from actors.settings import CacheSettings
 
@@ -217,17 +217,15 @@ class CacheActor(Actor):
         return [self.reads.serve, self.writes.serve]
 
     def endpoints(self) -> list[Endpoint]:
-        verbs = {
-            "get": (m.CacheGet, self.get),
-            "put": (m.CachePut, self.put),
-            "stats": (m.CacheStatsQuery, self.stats),
-            "clear": (m.CacheClear, self.clear),
-            "coalesced": (m.CacheCoalesced, self.coalesced),
-        }
         return [
-            Endpoint(name=verb, subject=self.subjects.service("cache", verb), queue=CACHE_QUEUE,
-                     request_type=request_type, handler=handler)
-            for verb, (request_type, handler) in verbs.items()
+            Endpoint.serving(row, self.subjects, handler)
+            for row, handler in (
+                (CACHE_GET, self.get),
+                (CACHE_PUT, self.put),
+                (CACHE_STATS, self.stats),
+                (CACHE_CLEAR, self.clear),
+                (CACHE_COALESCED, self.coalesced),
+            )
         ]
 
     async def setup(self) -> None:

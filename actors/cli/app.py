@@ -238,8 +238,8 @@ def test_provider(
     if provider not in settings.providers:
         err.print(f"[red]unknown provider {provider!r}[/red]; configured: {', '.join(settings.providers)}", highlight=False)
         raise typer.Exit(2)
-    from bus import codec
     from bus.deadline import deadline_in
+    from bus.subjects import RPC_TABLE
     from bus.rpc import new_id
 
     async def call(client):
@@ -498,12 +498,12 @@ def _duration(seconds: float) -> str:
 
 
 def _service_call(actor: str, verb: str, request, reply_type, budget_ms: int = 2_000):
-    from bus import codec
     from bus.deadline import deadline_in
+    from bus.subjects import RPC_TABLE
 
     async def call(client):
-        return await client.rpc.call(client.subjects.service(actor, verb), request,
-                                     codec.decoder(reply_type | m.Failure), deadline=deadline_in(budget_ms))
+        row = next(r for r in RPC_TABLE if r.pattern == f"{{root}}.{actor}.{verb}")
+        return await client.rpc.service(row, request, deadline=deadline_in(budget_ms))
 
     return call
 

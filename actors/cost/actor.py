@@ -41,7 +41,7 @@ from bus import messages as m
 from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
 from bus.streams import KvMirror, consume, ensure_events_stream
-from bus.subjects import COST_QUEUE
+from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_COMMIT, COST_REPORT, COST_RESERVE
 from actors.pure.pricing import Pricing
 from actors.runtime import Actor
 
@@ -156,14 +156,13 @@ class CostActor(Actor):
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint(name=name, subject=self.subjects.service("cost", verb), queue=COST_QUEUE,
-                     request_type=request_type, handler=handler)
-            for name, verb, request_type, handler in (
-                ("reserve", "reserve", m.Reserve, self.reserve),
-                ("commit", "commit", m.Commit, self.commit),
-                ("report", "report", m.CostQuery, self.report),
-                ("budget_set", "budget.set", m.BudgetSet, self.budget_set),
-                ("budgets", "budgets", m.BudgetQuery, self.budget_report),
+            Endpoint.serving(row, self.subjects, handler)
+            for row, handler in (
+                (COST_RESERVE, self.reserve),
+                (COST_COMMIT, self.commit),
+                (COST_REPORT, self.report),
+                (COST_BUDGET_SET, self.budget_set),
+                (COST_BUDGETS, self.budget_report),
             )
         ]
 

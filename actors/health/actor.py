@@ -27,7 +27,7 @@ from bus import codec
 from bus import messages as m
 from bus.endpoint import Context, Endpoint
 from bus.streams import consume, ensure_events_stream, ensure_kv
-from bus.subjects import HEALTH_QUEUE
+from bus.subjects import HEALTH_RESET, HEALTH_STATUS
 from actors.pure import breaker as br
 from actors.runtime import Actor
 
@@ -106,10 +106,8 @@ class HealthActor(Actor):
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint(name="status", subject=self.subjects.service("health", "status"), queue=HEALTH_QUEUE,
-                     request_type=m.HealthQuery, handler=self.status),
-            Endpoint(name="reset", subject=self.subjects.service("health", "reset"), queue=HEALTH_QUEUE,
-                     request_type=m.HealthReset, handler=self.reset),
+            Endpoint.serving(HEALTH_STATUS, self.subjects, self.status),
+            Endpoint.serving(HEALTH_RESET, self.subjects, self.reset),
         ]
 
     def background(self):

@@ -21,7 +21,7 @@ from bus.deadline import now
 from bus.endpoint import Context, Endpoint
 from bus.errors import LlmError
 from bus.streams import ensure_events_stream
-from bus.subjects import Subjects
+from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
 from actors.runtime import Actor
 
 
@@ -42,23 +42,9 @@ class ProviderActor(Actor):
             self.log.warning("events_stream_unavailable", error=str(exc) or type(exc).__name__)
 
     def endpoints(self) -> list[Endpoint]:
-        queue = Subjects.provider_queue(self.provider)
         return [
-            Endpoint(
-                name="complete",
-                subject=self.subjects.provider_complete(self.provider),
-                queue=queue,
-                request_type=m.Complete,
-                handler=self._serve_complete,
-            ),
-            Endpoint(
-                name="stream",
-                subject=self.subjects.provider_stream(self.provider),
-                queue=queue,
-                request_type=m.Complete,
-                handler=self._serve_stream,
-                streaming=True,
-            ),
+            Endpoint.serving(PROVIDER_COMPLETE, self.subjects, self._serve_complete, name=self.provider),
+            Endpoint.serving(PROVIDER_STREAM, self.subjects, self._serve_stream, name=self.provider),
         ]
 
     # --- to implement -------------------------------------------------------------------------

@@ -20,12 +20,11 @@ import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 
-from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.rpc import Rpc
 from bus.streams import KvMirror
-from bus.subjects import Subjects
+from bus.subjects import COST_COMMIT, COST_RESERVE, Subjects
 from actors.pure.pricing import Pricing
 from actors.pure.tokens import estimate_tokens
 from actors.settings import Settings
@@ -94,13 +93,12 @@ class Budgets:
             return None
         worst = self.worst_case(provider, ask) if worst is None else worst
         left = deadline - now()
-        reply = await self.rpc.call(
-            self.subjects.service("cost", "reserve"),
+        reply = await self.rpc.service(
+            COST_RESERVE,
             m.Reserve(call_id=call_id, ask_id=ask.id, amount_usd=worst or 0.0, user=ask.user, tier=ask.tier,
                       expires_at=time.time() + max(0.0, left)),
-            codec.decoder(m.Reserved | m.Failure),
             deadline=now() + min(RESERVE_SLICE[0], RESERVE_SLICE[1] * left) if left > 0 else deadline,
-            # no ask id: a reservation that times out must not broadcast a Cancel of the ask itself
+            ask_id=ask.id,  # for traces; a reservation that times out cancels nothing (no call id)
         )
         if isinstance(reply, m.Failure):
             if reply.kind == m.BUDGET_EXCEEDED:
@@ -111,5 +109,4 @@ class Budgets:
 
     async def after(self, ask: m.Ask, call_id: str, cost: float | None) -> None:
         if self.applies(ask):
-            await self.nc.publish(self.subjects.service("cost", "commit"),
-                                  codec.encode(m.Commit(call_id=call_id, actual_usd=cost or 0.0)))
+            await self.rpc.tell(COST_COMMIT, m.Commit(call_id=call_id, actual_usd=cost or 0.0), ask_id=ask.id)

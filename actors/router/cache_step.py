@@ -19,8 +19,8 @@ in flight, and keep it.
    ``metadata["cache"] = "coalesced"``, route ``cache coalesced``) or its Failure.
 4. The ask that ran ``route`` stores its answer when it is worth keeping (``worth_keeping``).
 
-Every cache call (lookup, store, lease operation) gets that slice, and none carries the ask id:
-a cache call that times out must not send a ``Cancel`` for the ask, which would stop the ask itself.
+Every cache call (lookup, store, lease operation) gets that slice and carries the ask id (for
+traces); one that times out cancels nothing (``bus.rpc``: only calls with a call id send a Cancel).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context
+from bus.subjects import CACHE_COALESCED, CACHE_GET, CACHE_PUT
 from bus.rpc import elapsed_ms
 from actors.router.cache_key import cache_key
 from actors.router.flights import COALESCED, HIT, MADE, Flights
@@ -41,8 +41,6 @@ from actors.runtime import Actor
 from actors.settings import Settings
 
 Route = Callable[[m.Ask, Context], Awaitable[m.Answer | m.Failure]]
-_get_reply = codec.decoder(m.CacheGetReply)
-_put_reply = codec.decoder(m.CachePutReply)
 
 
 def worth_keeping(result: m.Answer | m.Failure, min_confidence: float) -> bool:
@@ -76,8 +74,6 @@ class CacheStep:
         self.margin = margin  # the router's reply margin for a budget (s → s)
         self.flights = Flights(lambda: actor.nc, actor.subjects, owner=actor.id,
                                lease_s=self.config.lease_s, retry_s=self.config.absent_retry_s)
-        service = actor.subjects.service
-        self._get, self._put, self._coalesced = service("cache", "get"), service("cache", "put"), service("cache", "coalesced")
         self._absent_until = 0.0
         # hit, miss, made, coalesced, stored; bypassed (skip, or cache absent); uncached (lookup failed)
         self.counts: Counter[str] = Counter()
@@ -91,7 +87,7 @@ class CacheStep:
         key = cache_key(ask, namespace=namespace, strategy=ask.strategy or self.settings.router.strategy,
                         providers=ask.providers or self.order)
         if ask.cache != "refresh":
-            found = await self._lookup(key, namespace, ctx.deadline, count=True)
+            found = await self._lookup(key, namespace, ask.id, ctx.deadline, count=True)
             if isinstance(found, m.Failure):
                 self.counts["uncached"] += 1
                 return await route(ask, ctx)
@@ -103,11 +99,11 @@ class CacheStep:
         async def make() -> m.Answer | m.Failure:
             result = await route(ask, ctx)
             if worth_keeping(result, self.config.min_confidence):
-                await self._store(key, namespace, result, ctx.deadline)
+                await self._store(key, namespace, result, ask.id, ctx.deadline)
             return result
 
         async def look() -> m.Answer | None:  # a new flight leader's second look: counted once already
-            found = await self._lookup(key, namespace, ctx.deadline, count=False)
+            found = await self._lookup(key, namespace, ask.id, ctx.deadline, count=False)
             return found if isinstance(found, m.Answer) else None
 
         result, how = await self.flights.run(
@@ -118,16 +114,17 @@ class CacheStep:
         if how == MADE:
             return result
         if how == COALESCED:
-            await self.actor.nc.publish(self._coalesced, codec.encode(m.CacheCoalesced(namespace=namespace)))
+            await self.actor.rpc.tell(CACHE_COALESCED, m.CacheCoalesced(namespace=namespace), ask_id=ask.id)
         return served(result, ask, how, started) if isinstance(result, m.Answer) else result
 
     def _slice_s(self, deadline: float) -> float:
         return min(self.config.lookup_ms / 1000.0, self.config.lookup_share * max(0.0, deadline - now()))
 
-    async def _lookup(self, key: str, namespace: str, deadline: float, *, count: bool) -> m.Answer | m.Failure | None:
+    async def _lookup(self, key: str, namespace: str, ask_id: str, deadline: float, *,
+                      count: bool) -> m.Answer | m.Failure | None:
         """The stored answer, None on a miss, or the Failure of the lookup."""
-        got = await self.actor.rpc.call(self._get, m.CacheGet(key=key, namespace=namespace, count=count), _get_reply,
-                                        deadline=now() + self._slice_s(deadline))
+        got = await self.actor.rpc.service(CACHE_GET, m.CacheGet(key=key, namespace=namespace, count=count),
+                                           deadline=now() + self._slice_s(deadline), ask_id=ask_id)
         if isinstance(got, m.Failure):
             if got.kind == m.UNAVAILABLE:  # no cache actor: do not ask again for a while
                 self._absent_until = now() + self.config.absent_retry_s
@@ -135,9 +132,9 @@ class CacheStep:
             return got
         return got.answer if isinstance(got, m.CacheEntry) else None
 
-    async def _store(self, key: str, namespace: str, answer: m.Answer, deadline: float) -> None:
-        got = await self.actor.rpc.call(self._put, m.CachePut(key=key, namespace=namespace, answer=answer), _put_reply,
-                                        deadline=now() + self._slice_s(deadline))
+    async def _store(self, key: str, namespace: str, answer: m.Answer, ask_id: str, deadline: float) -> None:
+        got = await self.actor.rpc.service(CACHE_PUT, m.CachePut(key=key, namespace=namespace, answer=answer),
+                                           deadline=now() + self._slice_s(deadline), ask_id=ask_id)
         if isinstance(got, m.CacheStored):
             self.counts["stored"] += 1
         else:
