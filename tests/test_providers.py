@@ -1,7 +1,7 @@
 """The real-provider adapters end to end: bus → provider actor → official SDK → loopback wire server.
 
 Each of OpenAI, Anthropic and Gemini runs as a provider actor on the session nats-server, its
-``base_url`` aimed at a ``WireServer`` (actors/providers/wire_server.py) that plays the provider's
+``base_url`` aimed at a ``WireServer`` (actors/fakes/server.py) that plays the provider's
 wire bodies, its key in a test environment variable. The tests drive it with ``rpc.call`` of a
 ``Complete`` (or ``rpc.stream``, or a client ask through the router) and check: the answer (text,
 usage, model, finish_reason), structured output (``Completion.data``, one clarified retry, then
@@ -27,8 +27,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from actors.fakes import wire_server as ws
-from actors.fakes.wire_server import Reply, WireServer
+from actors.fakes import anthropic as an
+from actors.fakes import gemini as ge
+from actors.fakes import openai as oa
+from actors.fakes.server import Reply, WireServer, json_reply
 from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in, now
@@ -84,105 +86,105 @@ class Kind:
 
 
 def _openai_truncated() -> Reply:
-    r = ws.openai_stream(["a", "b", "c"])
+    r = oa.stream(["a", "b", "c"])
     r.events = r.events[:3]  # role, a, b: no finish chunk, no usage, no [DONE]; the body ends cleanly
     return r
 
 
 def _anthropic_truncated() -> Reply:
-    r = ws.anthropic_stream(["a", "b", "c"])
+    r = an.stream(["a", "b", "c"])
     r.events = r.events[:-3]  # no content_block_stop, message_delta, message_stop
     return r
 
 
 def _gemini_truncated() -> Reply:
-    r = ws.gemini_stream(["a", "b", "c", "d"])
+    r = ge.stream(["a", "b", "c", "d"])
     r.events = r.events[:2]  # no chunk with a finishReason
     return r
 
 
 def _openai_refusal() -> Reply:
-    return ws.openai_completion("", finish_reason="content_filter")
+    return oa.completion("", finish_reason="content_filter")
 
 
 KINDS = {
     "openai": Kind(
         name="openai",
         model="gpt-4o-mini",
-        wire_model=ws.OPENAI_MODEL,
+        wire_model=oa.MODEL,
         path="/v1/chat/completions",
         base_suffix="/v1",
         finish="stop",
-        plain=lambda text, i, o, c: ws.openai_completion(text, prompt_tokens=i, completion_tokens=o, cached_tokens=c),
-        structured=ws.openai_structured,
-        invalid=lambda: ws.openai_structured('{"data": {"city": "Oslo"'),
-        stream=lambda pieces, i, o, c, **kw: ws.openai_stream(
+        plain=lambda text, i, o, c: oa.completion(text, prompt_tokens=i, completion_tokens=o, cached_tokens=c),
+        structured=oa.structured,
+        invalid=lambda: oa.structured('{"data": {"city": "Oslo"'),
+        stream=lambda pieces, i, o, c, **kw: oa.stream(
             pieces, prompt_tokens=i, completion_tokens=o, cached_tokens=c, **kw
         ),
         cut_after=3,  # role, a, b
         truncated=_openai_truncated,
-        rate_limited=lambda: ws.openai_rate_limited(2.5),
+        rate_limited=lambda: oa.rate_limited(2.5),
         retry_after_s=2.5,
-        overloaded=ws.openai_unavailable,  # 503 "The engine is currently overloaded"
-        unavailable=lambda: ws.openai_error(503, "Service Unavailable", type="server_error"),
-        server_error=ws.openai_server_error,
-        context_length=ws.openai_context_length,
-        auth=lambda key: ws.openai_auth_error(key_shown=key),
+        overloaded=oa.unavailable,  # 503 "The engine is currently overloaded"
+        unavailable=lambda: oa.error(503, "Service Unavailable", type="server_error"),
+        server_error=oa.server_error,
+        context_length=oa.context_length,
+        auth=lambda key: oa.auth_error(key_shown=key),
         content_filter=_openai_refusal,
     ),
     "anthropic": Kind(
         name="anthropic",
         model="claude-haiku-4-5",
-        wire_model=ws.ANTHROPIC_MODEL,
+        wire_model=an.MODEL,
         path="/v1/messages",
         base_suffix="",
         finish="end_turn",
         # Anthropic's input_tokens leaves the cached ones out; llmbus counts every prompt token as
         # input (as OpenAI and Gemini do), so the wire says i - c for an expected total of i.
-        plain=lambda text, i, o, c: ws.anthropic_message(
+        plain=lambda text, i, o, c: an.message(
             text, input_tokens=i - c, output_tokens=o, cache_read_input_tokens=c
         ),
-        structured=lambda data: ws.anthropic_tool_use(data, name="answer")
+        structured=lambda data: an.tool_use(data, name="answer")
         if not isinstance(data, str)
-        else ws.anthropic_message(data),
-        invalid=lambda: ws.anthropic_tool_use({"data": {"city": "Oslo"}}, name="answer"),  # no confidence, no population
-        stream=lambda pieces, i, o, c, **kw: ws.anthropic_stream(
+        else an.message(data),
+        invalid=lambda: an.tool_use({"data": {"city": "Oslo"}}, name="answer"),  # no confidence, no population
+        stream=lambda pieces, i, o, c, **kw: an.stream(
             pieces, input_tokens=i - c, output_tokens=o, cache_read_input_tokens=c, **kw
         ),
         cut_after=5,  # message_start, block start, ping, a, b
         truncated=_anthropic_truncated,
-        rate_limited=lambda: ws.anthropic_rate_limited(3),
+        rate_limited=lambda: an.rate_limited(3),
         retry_after_s=3.0,
-        overloaded=ws.anthropic_overloaded,  # 529
-        unavailable=lambda: ws.anthropic_error(503, "api_error", "Service Unavailable"),
-        server_error=ws.anthropic_server_error,
-        context_length=ws.anthropic_prompt_too_long,
-        auth=lambda key: ws.anthropic_error(401, "authentication_error", f"invalid x-api-key: {key}"),
-        content_filter=lambda: ws.anthropic_message("", stop_reason="refusal"),
+        overloaded=an.overloaded,  # 529
+        unavailable=lambda: an.error(503, "api_error", "Service Unavailable"),
+        server_error=an.server_error,
+        context_length=an.prompt_too_long,
+        auth=lambda key: an.error(401, "authentication_error", f"invalid x-api-key: {key}"),
+        content_filter=lambda: an.message("", stop_reason="refusal"),
     ),
     "gemini": Kind(
         name="gemini",
         model="gemini-2.5-flash",
-        wire_model=ws.GEMINI_MODEL,
+        wire_model=ge.MODEL,
         path="/v1/models/gemini-2.5-flash:generateContent",
         base_suffix="",
         finish="stop",
-        plain=lambda text, i, o, c: ws.gemini_response(text, prompt_tokens=i, candidates_tokens=o, cached_tokens=c),
-        structured=ws.gemini_structured,
-        invalid=lambda: ws.gemini_structured("Oslo, about 709000 people"),
-        stream=lambda pieces, i, o, c, **kw: ws.gemini_stream(
+        plain=lambda text, i, o, c: ge.response(text, prompt_tokens=i, candidates_tokens=o, cached_tokens=c),
+        structured=ge.structured,
+        invalid=lambda: ge.structured("Oslo, about 709000 people"),
+        stream=lambda pieces, i, o, c, **kw: ge.stream(
             pieces, prompt_tokens=i, candidates_tokens=o, cached_tokens=c, **kw
         ),
         cut_after=2,  # a, b
         truncated=_gemini_truncated,
-        rate_limited=lambda: ws.gemini_rate_limited("2s"),
+        rate_limited=lambda: ge.rate_limited("2s"),
         retry_after_s=2.0,
-        overloaded=ws.gemini_unavailable,  # 503 UNAVAILABLE "The model is overloaded"
-        unavailable=lambda: ws.gemini_error(503, "UNAVAILABLE", "The service is currently unavailable."),
-        server_error=ws.gemini_server_error,
-        context_length=ws.gemini_context_length,
-        auth=lambda key: ws.gemini_error(401, "UNAUTHENTICATED", f"Request had invalid credentials: {key}"),
-        content_filter=ws.gemini_safety_stop,
+        overloaded=ge.unavailable,  # 503 UNAVAILABLE "The model is overloaded"
+        unavailable=lambda: ge.error(503, "UNAVAILABLE", "The service is currently unavailable."),
+        server_error=ge.server_error,
+        context_length=ge.context_length,
+        auth=lambda key: ge.error(401, "UNAUTHENTICATED", f"Request had invalid credentials: {key}"),
+        content_filter=ge.safety_stop,
     ),
 }
 ALL = list(KINDS)
@@ -432,7 +434,7 @@ async def test_content_filter(run, kind):
 
 async def test_gemini_blocked_prompt_is_content_filter(run):
     async with run("gemini") as r:
-        r.server.push(ws.gemini_prompt_blocked("PROHIBITED_CONTENT"))
+        r.server.push(ge.prompt_blocked("PROHIBITED_CONTENT"))
         reply = await r.call()
         assert isinstance(reply, m.Failure) and reply.kind == m.CONTENT_FILTER, reply
 
@@ -475,7 +477,7 @@ async def test_failure_is_classified_after_exactly_one_request(run, kind, scenar
 async def test_gemini_invalid_api_key_400_is_auth(run):
     # the Gemini API answers a bad key with 400 INVALID_ARGUMENT + ErrorInfo reason API_KEY_INVALID
     async with run("gemini") as r:
-        r.server.push(ws.gemini_invalid_key())
+        r.server.push(ge.invalid_key())
         reply = await r.call()
         assert isinstance(reply, m.Failure) and reply.kind == m.AUTH, reply
         assert len(r.server.requests) == 1
@@ -525,7 +527,7 @@ async def test_router_ask_answers_through_a_real_adapter(run):
     async with WireServer() as server:
         toml = '[router]\nstrategy = "single"\nproviders = ["p"]\n' + config_toml(KINDS["openai"], server.url)
         async with run("openai", names=["router", "provider.p"], toml=toml, server=server) as r:
-            server.push(ws.openai_completion("Oslo.", prompt_tokens=20, completion_tokens=2))
+            server.push(oa.completion("Oslo.", prompt_tokens=20, completion_tokens=2))
             answer = await r.s.client.ask("capital of Norway?", budget_ms=3000)
             assert answer.text == "Oslo." and answer.providers == ["p"]
             assert answer.usage.input_tokens == 20 and answer.usage.output_tokens == 2
@@ -541,13 +543,13 @@ async def test_router_fails_over_from_an_overloaded_provider(run, monkeypatch):
         )
         monkeypatch.setenv(KINDS["anthropic"].env, KINDS["anthropic"].key)
         async with run("openai", names=["router", "provider.claude", "provider.gpt"], toml=toml, server=server) as r:
-            server.push(ws.anthropic_overloaded(), ws.openai_completion("from gpt"))
+            server.push(an.overloaded(), oa.completion("from gpt"))
             answer = await r.s.client.ask("hi", budget_ms=5000)
             assert answer.text == "from gpt"
             assert [(st.provider, st.outcome) for st in answer.route] == [("claude", "overloaded"), ("gpt", "ok")]
             assert [rec.path for rec in server.requests] == ["/v1/messages", "/v1/chat/completions"]
 
-            server.push(ws.anthropic_auth_error())  # auth is not a failover kind: the ask ends there
+            server.push(an.auth_error())  # auth is not a failover kind: the ask ends there
             with pytest.raises(AuthError) as info:
                 await r.s.client.ask("hi", budget_ms=5000)
             assert info.value.provider == "claude"
@@ -577,7 +579,7 @@ async def test_key_never_appears_in_failures_logs_or_events(run, kind, logs, cap
         k = r.kind
         r.server.push(
             k.auth(k.key),
-            ws.json_reply(400, {"error": {"message": f"bad request from key {k.key}", "type": "invalid_request_error",
+            json_reply(400, {"error": {"message": f"bad request from key {k.key}", "type": "invalid_request_error",
                                           "code": 400, "status": "INVALID_ARGUMENT"}}),
             k.rate_limited(),
             k.stream(["a", "b", "c", "d"], 1, 1, 0, cut_after=k.cut_after),

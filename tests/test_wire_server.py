@@ -1,4 +1,4 @@
-"""The loopback provider server (actors/providers/wire_server.py) checked through the real SDKs.
+"""The loopback provider server (actors/fakes/) checked through the real SDKs.
 
 Each body builder must parse in the official SDK as what it claims to be (text, usage, stream
 deltas, the SDK's exception class and status for errors); a cut stream must raise in the SDK rather
@@ -21,8 +21,11 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from openai import AsyncOpenAI
 
-from actors.fakes import wire_server as ws
-from actors.fakes.wire_server import Recorded, Reply, WireServer
+from actors.fakes import anthropic as an
+from actors.fakes import gemini as ge
+from actors.fakes import openai as oa
+from actors.fakes.auto import auto_reply, example_for_schema
+from actors.fakes.server import Recorded, Reply, WireServer, json_reply
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -79,7 +82,7 @@ async def gem(server):
 
 
 async def test_keep_alive_reuses_one_connection(server, oai):
-    server.push(*(ws.openai_completion(f"n{i}") for i in range(3)))
+    server.push(*(oa.completion(f"n{i}") for i in range(3)))
     for i in range(3):
         r = await oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
         assert r.choices[0].message.content == f"n{i}"
@@ -89,7 +92,7 @@ async def test_keep_alive_reuses_one_connection(server, oai):
 
 
 async def test_record_false_counts_without_keeping_requests():
-    async with WireServer(default=ws.auto_reply, record=False) as server:
+    async with WireServer(default=auto_reply, record=False) as server:
         client = AsyncOpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1", max_retries=0)
         for _ in range(3):
             await client.chat.completions.create(model="m", messages=MSGS)
@@ -110,11 +113,11 @@ async def test_default_responder_and_callable_script_see_the_request():
 
     def default(rec: Recorded) -> Reply:
         seen.append(rec)
-        return ws.openai_completion("from default")
+        return oa.completion("from default")
 
     async with WireServer(default=default) as server:
         client = AsyncOpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1", max_retries=0)
-        server.push(lambda rec: ws.openai_completion("echo " + rec.json()["messages"][0]["content"]))
+        server.push(lambda rec: oa.completion("echo " + rec.json()["messages"][0]["content"]))
         r1 = await client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
         r2 = await client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
         await client.close()
@@ -124,7 +127,7 @@ async def test_default_responder_and_callable_script_see_the_request():
 
 
 async def test_records_method_path_query_headers_and_body(server):
-    server.push(ws.json_reply(200, {"ok": True}))
+    server.push(json_reply(200, {"ok": True}))
     async with httpx2.AsyncClient() as http:
         r = await http.post(server.url + "/x/y?alt=sse&k=1", json={"a": 1}, headers={"X-Thing": "v"})
     assert r.json() == {"ok": True}
@@ -139,7 +142,7 @@ async def test_chunked_request_body_and_connection_close(server):
         yield b'{"a":'
         yield b" 2}"
 
-    server.push(ws.json_reply(200, {"ok": 1}))
+    server.push(json_reply(200, {"ok": 1}))
     async with httpx2.AsyncClient() as http:
         r = await http.post(server.url + "/c", content=gen(), headers={"Connection": "close"})
     assert r.status_code == 200 and r.headers["connection"] == "close"
@@ -168,11 +171,11 @@ async def test_wait_for_requests_and_stop_while_stalled():
 
 
 async def test_openai_plain(server, oai):
-    server.push(ws.openai_completion("Hello!", prompt_tokens=21, completion_tokens=3, cached_tokens=16))
+    server.push(oa.completion("Hello!", prompt_tokens=21, completion_tokens=3, cached_tokens=16))
     r = await oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     assert r.choices[0].message.content == "Hello!"
     assert r.choices[0].finish_reason == "stop"
-    assert r.model == ws.OPENAI_MODEL
+    assert r.model == oa.MODEL
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (21, 3, 24)
     assert r.usage.prompt_tokens_details.cached_tokens == 16
     rec = server.requests[0]
@@ -181,7 +184,7 @@ async def test_openai_plain(server, oai):
 
 
 async def test_openai_structured_json_schema(server, oai):
-    server.push(ws.openai_structured({"answer": "hi", "confidence": 0.9}))
+    server.push(oa.structured({"answer": "hi", "confidence": 0.9}))
     fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
     r = await oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, response_format=fmt)
     assert json.loads(r.choices[0].message.content) == {"answer": "hi", "confidence": 0.9}
@@ -189,14 +192,14 @@ async def test_openai_structured_json_schema(server, oai):
 
 
 async def test_openai_structured_invalid_json_is_sent_verbatim(server, oai):
-    server.push(ws.openai_structured('{"answer": "hi", '))
+    server.push(oa.structured('{"answer": "hi", '))
     r = await oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     with pytest.raises(json.JSONDecodeError):
         json.loads(r.choices[0].message.content)
 
 
 async def test_openai_stream_with_final_usage_chunk(server, oai):
-    server.push(ws.openai_stream(["Hel", "lo", "!"], prompt_tokens=30, completion_tokens=4, cached_tokens=8))
+    server.push(oa.stream(["Hel", "lo", "!"], prompt_tokens=30, completion_tokens=4, cached_tokens=8))
     stream = await oai.chat.completions.create(
         model="gpt-4o-mini", messages=MSGS, stream=True, stream_options={"include_usage": True}
     )
@@ -216,7 +219,7 @@ async def test_openai_stream_with_final_usage_chunk(server, oai):
 
 
 async def test_openai_cut_stream_raises(server, oai):
-    server.push(ws.openai_stream(["a", "b", "c", "d"], cut_after=3))
+    server.push(oa.stream(["a", "b", "c", "d"], cut_after=3))
     stream = await oai.chat.completions.create(
         model="gpt-4o-mini", messages=MSGS, stream=True, stream_options={"include_usage": True}
     )
@@ -231,7 +234,7 @@ async def test_openai_cut_stream_raises(server, oai):
 
 async def test_openai_stream_without_done_after_usage_is_a_cut_too(server, oai):
     # every event sent, but the body never terminates: still an error, not a clean end
-    server.push(ws.openai_stream("x y", done=False, cut_after=10**6))
+    server.push(oa.stream("x y", done=False, cut_after=10**6))
     stream = await oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True)
     with pytest.raises(openai.APIConnectionError):
         async for _ in stream:
@@ -241,11 +244,11 @@ async def test_openai_stream_without_done_after_usage_is_a_cut_too(server, oai):
 @pytest.mark.parametrize(
     "reply, exc, status, code",
     [
-        (ws.openai_rate_limited(2.5), openai.RateLimitError, 429, "rate_limit_exceeded"),
-        (ws.openai_context_length(), openai.BadRequestError, 400, "context_length_exceeded"),
-        (ws.openai_auth_error(), openai.AuthenticationError, 401, "invalid_api_key"),
-        (ws.openai_server_error(), openai.InternalServerError, 500, None),
-        (ws.openai_unavailable(), openai.InternalServerError, 503, None),
+        (oa.rate_limited(2.5), openai.RateLimitError, 429, "rate_limit_exceeded"),
+        (oa.context_length(), openai.BadRequestError, 400, "context_length_exceeded"),
+        (oa.auth_error(), openai.AuthenticationError, 401, "invalid_api_key"),
+        (oa.server_error(), openai.InternalServerError, 500, None),
+        (oa.unavailable(), openai.InternalServerError, 503, None),
     ],
     ids=["429", "400-context", "401", "500", "503"],
 )
@@ -263,7 +266,7 @@ async def test_openai_errors_one_request_each(server, oai, reply, exc, status, c
 
 async def test_openai_retry_is_visible_when_allowed(server):
     # the control for "exactly one request": with max_retries=1 the server log shows the retry
-    server.push(ws.openai_rate_limited(0.001, retry_after_ms=1), ws.openai_completion("second"))
+    server.push(oa.rate_limited(0.001, retry_after_ms=1), oa.completion("second"))
     client = AsyncOpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1", max_retries=1)
     r = await client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     await client.close()
@@ -280,7 +283,7 @@ async def test_openai_stall_ends_with_client_timeout(server, oai):
 
 
 async def test_openai_stall_mid_stream_ends_with_read_timeout(server, oai):
-    server.push(ws.openai_stream(["a", "b", "c"], stall_after=2))
+    server.push(oa.stream(["a", "b", "c"], stall_after=2))
     stream = await oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True, timeout=0.3)
     with pytest.raises(openai.APITimeoutError):
         async for _ in stream:
@@ -293,10 +296,10 @@ CLAUDE = dict(model="claude-haiku-4-5", max_tokens=256, messages=MSGS)
 
 
 async def test_anthropic_plain(server, claude):
-    server.push(ws.anthropic_message("Hello!", input_tokens=40, output_tokens=3, cache_read_input_tokens=32))
+    server.push(an.message("Hello!", input_tokens=40, output_tokens=3, cache_read_input_tokens=32))
     r = await claude.messages.create(**CLAUDE)
     assert r.content[0].type == "text" and r.content[0].text == "Hello!"
-    assert r.stop_reason == "end_turn" and r.model == ws.ANTHROPIC_MODEL
+    assert r.stop_reason == "end_turn" and r.model == an.MODEL
     assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.cache_read_input_tokens) == (40, 3, 32)
     rec = server.requests[0]
     assert rec.path == "/v1/messages"
@@ -305,7 +308,7 @@ async def test_anthropic_plain(server, claude):
 
 
 async def test_anthropic_forced_tool_use(server, claude):
-    server.push(ws.anthropic_tool_use({"answer": "hi", "confidence": 0.7}, name="answer"))
+    server.push(an.tool_use({"answer": "hi", "confidence": 0.7}, name="answer"))
     r = await claude.messages.create(
         **CLAUDE,
         tools=[{"name": "answer", "description": "Give the answer", "input_schema": SCHEMA}],
@@ -319,7 +322,7 @@ async def test_anthropic_forced_tool_use(server, claude):
 
 
 async def test_anthropic_stream_events_and_usage(server, claude):
-    server.push(ws.anthropic_stream(["Hel", "lo", "!"], input_tokens=50, output_tokens=4))
+    server.push(an.stream(["Hel", "lo", "!"], input_tokens=50, output_tokens=4))
     stream = await claude.messages.create(**CLAUDE, stream=True)
     types, text = [], ""
     async for event in stream:
@@ -338,7 +341,7 @@ async def test_anthropic_stream_events_and_usage(server, claude):
 
 
 async def test_anthropic_stream_helper_accumulates_final_message(server, claude):
-    server.push(ws.anthropic_stream("one two three", input_tokens=11, output_tokens=5))
+    server.push(an.stream("one two three", input_tokens=11, output_tokens=5))
     async with claude.messages.stream(**CLAUDE) as stream:
         pieces = [t async for t in stream.text_stream]
         final = await stream.get_final_message()
@@ -347,7 +350,7 @@ async def test_anthropic_stream_helper_accumulates_final_message(server, claude)
 
 
 async def test_anthropic_tool_use_stream(server, claude):
-    server.push(ws.anthropic_tool_use_stream({"answer": "hi", "confidence": 0.5}))
+    server.push(an.tool_use_stream({"answer": "hi", "confidence": 0.5}))
     async with claude.messages.stream(**CLAUDE) as stream:
         final = await stream.get_final_message()
     assert final.content[0].input == {"answer": "hi", "confidence": 0.5}
@@ -355,7 +358,7 @@ async def test_anthropic_tool_use_stream(server, claude):
 
 
 async def test_anthropic_cut_stream_raises(server, claude):
-    server.push(ws.anthropic_stream(["a", "b", "c"], cut_after=5))  # start, block start, ping, 2 deltas
+    server.push(an.stream(["a", "b", "c"], cut_after=5))  # start, block start, ping, 2 deltas
     stream = await claude.messages.create(**CLAUDE, stream=True)
     seen = []
     # note: this SDK does not wrap transport errors raised while iterating a stream
@@ -367,8 +370,8 @@ async def test_anthropic_cut_stream_raises(server, claude):
 
 
 async def test_anthropic_error_event_inside_a_200_stream(server, claude):
-    reply = ws.anthropic_stream(["a", "b"])
-    reply.events.insert(4, ws.anthropic_stream_error_event("overloaded_error", "Overloaded"))
+    reply = an.stream(["a", "b"])
+    reply.events.insert(4, an.stream_error_event("overloaded_error", "Overloaded"))
     server.push(reply)
     stream = await claude.messages.create(**CLAUDE, stream=True)
     with pytest.raises(anthropic.APIStatusError) as err:
@@ -381,11 +384,11 @@ async def test_anthropic_error_event_inside_a_200_stream(server, claude):
 @pytest.mark.parametrize(
     "reply, exc, status, type_",
     [
-        (ws.anthropic_rate_limited(3), anthropic.RateLimitError, 429, "rate_limit_error"),
-        (ws.anthropic_overloaded(), anthropic.OverloadedError, 529, "overloaded_error"),
-        (ws.anthropic_prompt_too_long(), anthropic.BadRequestError, 400, "invalid_request_error"),
-        (ws.anthropic_auth_error(), anthropic.AuthenticationError, 401, "authentication_error"),
-        (ws.anthropic_server_error(), anthropic.InternalServerError, 500, "api_error"),
+        (an.rate_limited(3), anthropic.RateLimitError, 429, "rate_limit_error"),
+        (an.overloaded(), anthropic.OverloadedError, 529, "overloaded_error"),
+        (an.prompt_too_long(), anthropic.BadRequestError, 400, "invalid_request_error"),
+        (an.auth_error(), anthropic.AuthenticationError, 401, "authentication_error"),
+        (an.server_error(), anthropic.InternalServerError, 500, "api_error"),
     ],
     ids=["429", "529", "400-prompt-too-long", "401", "500"],
 )
@@ -402,8 +405,8 @@ async def test_anthropic_errors_one_request_each(server, claude, reply, exc, sta
 
 
 async def test_anthropic_retry_is_visible_when_allowed(server):
-    server.push(ws.anthropic_error(529, "overloaded_error", "Overloaded", headers={"retry-after-ms": "1"}),
-                ws.anthropic_message("second"))
+    server.push(an.error(529, "overloaded_error", "Overloaded", headers={"retry-after-ms": "1"}),
+                an.message("second"))
     client = AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=server.url, max_retries=1)
     r = await client.messages.create(**CLAUDE)
     await client.close()
@@ -425,7 +428,7 @@ GEMINI = "gemini-2.5-flash"
 
 
 async def test_gemini_plain_and_url(server, gem):
-    server.push(ws.gemini_response("Hello!", prompt_tokens=9, candidates_tokens=2, cached_tokens=4))
+    server.push(ge.response("Hello!", prompt_tokens=9, candidates_tokens=2, cached_tokens=4))
     r = await gem.aio.models.generate_content(model=GEMINI, contents="Say hello")
     assert r.text == "Hello!"
     assert r.candidates[0].finish_reason == genai_types.FinishReason.STOP
@@ -440,7 +443,7 @@ async def test_gemini_plain_and_url(server, gem):
 
 
 async def test_gemini_api_version_follows_http_options(server):
-    server.push(ws.gemini_response("ok"))
+    server.push(ge.response("ok"))
     client = genai.Client(
         api_key=GEMINI_KEY,
         http_options=genai_types.HttpOptions(
@@ -453,7 +456,7 @@ async def test_gemini_api_version_follows_http_options(server):
 
 
 async def test_gemini_structured(server, gem):
-    server.push(ws.gemini_structured({"answer": "hi", "confidence": 0.9}))
+    server.push(ge.structured({"answer": "hi", "confidence": 0.9}))
     config = genai_types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=SCHEMA)
     r = await gem.aio.models.generate_content(model=GEMINI, contents="x", config=config)
     assert json.loads(r.text) == {"answer": "hi", "confidence": 0.9}
@@ -462,7 +465,7 @@ async def test_gemini_structured(server, gem):
 
 
 async def test_gemini_stream_usage_on_last_chunk(server, gem):
-    server.push(ws.gemini_stream(["Hel", "lo", "!"], prompt_tokens=12, candidates_tokens=3))
+    server.push(ge.stream(["Hel", "lo", "!"], prompt_tokens=12, candidates_tokens=3))
     text, last = "", None
     async for chunk in await gem.aio.models.generate_content_stream(model=GEMINI, contents="x"):
         text += chunk.text or ""
@@ -475,7 +478,7 @@ async def test_gemini_stream_usage_on_last_chunk(server, gem):
 
 
 async def test_gemini_cut_stream_raises(server, gem):
-    server.push(ws.gemini_stream(["a", "b", "c", "d"], cut_after=2))
+    server.push(ge.stream(["a", "b", "c", "d"], cut_after=2))
     got = []
     # google-genai does not wrap transport errors raised while iterating a stream
     with pytest.raises((genai_errors.APIError, httpx2.TransportError)):
@@ -486,7 +489,7 @@ async def test_gemini_cut_stream_raises(server, gem):
 
 
 async def test_gemini_prompt_blocked_and_safety_stop(server, gem):
-    server.push(ws.gemini_prompt_blocked("SAFETY"), ws.gemini_safety_stop())
+    server.push(ge.prompt_blocked("SAFETY"), ge.safety_stop())
     r = await gem.aio.models.generate_content(model=GEMINI, contents="x")
     assert r.prompt_feedback.block_reason == genai_types.BlockedReason.SAFETY
     assert not r.candidates and r.text is None
@@ -498,12 +501,12 @@ async def test_gemini_prompt_blocked_and_safety_stop(server, gem):
 @pytest.mark.parametrize(
     "reply, exc, code, status",
     [
-        (ws.gemini_rate_limited("2s"), genai_errors.ClientError, 429, "RESOURCE_EXHAUSTED"),
-        (ws.gemini_context_length(), genai_errors.ClientError, 400, "INVALID_ARGUMENT"),
-        (ws.gemini_auth_error(), genai_errors.ClientError, 401, "UNAUTHENTICATED"),
-        (ws.gemini_invalid_key(), genai_errors.ClientError, 400, "INVALID_ARGUMENT"),
-        (ws.gemini_unavailable(), genai_errors.ServerError, 503, "UNAVAILABLE"),
-        (ws.gemini_server_error(), genai_errors.ServerError, 500, "INTERNAL"),
+        (ge.rate_limited("2s"), genai_errors.ClientError, 429, "RESOURCE_EXHAUSTED"),
+        (ge.context_length(), genai_errors.ClientError, 400, "INVALID_ARGUMENT"),
+        (ge.auth_error(), genai_errors.ClientError, 401, "UNAUTHENTICATED"),
+        (ge.invalid_key(), genai_errors.ClientError, 400, "INVALID_ARGUMENT"),
+        (ge.unavailable(), genai_errors.ServerError, 503, "UNAVAILABLE"),
+        (ge.server_error(), genai_errors.ServerError, 500, "INTERNAL"),
     ],
     ids=["429", "400-context", "401", "400-bad-key", "503", "500"],
 )
@@ -520,7 +523,7 @@ async def test_gemini_errors_one_request_each(server, gem, reply, exc, code, sta
 
 
 async def test_gemini_retry_is_visible_when_allowed(server):
-    server.push(ws.gemini_unavailable(), ws.gemini_response("second"))
+    server.push(ge.unavailable(), ge.response("second"))
     client = gemini_client(server.url, attempts=2, initial_delay=0.0, jitter=0.0)
     r = await client.aio.models.generate_content(model=GEMINI, contents="x")
     await client.aio.aclose()
@@ -550,7 +553,7 @@ async def test_gemini_connection_refused_is_not_retried():
 
 
 async def test_auto_reply_answers_every_provider_plain_streamed_and_structured():
-    async with WireServer(default=ws.auto_reply) as server:
+    async with WireServer(default=auto_reply) as server:
         oai = AsyncOpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1", max_retries=0)
         claude = AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=server.url, max_retries=0)
         gem = gemini_client(server.url)
@@ -590,8 +593,8 @@ async def test_auto_reply_answers_every_provider_plain_streamed_and_structured()
 
 
 def test_example_for_schema():
-    assert ws.example_for_schema(SCHEMA) == {"answer": "example", "confidence": 0}
-    assert ws.example_for_schema({"type": "string", "enum": ["b", "a"]}) == "b"
-    assert ws.example_for_schema({"type": "array", "items": {"type": "integer"}, "minItems": 2}) == [0, 0]
-    assert ws.example_for_schema({"type": ["null", "boolean"]}) is False
-    assert ws.example_for_schema({"type": "number", "minimum": 0.5}) == 0.5
+    assert example_for_schema(SCHEMA) == {"answer": "example", "confidence": 0}
+    assert example_for_schema({"type": "string", "enum": ["b", "a"]}) == "b"
+    assert example_for_schema({"type": "array", "items": {"type": "integer"}, "minItems": 2}) == [0, 0]
+    assert example_for_schema({"type": ["null", "boolean"]}) is False
+    assert example_for_schema({"type": "number", "minimum": 0.5}) == 0.5

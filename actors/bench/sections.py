@@ -369,7 +369,8 @@ def complete_send(client: Client, kind: str) -> Send:
 
 
 async def measure_adapters(url: str, plan: Plan, progress: Progress = lambda s: None) -> dict:
-    from actors.fakes.wire_server import WireServer, auto_reply
+    from actors.fakes.auto import auto_reply
+    from actors.fakes.server import WireServer
 
     had_key = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = DUMMY_KEY  # read by the provider actors when they are built
