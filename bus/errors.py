@@ -14,10 +14,14 @@
     ├── NoHealthyProvider            no_healthy_provider: every candidate's breaker is open
     ├── AllFailed                    all_failed: every provider tried failed (see the route)
     ├── Cancelled                    cancelled: a Cancel stopped the work
-    └── InternalError                internal: a bug, or a kind this version does not know
+    ├── InternalError                internal: a bug
+    └── UnknownFailure               a kind this version does not know (from a newer peer): .kind
+                                     is that kind as it came, .retryable what the sender said
+                                     (False when it said nothing)
     ConfigError                      local only: an invalid config file (never on the wire)
 
-``error_for(failure)`` turns a wire Failure into its exception; ``exc.failure`` goes the other way.
+``error_for(failure)`` turns a wire Failure into its exception; ``exc.failure`` goes the other way
+(for an ``UnknownFailure``, the Failure it came from, unchanged).
 """
 
 from __future__ import annotations
@@ -118,6 +122,17 @@ class InternalError(LlmError):
     kind = m.INTERNAL
 
 
+class UnknownFailure(LlmError):
+    """A Failure whose kind this version does not know. It keeps that kind (``.kind`` is the
+    instance's, not the class's) so it can be passed on, logged and counted as it came."""
+
+    kind = ""
+
+    def __init__(self, message: str, *, kind: str, **fields) -> None:
+        super().__init__(message, **fields)
+        self.kind = kind
+
+
 class ConfigError(Exception):
     """An invalid configuration file or value; the message names the file and the key."""
 
@@ -134,8 +149,11 @@ assert set(_BY_KIND) == m.FAILURE_KINDS, "every Failure kind needs exactly one e
 
 
 def error_for(failure: m.Failure) -> LlmError:
-    """The exception for a wire Failure (unknown kinds were already mapped to internal)."""
-    cls = _BY_KIND.get(failure.kind, InternalError)
+    """The exception for a wire Failure: its kind's class, or ``UnknownFailure`` keeping the kind."""
+    cls = _BY_KIND.get(failure.kind)
+    if cls is None:
+        return UnknownFailure(failure.message, kind=failure.kind, provider=failure.provider,
+                              retry_after_s=failure.retry_after_s, failure=failure)
     return cls(
         failure.message,
         provider=failure.provider,

@@ -5,6 +5,18 @@ any language can publish an ask: ``{"type": "Ask", "id": "a1", "messages": [...]
 grow: new fields get defaults; nothing is renamed on the wire. Unknown fields from newer peers are
 ignored (no ``forbid_unknown_fields`` here, unlike config files).
 
+Which fields are encoded: every one, except on the hot path. ``Ask``, ``Complete``, ``Completion``,
+``Chunk``, ``Outcome`` and ``Usage`` (one or more per provider call) leave out fields at their
+default (``_HotMsg``), and so do the values only they carry (``Message`` and the content parts
+``Text``, ``Image``, ``Document``, ``ToolResult``; ``Tool``, ``Params``). Everything else (answers,
+failures, reports, what is stored in KV and streams) carries every field (``_Msg``, ``_Value``), so
+a reader without these classes — jq on ``--json``, another language, an older or newer peer — sees
+``"state": "closed"`` and ``"cost_usd": 0.0`` rather than guessing what a missing field means
+(``null`` means unknown). Value types carried on both sides (``TokenUsage``, ``ToolCall``,
+``Step``) carry every field too: a count or an argument list reads as zero or empty only where it
+says so (an Answer's usage, a ledger entry in KV), and a hot message pays a few bytes for it (a
+``Completion`` whose whole usage is the default still leaves it out).
+
 Headers (see ``bus.deadline``): ``Llm-Ask-Id`` (correlation), ``Llm-Budget-Ms`` (milliseconds left
 when the message was sent).
 """
@@ -17,8 +29,11 @@ import msgspec
 from msgspec.structs import force_setattr
 
 # ---------------------------------------------------------------------------------------------
-# Failure kinds. A set that only grows. `Failure.kind` is decoded as a plain string and a kind this
-# version does not know becomes "internal" (a Literal would make older peers reject newer kinds).
+# Failure kinds. A set that only grows. `Failure.kind` is decoded as a plain string (a Literal would
+# make older peers reject newer kinds) and a kind this version does not know is kept as it came, on
+# the wire and in the object: it is not retryable unless the sender says so (`retryable` travels
+# with it), and `bus.errors.error_for` gives it `UnknownFailure`. Code here names kinds only by
+# these constants (a test scans bus/ and actors/ for `Failure(kind="<literal>")`).
 # ---------------------------------------------------------------------------------------------
 TIMEOUT = "timeout"
 RATE_LIMITED = "rate_limited"
@@ -46,12 +61,21 @@ FAILURE_KINDS = frozenset(
 RETRYABLE_KINDS = frozenset({TIMEOUT, RATE_LIMITED, OVERLOADED, UNAVAILABLE, INTERNAL})
 
 
-class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
-    """Base of every wire message (the tag is the class name, in the ``type`` field)."""
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every wire message (the tag is the class name, in the ``type`` field); every field
+    is encoded, defaults included."""
 
 
-class _Value(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Base of plain (untagged) value types embedded in messages."""
+class _HotMsg(_Msg, frozen=True, kw_only=True, omit_defaults=True):
+    """Base of the hot-path messages (one or more per provider call): defaults are left out."""
+
+
+class _Value(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of plain (untagged) value types embedded in messages; every field is encoded."""
+
+
+class _HotValue(_Value, frozen=True, kw_only=True, omit_defaults=True):
+    """Base of values carried only by hot-path messages: defaults are left out."""
 
 
 # --- content ---------------------------------------------------------------------------------
@@ -78,7 +102,7 @@ class Document(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_default
     name: str | None = None
 
 
-class ToolCall(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defaults=True):
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True, tag=True):  # every field: Answers carry it too
     id: str
     name: str
     arguments: dict[str, Any] = {}
@@ -93,7 +117,7 @@ class ToolResult(msgspec.Struct, frozen=True, kw_only=True, tag=True, omit_defau
 Part = Text | Image | Document | ToolCall | ToolResult
 
 
-class Message(_Value, frozen=True, kw_only=True):
+class Message(_HotValue, frozen=True, kw_only=True):
     """One chat message. ``content`` is a plain string or a list of parts."""
 
     role: str  # "system" | "user" | "assistant" | "tool"
@@ -105,7 +129,7 @@ class Message(_Value, frozen=True, kw_only=True):
         return "".join(p.text for p in self.content if isinstance(p, Text))
 
 
-class Tool(_Value, frozen=True, kw_only=True):
+class Tool(_HotValue, frozen=True, kw_only=True):
     """A tool the model may call; ``parameters`` is a JSON Schema object."""
 
     name: str
@@ -113,7 +137,7 @@ class Tool(_Value, frozen=True, kw_only=True):
     parameters: dict[str, Any] = {}
 
 
-class Params(_Value, frozen=True, kw_only=True):
+class Params(_HotValue, frozen=True, kw_only=True):
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
@@ -139,7 +163,7 @@ class Step(_Value, frozen=True, kw_only=True):
 # --- requests and replies ----------------------------------------------------------------------
 
 
-class Ask(_Msg, frozen=True, kw_only=True):
+class Ask(_HotMsg, frozen=True, kw_only=True):
     """A client's question. ``id`` is the client's idempotency key, stable across its retries."""
 
     id: str
@@ -173,7 +197,7 @@ class Answer(_Msg, frozen=True, kw_only=True):
     metadata: dict[str, Any] = {}
 
 
-class Complete(_Msg, frozen=True, kw_only=True):
+class Complete(_HotMsg, frozen=True, kw_only=True):
     """One provider call. ``id`` is the call id; ``ask_id`` the ask it serves."""
 
     id: str
@@ -188,7 +212,7 @@ class Complete(_Msg, frozen=True, kw_only=True):
     strategy: str | None = None  # the strategy that made this call (for cost reports)
 
 
-class Completion(_Msg, frozen=True, kw_only=True):
+class Completion(_HotMsg, frozen=True, kw_only=True):
     id: str
     ask_id: str
     provider: str
@@ -202,7 +226,7 @@ class Completion(_Msg, frozen=True, kw_only=True):
     confidence: float | None = None
 
 
-class Chunk(_Msg, frozen=True, kw_only=True):
+class Chunk(_HotMsg, frozen=True, kw_only=True):
     """A streamed piece: a text delta or a progress stage. A stream ends with an Answer,
     Completion or Failure."""
 
@@ -225,13 +249,10 @@ class Failure(_Msg, frozen=True, kw_only=True):
     message: str
     provider: str | None = None
     retry_after_s: float | None = None
-    retryable: bool | None = None  # None: derived from the kind
+    retryable: bool | None = None  # None: derived from the kind (False for a kind this version does not know)
     route: list[Step] = []  # what was tried before failing, when a router answers
 
     def __post_init__(self) -> None:
-        if self.kind not in FAILURE_KINDS:
-            force_setattr(self, "message", f"[{self.kind}] {self.message}")
-            force_setattr(self, "kind", INTERNAL)
         if self.retryable is None:
             force_setattr(self, "retryable", self.kind in RETRYABLE_KINDS)
 
@@ -239,7 +260,7 @@ class Failure(_Msg, frozen=True, kw_only=True):
 # --- events (facts, not requests) ------------------------------------------------------------
 
 
-class Outcome(_Msg, frozen=True, kw_only=True):
+class Outcome(_HotMsg, frozen=True, kw_only=True):
     provider: str
     ok: bool
     kind: str | None = None
@@ -247,9 +268,10 @@ class Outcome(_Msg, frozen=True, kw_only=True):
     retry_after_s: float | None = None
     at: float = 0.0  # unix time
     source: str = "provider"  # "router" when a router saw it (no responders: the provider is gone)
+    detail: str = ""  # a failure's message (secrets already cut out), kept by health as the breaker's detail
 
 
-class Usage(_Msg, frozen=True, kw_only=True):
+class Usage(_HotMsg, frozen=True, kw_only=True):
     ask_id: str
     call_id: str
     provider: str
@@ -437,16 +459,19 @@ class CacheCleared(_Msg, frozen=True, kw_only=True):
 
 class BreakerState(_Msg, frozen=True, kw_only=True):
     """One provider's circuit breaker, as the health actor stores it in the KV bucket
-    ``<root>_health`` under ``state.<provider>`` (routers watch it). Times are unix seconds."""
+    ``<root>_health`` under ``state.<provider>`` (routers watch it). Times are unix seconds.
+    ``misconfigured`` (an auth failure: a leaked, revoked or blocked key) is never probed: only
+    ``llmbus health reset`` or a successful call (``llmbus test``) closes it."""
 
     provider: str
-    state: str = "closed"  # "closed" | "open" | "half_open"
+    state: str = "closed"  # "closed" | "open" | "half_open" | "misconfigured"
     consecutive_failures: int = 0
     half_open_successes: int = 0
     open_until: float = 0.0  # when OPEN turns HALF_OPEN
-    reason: str = ""  # the failure kind that opened it
+    reason: str = ""  # the failure kind that opened it (or made it misconfigured)
     probe_round: int = 0  # one half-open probe per round, fleet-wide
     changed_at: float = 0.0
+    detail: str = ""  # what the provider said then (the Outcome's detail), for the status report
 
 
 class ProviderHealth(_Value, frozen=True, kw_only=True):
