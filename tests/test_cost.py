@@ -8,7 +8,7 @@ import pytest
 from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
-from bus.subjects import COST_BUDGET_SET, COST_REPORT
+from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_REPORT, COST_RESERVE
 from bus.errors import BudgetExceeded
 from actors.pure.pricing import Price, Pricing
 from tests.helpers import wait_until
@@ -201,3 +201,39 @@ async def test_a_budget_that_cannot_be_checked_is_not_spent(stack, pricing_file)
             await s.client.ask("x", tier="free", budget_ms=3000)
         assert info.value.kind == m.UNAVAILABLE and "cannot be checked" in info.value.message
         assert (await s.client.ask("x", tier="pro", budget_ms=3000)).text  # no budget: no round trip needed
+
+
+def test_holds_are_tagged_keyword_structs_and_the_old_array_form_is_still_read():
+    import json
+
+    from actors.cost.actor import Hold, decode_holds
+
+    hold = Hold(amount=0.5, expires_at=2e9, budgets=["user:alice:day"])
+    assert json.loads(codec.encode({"c1": hold})) == {
+        "c1": {"type": "Hold", "amount": 0.5, "expires_at": 2e9, "budgets": ["user:alice:day"]}}
+    assert decode_holds(codec.encode({"c1": hold})) == {"c1": hold}
+    old = b'{"c0":[0.25,2000000000.0,["tier:free:month"]],"c1":' + codec.encode(hold) + b"}"
+    assert decode_holds(old) == {"c0": Hold(amount=0.25, expires_at=2e9, budgets=["tier:free:month"]), "c1": hold}
+    assert decode_holds(None) == decode_holds(b"") == {}
+
+
+@pytest.mark.anyio
+async def test_reservations_written_by_an_older_version_count_against_the_budget(stack, pricing_file):
+    import time
+
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file), names=["cost"]) as s:
+        cost = s.actors[0]
+        await s.client.rpc.service(COST_BUDGET_SET, m.BudgetSet(scope="user", name="alice", period="day", limit_usd=1.0),
+                                   deadline=deadline_in(2000))
+        # a reservations value as an earlier cost actor (array-like Hold) left it in KV
+        await cost.kv.put("reservations", f'{{"old":[0.4,{time.time() + 600},["user:alice:day"]]}}'.encode())
+        reply = await s.client.rpc.service(COST_BUDGETS, m.BudgetQuery(), deadline=deadline_in(2000))
+        assert [b.reserved_usd for b in reply.budgets] == [pytest.approx(0.4)]
+        granted = await s.client.rpc.service(COST_RESERVE, m.Reserve(call_id="new", ask_id="a", amount_usd=0.5,
+                                             user="alice"), deadline=deadline_in(2000))
+        assert isinstance(granted, m.Reserved), granted
+        refused = await s.client.rpc.service(COST_RESERVE, m.Reserve(call_id="more", ask_id="b", amount_usd=0.2,
+                                             user="alice"), deadline=deadline_in(2000))
+        assert isinstance(refused, m.Failure) and refused.kind == m.BUDGET_EXCEEDED  # 0.4 + 0.5 + 0.2 > 1
+        stored = await cost.kv.get("reservations")  # rewritten in the keyword form, the old hold kept
+        assert b'"type":"Hold"' in stored.value and b'"old"' in stored.value

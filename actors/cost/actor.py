@@ -67,8 +67,10 @@ def day_of(at: float) -> str:
     return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
 
 
-class Hold(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """One reservation: the amount held, until when, against which budgets."""
+class Hold(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """One reservation: the amount held, until when, against which budgets. Stored in KV (the
+    ``reservations`` key, call id -> Hold) and read by every cost actor, of this version or another,
+    so it is a tagged keyword struct like the messages: fields can be added with defaults."""
 
     amount: float
     expires_at: float
@@ -76,7 +78,14 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 
 _entry = msgspec.json.Decoder(m.LedgerEntry)
-_holds = msgspec.json.Decoder(dict[str, Hold])
+# Earlier versions stored each Hold as an array [amount, expires_at, budgets]: still read.
+_holds_decoder = msgspec.json.Decoder(dict[str, Hold | tuple[float, float, list[str]]])
+
+
+def decode_holds(raw: bytes | None) -> dict[str, Hold]:
+    """The ``reservations`` value (both encodings)."""
+    return {cid: h if isinstance(h, Hold) else Hold(amount=h[0], expires_at=h[1], budgets=h[2])
+            for cid, h in _holds_decoder.decode(raw or b"{}").items()}
 _budget = msgspec.json.Decoder(m.BudgetSet)
 
 
@@ -271,7 +280,7 @@ class CostActor(Actor):
             if self._holds_cache is None:
                 try:
                     entry = await self.kv.get("reservations")
-                    self._holds_cache = (_holds.decode(entry.value or b"{}"), entry.revision)
+                    self._holds_cache = (decode_holds(entry.value), entry.revision)
                 except KeyNotFoundError:
                     self._holds_cache = ({}, None)
             cached, revision = self._holds_cache
@@ -341,7 +350,7 @@ class CostActor(Actor):
     async def budget_report(self, req: m.BudgetQuery, ctx: Context) -> m.BudgetReport:
         now = time.time()
         try:
-            holds = _holds.decode((await self.kv.get("reservations")).value or b"{}")
+            holds = decode_holds((await self.kv.get("reservations")).value)
         except KeyNotFoundError:
             holds = {}
         day = day_of(now)
