@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from bus import messages as m
 from bus.errors import ConfigError
 from bus.subjects import check_token
-
-STRATEGIES = ("single", "failover")
-
 
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
@@ -41,17 +38,6 @@ class BusSettings(_Table, frozen=True, kw_only=True):
         return self.nats_url or f"nats://{self.host}:{self.port}"
 
 
-class FailoverSettings(_Table, frozen=True, kw_only=True):
-    # failure kinds that move on to the next provider; any other kind ends the ask at once
-    on: list[str] = msgspec.field(
-        default_factory=lambda: [m.TIMEOUT, m.RATE_LIMITED, m.OVERLOADED, m.UNAVAILABLE, m.INTERNAL]
-    )
-    # fraction of the remaining budget kept back for the providers after the current one
-    reserve: float = 0.3
-    # retry the same provider once when it says rate_limited with a retry_after_s that fits
-    retry_same_provider: bool = True
-
-
 class RouterSettings(_Table, frozen=True, kw_only=True):
     strategy: str = "failover"
     providers: list[str] = []  # order for failover; empty: every configured provider, in file order
@@ -63,7 +49,9 @@ class RouterSettings(_Table, frozen=True, kw_only=True):
     skip_unconfigured: bool = True
     # mock providers in the order stand in only while no real provider in it is configured
     mocks_with_real: bool = False
-    failover: FailoverSettings = FailoverSettings()
+    # each strategy's options: [router.strategies.<name>] (``llmbus strategies`` lists them and their
+    # defaults); an Ask's ``strategy_options`` override them for that ask
+    strategies: dict[str, dict[str, Any]] = {}
 
 
 class HealthSettings(_Table, frozen=True, kw_only=True):
@@ -183,20 +171,17 @@ class Settings(_Table, frozen=True, kw_only=True):
                 check_token(name, f"provider name [providers.{name}]")
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        if self.router.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"{where}: router.strategy {self.router.strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
+        from actors.strategies.base import strategies
+
+        known = strategies()
+        if self.router.strategy not in known:
+            raise ConfigError(f"{where}: router.strategy {self.router.strategy!r} is not one of {', '.join(known)}")
+        self._check_strategy_options(where)
         for name in self.router.providers:
             if name not in self.providers:
                 raise ConfigError(
                     f"{where}: router.providers names {name!r}, which has no [providers.{name}] table"
                 )
-        for kind in self.router.failover.on:
-            if kind not in m.FAILURE_KINDS:
-                raise ConfigError(f"{where}: router.failover.on has unknown failure kind {kind!r}")
-        if not 0.0 <= self.router.failover.reserve < 1.0:
-            raise ConfigError(f"{where}: router.failover.reserve must be in [0, 1)")
         for name, p in self.providers.items():
             for kind, rate in p.failures.items():
                 if kind not in m.FAILURE_KINDS and kind not in MOCK_FAULTS:
@@ -218,6 +203,20 @@ class Settings(_Table, frozen=True, kw_only=True):
         if not self.providers:
             raise ConfigError(f"{where}: no [providers.*] table: configure at least one provider")
         return self
+
+    def _check_strategy_options(self, where: str) -> None:
+        """Each [router.strategies.<name>] table must fit that strategy's Options (typos fail here)."""
+        from actors.strategies.base import OptionsError, options_for, strategies
+
+        known = strategies()
+        for name, table in self.router.strategies.items():
+            if name not in known:
+                raise ConfigError(f"{where}: [router.strategies.{name}]: no strategy {name!r} "
+                                  f"(known: {', '.join(known)})")
+            try:
+                options_for(known[name], table)
+            except OptionsError as exc:
+                raise ConfigError(f"{where}: [router.strategies.{name}]: {exc}") from None
 
     def _check_cache(self, where: str) -> None:
         c = self.cache
@@ -269,7 +268,9 @@ def parse(text: str | bytes, source: str) -> Settings:
         raise ConfigError(f"{source}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    return msgspec.structs.replace(settings, source=source)
+    settings = msgspec.structs.replace(settings, source=source)
+    settings._check_strategy_options(source)  # like unknown keys of the fixed tables: at parse time
+    return settings
 
 
 def load(path: str | os.PathLike | None = None) -> Settings:

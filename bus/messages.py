@@ -155,9 +155,11 @@ class Step(_Value, frozen=True, kw_only=True):
     """One hop of an answer's route: which provider, what happened ("ok" or a failure kind), how long."""
 
     provider: str
-    outcome: str
+    outcome: str  # "ok", a failure kind, "cancelled" (a loser the strategy stopped), "breaker_open", …
     ms: float
     detail: str | None = None
+    call_id: str | None = None  # the call's id (its Complete.id), for traces
+    purpose: str | None = None  # what the call was for, when not the answer itself ("review", "stage1", …)
 
 
 # --- requests and replies ----------------------------------------------------------------------
@@ -181,6 +183,8 @@ class Ask(_HotMsg, frozen=True, kw_only=True):
     labels: dict[str, str] = {}
     max_cost_usd: float | None = None  # a ceiling for this ask: worst cases are checked before each call
     cache_namespace: str | None = None  # the cache namespace (it sets the TTL); None: cache.default_namespace
+    # per-ask overrides of the strategy's options (``llmbus strategies`` lists them); a bad one is bad_request
+    strategy_options: dict[str, Any] = {}
 
 
 class Answer(_Msg, frozen=True, kw_only=True):
@@ -192,9 +196,12 @@ class Answer(_Msg, frozen=True, kw_only=True):
     usage: TokenUsage = TokenUsage()
     cost_usd: float | None = 0.0  # the sum over every call; None when a model has no price (unknown)
     cached: bool = False
-    route: list[Step] = []
+    route: list[Step] = []  # every call, in order (a cancelled loser included), after providers skipped
     stage: str = "final"  # "draft" | "enhanced" | "final"
     metadata: dict[str, Any] = {}
+    model: str | None = None  # the model that answered
+    tool_calls: list[ToolCall] = []  # the model's tool calls, passed through from the provider
+    strategy: str | None = None  # the strategy that made this answer
 
 
 class Complete(_HotMsg, frozen=True, kw_only=True):
@@ -210,6 +217,26 @@ class Complete(_HotMsg, frozen=True, kw_only=True):
     user: str | None = None
     labels: dict[str, str] = {}  # the ask's labels (flags, A/B, mock fault injection)
     strategy: str | None = None  # the strategy that made this call (for cost reports)
+
+    @classmethod
+    def of(
+        cls,
+        ask: Ask,
+        *,
+        id: str,
+        strategy: str | None = None,
+        messages: list[Message] | None = None,
+        schema: dict[str, Any] | None = None,
+        no_schema: bool = False,
+        params: Params | None = None,
+    ) -> Complete:
+        """The provider call for ``ask`` (the one place an Ask becomes a Complete), with overrides."""
+        return cls(
+            id=id, ask_id=ask.id, messages=ask.messages if messages is None else messages,
+            schema=None if no_schema else (ask.schema if schema is None else schema),
+            tools=ask.tools, params=ask.params if params is None else params,
+            tier=ask.tier, user=ask.user, labels=ask.labels, strategy=strategy,
+        )
 
 
 class Completion(_HotMsg, frozen=True, kw_only=True):

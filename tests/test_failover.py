@@ -1,4 +1,4 @@
-"""Pure parts, no NATS: failover's ``decide``, the deadline arithmetic, and settings validation."""
+"""Pure parts, no NATS: failover's ``next_step``, the deadline arithmetic, and settings validation."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import msgspec
 import pytest
 
 from actors import settings as settings_mod
-from actors.settings import FailoverSettings
-from actors.strategies.failover import MIN_CALL_S, decide
-from actors.strategies.base import Attempt, Call, Done, finish, route_of
+from actors.router.actor import finish, route_of
+from actors.strategies.base import Call, Done, Plan, Reply
+from actors.strategies.failover import MIN_CALL_S, FailoverOptions, Next, next_step
+from actors.strategies.runner import Outcome, Record
 from bus import deadline as dl
 from bus import messages as m
 from bus.errors import ConfigError
 
-CFG = FailoverSettings()  # reserve 0.3, retry_same_provider on, fails over on the retryable kinds
+CFG = FailoverOptions()  # reserve 0.3, retry_same_provider on, fails over on the retryable kinds
 ABC = ["a", "b", "c"]
 
 
@@ -27,8 +28,12 @@ def fail(provider: str, kind: str, retry_after_s: float | None = None) -> m.Fail
     return m.Failure(kind=kind, message=f"{provider} said {kind}", provider=provider, retry_after_s=retry_after_s)
 
 
-def att(provider: str, result) -> Attempt:
-    return Attempt(provider, result, 1.0)
+def att(provider: str, result) -> Reply:
+    return Reply(provider, result, 1.0, provider)
+
+
+def decide(order, replies, *, now, deadline, config):
+    return next_step(order, replies, now=now, deadline=deadline, options=config)
 
 
 # --- decide --------------------------------------------------------------------------------------
@@ -36,7 +41,7 @@ def att(provider: str, result) -> Attempt:
 
 def test_first_call_goes_to_first_provider_keeping_the_reserve():
     action = decide(ABC, [], now=0.0, deadline=10.0, config=CFG)
-    assert action == Call("a", pytest.approx(7.0), 0.0)
+    assert action == Next("a", pytest.approx(7.0), 0.0)
 
 
 def test_answer_is_done():
@@ -62,44 +67,44 @@ def test_non_failover_kinds_end_the_ask_without_trying_the_next(kind):
 def test_failover_kinds_move_to_the_next_provider(kind):
     action = decide(ABC, [att("a", fail("a", kind))], now=4.0, deadline=10.0, config=CFG)
     # b is not the last: it gets 70 % of what is left, 30 % stays for c
-    assert action == Call("b", pytest.approx(4.0 + 6.0 * 0.7), 0.0)
+    assert action == Next("b", pytest.approx(4.0 + 6.0 * 0.7), 0.0)
 
 
 def test_last_provider_gets_everything_left():
     attempts = [att("a", fail("a", m.TIMEOUT)), att("b", fail("b", m.OVERLOADED))]
-    assert decide(ABC, attempts, now=8.0, deadline=10.0, config=CFG) == Call("c", 10.0, 0.0)
+    assert decide(ABC, attempts, now=8.0, deadline=10.0, config=CFG) == Next("c", 10.0, 0.0)
     # a single provider also gets the whole budget
-    assert decide(["a"], [], now=0.0, deadline=3.0, config=CFG) == Call("a", 3.0, 0.0)
+    assert decide(["a"], [], now=0.0, deadline=3.0, config=CFG) == Next("a", 3.0, 0.0)
 
 
 def test_reserve_is_configurable():
-    cfg = FailoverSettings(reserve=0.5)
-    assert decide(ABC, [], now=2.0, deadline=10.0, config=cfg) == Call("a", pytest.approx(6.0), 0.0)
-    cfg0 = FailoverSettings(reserve=0.0)
-    assert decide(ABC, [], now=2.0, deadline=10.0, config=cfg0) == Call("a", pytest.approx(10.0), 0.0)
+    cfg = FailoverOptions(reserve=0.5)
+    assert decide(ABC, [], now=2.0, deadline=10.0, config=cfg) == Next("a", pytest.approx(6.0), 0.0)
+    cfg0 = FailoverOptions(reserve=0.0)
+    assert decide(ABC, [], now=2.0, deadline=10.0, config=cfg0) == Next("a", pytest.approx(10.0), 0.0)
 
 
 def test_rate_limited_with_retry_after_that_fits_retries_same_provider_once_with_delay():
     attempts = [att("a", fail("a", m.RATE_LIMITED, retry_after_s=0.5))]
     action = decide(ABC, attempts, now=1.0, deadline=10.0, config=CFG)
-    assert isinstance(action, Call)
+    assert isinstance(action, Next)
     assert action.provider == "a"
     assert action.delay_s == 0.5
     # the retry starts after the delay and still keeps the reserve for b and c
     assert action.deadline == pytest.approx(1.5 + 8.5 * 0.7)
     # a second rate_limited from a moves on to b
     attempts.append(att("a", fail("a", m.RATE_LIMITED, retry_after_s=0.5)))
-    assert decide(ABC, attempts, now=2.0, deadline=10.0, config=CFG) == Call("b", pytest.approx(2.0 + 8.0 * 0.7), 0.0)
+    assert decide(ABC, attempts, now=2.0, deadline=10.0, config=CFG) == Next("b", pytest.approx(2.0 + 8.0 * 0.7), 0.0)
 
 
 def test_rate_limited_alone_retries_with_the_whole_budget():
     attempts = [att("a", fail("a", m.RATE_LIMITED, retry_after_s=1.0))]
-    assert decide(["a"], attempts, now=1.0, deadline=10.0, config=CFG) == Call("a", 10.0, 1.0)
+    assert decide(["a"], attempts, now=1.0, deadline=10.0, config=CFG) == Next("a", 10.0, 1.0)
 
 
 def test_rate_limited_with_retry_after_that_does_not_fit_moves_on():
     attempts = [att("a", fail("a", m.RATE_LIMITED, retry_after_s=9.0))]
-    assert decide(ABC, attempts, now=1.0, deadline=10.0, config=CFG) == Call("b", pytest.approx(1.0 + 9.0 * 0.7), 0.0)
+    assert decide(ABC, attempts, now=1.0, deadline=10.0, config=CFG) == Next("b", pytest.approx(1.0 + 9.0 * 0.7), 0.0)
 
 
 def test_rate_limited_without_retry_after_moves_on():
@@ -108,7 +113,7 @@ def test_rate_limited_without_retry_after_moves_on():
 
 
 def test_retry_same_provider_can_be_turned_off():
-    cfg = FailoverSettings(retry_same_provider=False)
+    cfg = FailoverOptions(retry_same_provider=False)
     attempts = [att("a", fail("a", m.RATE_LIMITED, retry_after_s=0.1))]
     action = decide(ABC, attempts, now=1.0, deadline=10.0, config=cfg)
     assert action.provider == "b" and action.delay_s == 0.0
@@ -139,7 +144,7 @@ def test_no_time_left_is_timeout_naming_the_next_provider():
 
 
 def test_custom_on_list():
-    cfg = FailoverSettings(on=[m.TIMEOUT])
+    cfg = FailoverOptions(on=[m.TIMEOUT])
     overloaded = fail("a", m.OVERLOADED)
     assert decide(ABC, [att("a", overloaded)], now=1.0, deadline=10.0, config=cfg) == Done(overloaded)
     assert decide(ABC, [att("a", fail("a", m.TIMEOUT))], now=1.0, deadline=10.0, config=cfg).provider == "b"
@@ -163,17 +168,25 @@ def test_reserve_over_a_whole_run_leaves_time_for_every_provider():
     assert action.result.kind == m.ALL_FAILED
 
 
+def record(provider: str, result) -> Record:
+    rec = Record(Call(provider, provider), "call-" + provider, 0.0)
+    rec.close(result, 0.001)
+    return rec
+
+
 def test_finish_builds_answer_with_route_or_failure_with_route():
     ask = m.Ask(id="q", messages=[m.Message(role="user", content="x")])
-    attempts = [att("a", fail("a", m.TIMEOUT)), att("b", ok("b"))]
-    answer = finish(ask, attempts[-1].result, attempts)
+    records = [record("a", fail("a", m.TIMEOUT)), record("b", ok("b"))]
+    answer = finish(ask, "failover", Outcome(Done(records[-1].result), records))
     assert isinstance(answer, m.Answer)
-    assert answer.id == "q" and answer.providers == ["b"]
-    assert [(s.provider, s.outcome) for s in answer.route] == [("a", "timeout"), ("b", "ok")]
+    assert answer.id == "q" and answer.providers == ["b"] and answer.model == "b-1"
+    assert answer.strategy == "failover"
+    assert [(s.provider, s.outcome, s.call_id) for s in answer.route] == [("a", "timeout", "call-a"),
+                                                                        ("b", "ok", "call-b")]
     assert answer.route[0].detail == "a said timeout" and answer.route[1].detail is None
-    failed = finish(ask, fail("b", m.ALL_FAILED), attempts[:1])
+    failed = finish(ask, "failover", Outcome(Done(fail("b", m.ALL_FAILED)), records[:1]))
     assert isinstance(failed, m.Failure)
-    assert failed.route == route_of(attempts[:1])
+    assert failed.route == route_of(Outcome(Done(fail("b", m.ALL_FAILED)), records[:1]))
 
 
 # --- deadline.py -------------------------------------------------------------------------------------
@@ -262,7 +275,7 @@ def test_shipped_config_is_valid(monkeypatch):
     [
         ("[bus]\nrooot = 'x'\n", "rooot"),
         ("[router]\nstratgy = 'single'\n", "stratgy"),
-        ("[router.failover]\nreserv = 0.2\n", "reserv"),
+        ("[router.strategies.failover]\nreserv = 0.2\n", "reserv"),
         ("[providers.a]\nlatncy = { ms = 3 }\n", "latncy"),
         ("[providers.a]\nlatency = { mss = 3 }\n", "mss"),
         ("colour = 'blue'\n", "colour"),
@@ -291,7 +304,7 @@ def test_unknown_failure_kind():
 
 
 def test_unknown_failover_kind():
-    toml = "[router.failover]\non = ['timeout', 'meltdown']\n[providers.a]\n"
+    toml = "[router.strategies.failover]\non = ['timeout', 'meltdown']\n[providers.a]\n"
     with pytest.raises(ConfigError, match="meltdown"):
         settings_mod.parse(toml, "f.toml").check()
 
@@ -308,7 +321,7 @@ def test_router_providers_naming_a_missing_provider():
     "toml, needle",
     [
         ("[router]\nstrategy = 'vote'\n[providers.a]\n", "router.strategy"),
-        ("[router.failover]\nreserve = 1.0\n[providers.a]\n", "reserve"),
+        ("[router.strategies.failover]\nreserve = 1.0\n[providers.a]\n", "reserve"),
         ("[providers.a]\nfailures = { timeout = 1.5 }\n", "providers.a.failures.timeout"),
         ("[providers.a]\nfailures = { timeout = 0.6, overloaded = 0.6 }\n", "add up"),
         ("[bus]\nroot = 'has.dot'\n[providers.a]\n", "bus.root"),

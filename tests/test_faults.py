@@ -23,7 +23,7 @@ from bus.errors import (
     Unavailable,
 )
 from bus.server import NatsServer
-from helpers import LLMBUS, cli_env, wait_until
+from tests.helpers import LLMBUS, cli_env, wait_until
 
 FAST_AND_STALL = """
 [router]
@@ -55,6 +55,11 @@ async def assert_serving(s, providers=None) -> m.Answer:
     assert isinstance(answer, m.Answer)
     assert "still serving?" in answer.text
     return answer
+
+
+def calls(provider) -> int:
+    """Completions a provider actor took (its ``complete`` endpoint's requests)."""
+    return provider.statistics().endpoints["complete"].num_requests
 
 
 def ask_bytes(ask_id: str, **fields) -> bytes:
@@ -89,7 +94,7 @@ async def test_unknown_strategy_and_unknown_provider_are_bad_requests(stack):
         with pytest.raises(BadRequest) as info:
             await s.client.ask("x", providers=["a", "ghost"], budget_ms=2000)
         assert "ghost" in info.value.message
-        assert s.actor("a")._endpoints[0].num_requests == 0  # nothing reached a provider
+        assert s.actor("a").statistics().endpoints["complete"].num_requests == 0  # nothing reached a provider
         await assert_serving(s)
 
 
@@ -109,7 +114,7 @@ async def test_budget_too_small_is_deadline_exceeded_within_budget(stack, budget
         assert info.value.failure.kind == m.TIMEOUT
         # the provider's work behind it stops too (deadline or Cancel), nothing stays in flight
         slow = s.actor("provider.slow")
-        await wait_until(lambda: not slow._inflight and not s.actor("router")._inflight, within_s=1.0)
+        await wait_until(lambda: slow.in_flight() == 0 and s.actor("router").in_flight() == 0, within_s=1.0)
         await assert_serving(s)
 
 
@@ -178,7 +183,7 @@ async def test_stalled_provider_fails_over_within_the_reserve(stack):
         # the stalled call got ~70 % of the budget; the reserve left room for the second provider
         assert 600 <= answer.route[0].ms <= 800, answer.route
         assert took < 1.0, took
-        await wait_until(lambda: not s.actor("provider.stall")._inflight, within_s=1.0)
+        await wait_until(lambda: s.actor("provider.stall").in_flight() == 0, within_s=1.0)
         await assert_serving(s, providers=["fast"])
 
 
@@ -218,7 +223,7 @@ latency = { dist = "fixed", ms = 5 }
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask)
-            await wait_until(lambda: len(slow._inflight) == 1, what="slow has the request")
+            await wait_until(lambda: slow.in_flight("kill-1") == 1, what="slow has the request")
             await slow.nc.close()  # the connection dies with the request in flight
             slow_scope.cancel()
 
@@ -262,7 +267,7 @@ latency = { dist = "fixed", ms = 500 }
         assert all(t < 0.25 for _, t in overloaded), overloaded  # refused at once, not after 500 ms
         assert all(r.provider == "busy" for r, _ in overloaded)
         busy = s.actor("provider.busy")
-        assert busy.rejected == 4
+        assert busy.statistics().rejected == 4
         await assert_serving(s)
 
 
@@ -284,14 +289,14 @@ async def test_cancel_stops_the_ask_and_the_provider_work(stack):
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask)
-            await wait_until(lambda: len(stall._inflight) == 1, what="stall has the call")
+            await wait_until(lambda: stall.in_flight("cancel-me") == 1, what="stall has the call")
             sent = time.monotonic()
             await s.client.rpc.cancel("cancel-me", reason="user pressed stop")
 
         assert isinstance(got["exc"], Cancelled), got
         assert got["at"] - sent < 0.5
         assert "user pressed stop" in got["exc"].message
-        await wait_until(lambda: not stall._inflight and not router._inflight, within_s=1.0)
+        await wait_until(lambda: stall.in_flight() == 0 and router.in_flight() == 0, within_s=1.0)
         # the cancelled ask id is not remembered: the same id runs again
         answer = await s.client.ask("q", budget_ms=2000, ask_id="cancel-me", providers=["fast"])
         assert answer.text == "[fast] q"
@@ -314,15 +319,15 @@ async def test_router_deduplicates_concurrent_asks_with_the_same_id(stack):
         assert isinstance(replies[0], m.Answer)
         assert replies[0] == replies[1]
         provider, router = s.actor("provider.p"), s.actor("router")
-        assert router._endpoints[0].num_requests == 2
-        assert provider._endpoints[0].num_requests == 1
+        assert router.statistics().endpoints["ask"].num_requests == 2
+        assert calls(provider) == 1
         # a later retry of the same id within the window is answered from the first run too
         again = await s.client.send(ask, deadline=time.monotonic() + 3.0)
         assert again == replies[0]
-        assert provider._endpoints[0].num_requests == 1
+        assert calls(provider) == 1
         # a different id is new work
         await assert_serving(s)
-        assert provider._endpoints[0].num_requests == 2
+        assert calls(provider) == 2
 
 
 @pytest.mark.anyio
@@ -365,7 +370,7 @@ async def test_client_retries_the_same_ask_until_a_router_appears(stack):
         assert got["answer"].id == "retry-1"
         assert isinstance(replies[0], m.Failure) and replies[0].kind == m.UNAVAILABLE
         assert isinstance(replies[-1], m.Answer)
-        assert s.actor("router")._endpoints[0].num_requests == 1
+        assert s.actor("router").statistics().endpoints["ask"].num_requests == 1
 
 
 # --- discovery and lifecycle ---------------------------------------------------------------------------
@@ -383,7 +388,8 @@ async def test_nats_micro_discovery(stack):
         assert info["name"] == router_name
         assert info["id"] == s.actor("router").id
         assert info["endpoints"] == [
-            {"name": "ask", "subject": f"{s.root}.ask", "queue_group": "router", "metadata": None}
+            {"name": "ask", "subject": f"{s.root}.ask", "queue_group": "router", "metadata": None},
+            {"name": "strategy", "subject": f"{s.root}.control.strategy", "queue_group": "router", "metadata": None},
         ]
 
         # PING reaches every actor; collect the replies of this test's actors
@@ -430,7 +436,7 @@ async def test_graceful_stop_answers_the_ask_in_flight(stack):
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask)
-            await wait_until(lambda: len(router._inflight) == 1, what="router has the ask")
+            await wait_until(lambda: router.in_flight() == 1, what="router has the ask")
             router.stop()
 
         assert isinstance(got["answer"], m.Answer)

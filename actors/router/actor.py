@@ -1,41 +1,59 @@
-"""The router actor: serves ``<root>.ask``.
+"""The router actor: serves ``<root>.ask`` and ``<root>.control.strategy``.
 
-Per ask: deduplicate by ask id (a client's retry within ``dedup_window_s`` is answered from the
-first run, never run twice) → the cache (a hit answers; identical asks in flight are coalesced:
-``cache_step.py``) → pick the strategy (the ask's, or the configured default) → drop providers whose
-breaker is open (``breakers.py``, a KV mirror: no round trip) → run the strategy inside the ask's
-deadline, less a small margin so the reply reaches the caller before its own deadline; before each
-provider call the per-ask ceiling and, when a budget applies, a reservation (``budgets.py``) → reply
-with an Answer carrying its route and its cost, or a typed Failure.
+Per ask: check it (``check_ask``: a bad ask is ``bad_request`` naming the problem) → deduplicate by
+ask id (a client's retry within ``dedup_window_s`` is answered from the first run, never run twice)
+→ the cache (a hit answers; identical asks in flight are coalesced: ``cache_step.py``) → choose the
+strategy (the ask's; else the one set live for its tier or for every tier with ``llmbus
+set-strategy``, kept in KV; else the config's) and its options (``[router.strategies.<name>]``, then
+the ask's ``strategy_options``) → drop providers whose breaker is open (``breakers.py``, a KV
+mirror: no round trip) → run the policy on the runner (``actors.strategies.runner``) inside the
+ask's deadline, less a small margin so the reply reaches the caller before its own deadline; each
+call goes through ``calls.py`` (money checked before it goes out) → reply with an Answer that says
+how it was made (route of every call, providers, model, cost), or a typed Failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import msgspec
 
-from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
-from bus.rpc import is_no_responders, new_id
-from bus.subjects import ROUTER_QUEUE
+from bus.subjects import ASK, CONTROL_STRATEGY
 from actors.router.breakers import BreakerView
 from actors.router.budgets import Budgets
 from actors.router.cache_step import CacheStep
+from actors.router.calls import AskCalls, gone
+from actors.router.choice import StrategyChoice
 from actors.router.dedup import RecentAsks
 from actors.pure.pricing import Pricing
 from actors.runtime import Actor
-from actors.settings import STRATEGIES, Settings
-from actors.strategies import failover, single
-from actors.strategies.base import Attempt, finish, summary
+from actors.settings import Settings
+from actors.strategies import runner
+from actors.strategies.base import Done, OptionsError, Plan, options_for, strategies
+from actors.strategies.runner import Outcome
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
 def reply_margin_s(budget_s: float) -> float:
     """Time kept back from the ask's budget for the reply to travel: 5 ms + 2 %, at most 50 ms."""
     return min(0.05, 0.005 + 0.02 * budget_s)
+
+
+def check_ask(ask: m.Ask) -> m.Failure | None:
+    """A Failure(bad_request) naming what is wrong with ``ask``, or None."""
+    if not ask.messages:
+        return m.Failure(kind=m.BAD_REQUEST, message="the ask has no messages")
+    for i, msg in enumerate(ask.messages):
+        if msg.role not in ROLES:
+            return m.Failure(kind=m.BAD_REQUEST, message=f"messages[{i}] has unknown role {msg.role!r} "
+                                                         f"(known: {', '.join(sorted(ROLES))})")
+    if ask.budget_ms is not None and ask.budget_ms <= 0:
+        return m.Failure(kind=m.BAD_REQUEST, message=f"budget_ms must be above 0 (got {ask.budget_ms})")
+    return None
 
 
 class Router(Actor):
@@ -52,6 +70,11 @@ class Router(Actor):
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
         self.budgets: Budgets | None = None
+        self.policies = strategies()
+        # each strategy's options from the config, converted once (an ask's overrides go on top)
+        self.options = {name: options_for(cls, settings.router.strategies.get(name, {}))
+                        for name, cls in self.policies.items()}
+        self.choice = StrategyChoice(self, configured=settings.router.strategy)
         self._unpriced: set[tuple[str, str]] = set()
         path = settings.pricing_path() if settings.cost.enabled else None
         self.pricing = Pricing.load(path) if path is not None else None
@@ -59,7 +82,8 @@ class Router(Actor):
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     def background(self):
-        jobs = [self._watch_breakers] if self.settings.health.enabled else []
+        jobs = [self.choice.run]
+        jobs += [self._watch_breakers] if self.settings.health.enabled else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
     async def _watch_budgets(self, *, task_status) -> None:
@@ -71,19 +95,14 @@ class Router(Actor):
         await self.breakers.run(task_status=task_status)
 
     async def on_reconnect(self) -> None:
-        for view in (self.breakers, self.budgets):
-            if view is not None:
+        for view in (self.breakers, self.budgets, self.choice):
+            if view is not None and view.mirror is not None:
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint(
-                name="ask",
-                subject=self.subjects.ask,
-                queue=ROUTER_QUEUE,
-                request_type=m.Ask,
-                handler=self._serve_ask,
-            )
+            Endpoint.serving(ASK, self.subjects, self._serve_ask),
+            Endpoint.serving(CONTROL_STRATEGY, self.subjects, self.choice.serve),
         ]
 
     async def ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
@@ -95,6 +114,9 @@ class Router(Actor):
 
     async def _answer(self, ask: m.Ask, ctx: Context) -> tuple[m.Answer | m.Failure, bytes | None]:
         """The reply, and its encoding when it is kept for the ask id's retries."""
+        bad = check_ask(ask)
+        if bad is not None:
+            return bad, None
         seen = self.recent.lookup(ask.id)
         if seen is not None:
             return (await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen), None
@@ -106,13 +128,21 @@ class Router(Actor):
             kept = self.recent.finish(ask.id, result)
         return result, kept
 
+    def strategy_for(self, ask: m.Ask) -> str:
+        return ask.strategy or self.choice.for_tier(ask.tier)
+
     async def route(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
-        strategy = ask.strategy or self.settings.router.strategy
-        if strategy not in STRATEGIES:
-            return m.Failure(
-                kind=m.BAD_REQUEST,
-                message=f"unknown strategy {strategy!r}; this router knows: {', '.join(STRATEGIES)}",
-            )
+        strategy = self.strategy_for(ask)
+        cls = self.policies.get(strategy)
+        if cls is None:
+            return m.Failure(kind=m.BAD_REQUEST,
+                             message=f"unknown strategy {strategy!r}; this router knows: {', '.join(self.policies)}")
+        options = self.options[strategy]
+        if ask.strategy_options:
+            try:
+                options = options_for(cls, msgspec.structs.asdict(options), ask.strategy_options)
+            except OptionsError as exc:
+                return m.Failure(kind=m.BAD_REQUEST, message=str(exc))
         order = ask.providers or self.order
         unknown = [p for p in order if p not in self.settings.providers]
         if unknown or not order:
@@ -131,66 +161,63 @@ class Router(Actor):
                     route=skipped,
                 )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
-        costs: list[float | None] = []  # one per answered call
+        calls = AskCalls(self, ask, strategy)
+        outcome = await runner.run(cls(Plan(ask, order, options, deadline)), calls, deadline=deadline, clock=now)
+        if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
+            self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
+        return finish(ask, strategy, outcome, skipped, calls.cost_usd)
 
-        async def call(provider: str, call_deadline: float) -> m.Completion | m.Failure:
-            request = m.Complete(
-                id=new_id(),
-                ask_id=ask.id,
-                messages=ask.messages,
-                schema=ask.schema,
-                tools=ask.tools,
-                params=ask.params,
-                tier=ask.tier,
-                user=ask.user,
-                labels=ask.labels,
-                strategy=strategy,
-            )
-            budgets = self.budgets
-            if budgets is not None:
-                refused = await budgets.before(ask, provider, request.id, sum(c or 0.0 for c in costs), deadline)
-                if refused is not None:
-                    return refused
-            result = await self.rpc.call(
-                self.subjects.provider_complete(provider),
-                request,
-                codec.complete_reply,
-                deadline=min(call_deadline, deadline),
-                ask_id=ask.id,
-                call_id=request.id,
-            )
-            if isinstance(result, m.Failure) and result.provider is None:
-                result = msgspec.structs.replace(result, provider=provider)
-                if is_no_responders(result):  # gone: nobody else will report it
-                    await self._report_gone(provider)
-            if budgets is not None:
-                cost = budgets.cost(provider, result) if isinstance(result, m.Completion) else 0.0
-                if isinstance(result, m.Completion):
-                    costs.append(cost)
-                    if cost is None and (provider, result.model) not in self._unpriced:
-                        self._unpriced.add((provider, result.model))  # say it once, not per ask
-                        self.log.warning("unpriced_model", provider=provider, model=result.model,
-                                         hint="add it to config/pricing.toml: its cost is reported as unknown")
-                await budgets.after(ask, request.id, cost)
-            return result
+    def warn_unpriced(self, provider: str, model: str) -> None:
+        if (provider, model) not in self._unpriced:
+            self._unpriced.add((provider, model))  # say it once, not per ask
+            self.log.warning("unpriced_model", provider=provider, model=model,
+                             hint="add it to config/pricing.toml: its cost is reported as unknown")
 
-        # The strategy runs under its own deadline, ahead of the endpoint's, so that even when
-        # time runs out the reply is built here and still explains what was tried.
-        attempts: list[Attempt] = []
-        try:
-            async with asyncio.timeout_at(deadline):
-                if strategy == "single":
-                    result = await single.run(order, call, deadline=deadline, attempts=attempts)
-                else:
-                    result = await failover.run(
-                        order, call, deadline=deadline, attempts=attempts,
-                        config=self.settings.router.failover,
-                    )
-        except TimeoutError:
-            result = m.Failure(kind=m.TIMEOUT, message=f"budget spent ({summary(attempts)})")
-        cost_usd = None if None in costs else round(sum(costs), 9)
-        return finish(ask, result, attempts, skipped, cost_usd=cost_usd)
+    async def report_gone(self, provider: str) -> None:
+        await self.nc.publish(self.subjects.outcome(provider), gone(provider))
 
-    async def _report_gone(self, provider: str) -> None:
-        outcome = m.Outcome(provider=provider, ok=False, kind=m.UNAVAILABLE, at=time.time(), source="router")
-        await self.nc.publish(self.subjects.outcome(provider), codec.encode(outcome))
+
+def route_of(outcome: Outcome) -> list[m.Step]:
+    return [
+        m.Step(
+            provider=r.call.target,
+            outcome=r.outcome,
+            ms=r.ms if r.ms is not None else 0.0,
+            detail=r.result.message if isinstance(r.result, m.Failure) else None,
+            call_id=r.call_id,
+            purpose=None if r.call.purpose == "answer" else r.call.purpose,
+        )
+        for r in outcome.records
+    ]
+
+
+def finish(
+    ask: m.Ask, strategy: str, outcome: Outcome, skipped: list[m.Step] = (), cost_usd: float | None = 0.0
+) -> m.Answer | m.Failure:
+    """The reply to ``ask``: an Answer that says how it was made (providers skipped first, then every
+    call), or the Failure with the same route."""
+    done: Done = outcome.done
+    route = [*skipped, *route_of(outcome)]
+    result = done.result
+    if isinstance(result, m.Failure):
+        return msgspec.structs.replace(result, route=route)
+    usage = [r.result.usage for r in outcome.records if isinstance(r.result, m.Completion)]
+    total = usage[0] if len(usage) == 1 else m.TokenUsage(
+        input_tokens=sum(u.input_tokens for u in usage),
+        output_tokens=sum(u.output_tokens for u in usage),
+        cached_tokens=sum(u.cached_tokens for u in usage),
+    )
+    return m.Answer(
+        id=ask.id,
+        text=result.text,
+        data=result.data,
+        confidence=done.confidence if done.confidence is not None else result.confidence,
+        providers=done.providers if done.providers is not None else [result.provider],
+        usage=total,
+        cost_usd=cost_usd,
+        route=route,
+        metadata=done.metadata,
+        model=result.model,
+        tool_calls=result.tool_calls,
+        strategy=strategy,
+    )

@@ -8,7 +8,8 @@ actor answers within a slice of the remaining budget (at most 250 ms or 25 %); w
 reached, the call is refused (``unavailable``): a budget that cannot be checked is not spent.
 
 ``max_cost_usd`` on an Ask needs no cost actor: the worst case of the next call plus what the ask
-has spent so far must fit under it.
+has spent so far and the worst cases of its calls still in flight (``actors.router.calls``) must fit
+under it.
 """
 
 from __future__ import annotations
@@ -77,20 +78,25 @@ class Budgets:
     def applies(self, ask: m.Ask) -> bool:
         return bool(self.scoped) and (("user", ask.user) in self.scoped or ("tier", ask.tier) in self.scoped)
 
-    async def before(self, ask: m.Ask, provider: str, call_id: str, spent: float, deadline: float) -> m.Failure | None:
-        """None when the call may go ahead (a reservation is held when a budget applies)."""
+    async def before(
+        self, ask: m.Ask, provider: str, call_id: str, committed: float, deadline: float
+    ) -> tuple[m.Failure | None, float]:
+        """(None, the call's worst case) when the call may go ahead — a reservation is then held
+        when a budget applies — else (the refusal, 0). ``committed``: spent + in flight."""
         worst = None
         if ask.max_cost_usd is not None:
             worst = self.worst_case(provider, ask)
             if worst is None:
                 return m.Failure(kind=m.BUDGET_EXCEEDED, provider=provider,
-                                 message=f"max_cost_usd is set but {provider}'s model has no price: its cost is unknown")
-            if spent + worst > ask.max_cost_usd:
+                                 message=f"max_cost_usd is set but {provider}'s model has no price: "
+                                         "its cost is unknown"), 0.0
+            if committed + worst > ask.max_cost_usd:
                 return m.Failure(kind=m.BUDGET_EXCEEDED, provider=provider,
-                                 message=f"max_cost_usd ${ask.max_cost_usd:.6f}: spent ${spent:.6f} + "
-                                         f"worst case of {provider} ${worst:.6f} would exceed it")
+                                 message=f"max_cost_usd ${ask.max_cost_usd:.6f}: spent and in flight "
+                                         f"${committed:.6f} + worst case of {provider} ${worst:.6f} "
+                                         "would exceed it"), 0.0
         if not self.applies(ask):
-            return None
+            return None, worst or 0.0
         worst = self.worst_case(provider, ask) if worst is None else worst
         left = deadline - now()
         reply = await self.rpc.service(
@@ -102,10 +108,10 @@ class Budgets:
         )
         if isinstance(reply, m.Failure):
             if reply.kind == m.BUDGET_EXCEEDED:
-                return msgspec.structs.replace(reply, provider=provider)
+                return msgspec.structs.replace(reply, provider=provider), 0.0
             return m.Failure(kind=m.UNAVAILABLE, provider=provider,
-                             message=f"the budget of this ask cannot be checked ({reply.kind}: {reply.message})")
-        return None
+                             message=f"the budget of this ask cannot be checked ({reply.kind}: {reply.message})"), 0.0
+        return None, worst or 0.0
 
     async def after(self, ask: m.Ask, call_id: str, cost: float | None) -> None:
         if self.applies(ask):

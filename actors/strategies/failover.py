@@ -1,7 +1,7 @@
 """Failover: try providers in order; move on when a failure kind says another may succeed.
 
-Pure part: ``decide(attempts, …) -> Call | Done``. Rules, in order:
-1. the last attempt answered → done;
+Pure part: ``next_step(order, replies, …) -> Next | Done``. Rules, in order:
+1. the last call answered → done;
 2. its failure kind is not one to fail over on (e.g. ``bad_request``) → done with that failure;
 3. it was ``rate_limited`` with a ``retry_after_s`` that fits the remaining budget, and this
    provider was tried only once → call the same provider again after that delay;
@@ -12,80 +12,123 @@ Pure part: ``decide(attempts, …) -> Call | Done``. Rules, in order:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
 
 from bus import messages as m
-from bus.deadline import now as clock
-from actors.settings import FailoverSettings
-from actors.strategies.base import Attempt, Call, CallProvider, Done, attempt, summary
+from actors.strategies.base import Action, Call, Deadline, Done, Event, Policy, Reply, Wake, WakeAt, register
 
 # Below this much time a call cannot usefully start (publish + a reply hop on loopback).
 MIN_CALL_S = 0.001
 
 
-def decide(
-    order: Sequence[str],
-    attempts: Sequence[Attempt],
-    *,
-    now: float,
-    deadline: float,
-    config: FailoverSettings,
-) -> Call | Done:
-    if attempts:
-        last = attempts[-1]
-        if isinstance(last.result, m.Completion):
+class FailoverOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # failure kinds that move on to the next provider; any other kind ends the ask at once
+    on: list[str] = msgspec.field(
+        default_factory=lambda: [m.TIMEOUT, m.RATE_LIMITED, m.OVERLOADED, m.UNAVAILABLE, m.INTERNAL]
+    )
+    # fraction of the remaining budget kept back for the providers after the current one
+    reserve: float = 0.3
+    # retry the same provider once when it says rate_limited with a retry_after_s that fits
+    retry_same_provider: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.on if k not in m.FAILURE_KINDS]
+        if unknown:
+            raise ValueError(f"`on` has unknown failure kind(s) {', '.join(map(repr, unknown))}")
+        if not 0.0 <= self.reserve < 1.0:
+            raise ValueError("`reserve` must be in [0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """Call ``provider`` (after waiting ``delay_s``) with the call ending at ``deadline``."""
+
+    provider: str
+    deadline: float
+    delay_s: float = 0.0
+
+
+def next_step(
+    order: Sequence[str], replies: Sequence[Reply], *, now: float, deadline: float, options: FailoverOptions
+) -> Next | Done:
+    if replies:
+        last = replies[-1]
+        if not isinstance(last.result, m.Failure):
             return Done(last.result)
         failure = last.result
-        if failure.kind not in config.on:
+        if failure.kind not in options.on:
             return Done(failure)
         if (
-            config.retry_same_provider
+            options.retry_same_provider
             and failure.kind == m.RATE_LIMITED
             and failure.retry_after_s is not None
-            and sum(1 for a in attempts if a.provider == last.provider) == 1
+            and sum(1 for r in replies if r.target == last.target) == 1
             and now + failure.retry_after_s + MIN_CALL_S < deadline
         ):
             start = now + failure.retry_after_s
-            rest = _untried(order, attempts)
-            return Call(last.provider, _call_deadline(start, deadline, bool(rest), config), failure.retry_after_s)
-    rest = _untried(order, attempts)
+            rest = _untried(order, replies)
+            return Next(last.target, _call_deadline(start, deadline, bool(rest), options), failure.retry_after_s)
+    rest = _untried(order, replies)
     if not rest:
-        if len(attempts) == 1:
-            return Done(attempts[0].result)
-        return Done(
-            m.Failure(kind=m.ALL_FAILED, message=f"every provider failed ({summary(list(attempts))})")
-        )
+        if len(replies) == 1:
+            return Done(replies[0].result)
+        return Done(m.Failure(kind=m.ALL_FAILED, message=f"every provider failed ({summary(replies)})"))
     if deadline - now < MIN_CALL_S:
-        return Done(
-            m.Failure(kind=m.TIMEOUT, message=f"budget spent before trying {rest[0]} ({summary(list(attempts))})")
-        )
-    return Call(rest[0], _call_deadline(now, deadline, len(rest) > 1, config))
+        return Done(m.Failure(kind=m.TIMEOUT, message=f"budget spent before trying {rest[0]} ({summary(replies)})"))
+    return Next(rest[0], _call_deadline(now, deadline, len(rest) > 1, options))
 
 
-def _untried(order: Sequence[str], attempts: Sequence[Attempt]) -> list[str]:
-    tried = {a.provider for a in attempts}
+def summary(replies: Sequence[Reply]) -> str:
+    return ", ".join(f"{r.target}: {'ok' if r.ok else r.result.kind}" for r in replies) or "no provider was called"
+
+
+def _untried(order: Sequence[str], replies: Sequence[Reply]) -> list[str]:
+    tried = {r.target for r in replies}
     return [p for p in order if p not in tried]
 
 
-def _call_deadline(start: float, deadline: float, more_after: bool, config: FailoverSettings) -> float:
+def _call_deadline(start: float, deadline: float, more_after: bool, options: FailoverOptions) -> float:
     if not more_after:
         return deadline
-    return start + (deadline - start) * (1.0 - config.reserve)
+    return start + (deadline - start) * (1.0 - options.reserve)
 
 
-async def run(
-    order: Sequence[str],
-    call: CallProvider,
-    *,
-    deadline: float,
-    config: FailoverSettings,
-    attempts: list[Attempt],
-) -> m.Completion | m.Failure:
-    while True:
-        action = decide(order, attempts, now=clock(), deadline=deadline, config=config)
-        if isinstance(action, Done):
-            return action.result
-        if action.delay_s:
-            await asyncio.sleep(action.delay_s)
-        await attempt(call, action.provider, action.deadline, attempts)
+@register
+class Failover(Policy):
+    name = "failover"
+    description = "providers in order; the next one when a failure kind says it may succeed"
+    Options = FailoverOptions
+
+    def __init__(self, plan) -> None:
+        super().__init__(plan)
+        self.waiting: Next | None = None  # a retry after the provider's Retry-After
+
+    def begin(self, now: float) -> list[Action]:
+        return self._next(now)
+
+    def decide(self, event: Event, now: float) -> list[Action]:
+        kind = type(event)
+        if kind is Reply:
+            return self._next(now)
+        if kind is Wake and self.waiting is not None:
+            step, self.waiting = self.waiting, None
+            return [self._call(step)]
+        if kind is Deadline:
+            return [Done(m.Failure(kind=m.TIMEOUT, message=f"budget spent ({summary(self.replies)})"))]
+        return []
+
+    def _next(self, now: float) -> list[Action]:
+        step = next_step(self.plan.candidates, self.replies, now=now, deadline=self.plan.deadline,
+                         options=self.options)
+        if type(step) is Done:
+            return [step]
+        if step.delay_s:
+            self.waiting = step
+            return [WakeAt(now + step.delay_s)]
+        return [self._call(step)]
+
+    def _call(self, step: Next) -> Call:
+        return Call(str(len(self.replies)), step.provider, deadline=step.deadline)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from bus import messages as m
-from actors.strategies.base import Attempt, CallProvider, attempt
+from actors.strategies.base import Action, Call, Deadline, Done, Event, Policy, Reply, register
 
 
-async def run(
-    order: Sequence[str], call: CallProvider, *, deadline: float, attempts: list[Attempt]
-) -> m.Completion | m.Failure:
-    return await attempt(call, order[0], deadline, attempts)
+@register
+class Single(Policy):
+    name = "single"
+    description = "one call to the first provider; its reply is final"
+
+    def begin(self, now: float) -> list[Action]:
+        return [Call("0", self.plan.candidates[0])]
+
+    def decide(self, event: Event, now: float) -> list[Action]:
+        if type(event) is Reply:
+            return [Done(event.result)]
+        if type(event) is Deadline:
+            return [Done(self.failure("budget spent", kind=m.TIMEOUT))]
+        return []
