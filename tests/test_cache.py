@@ -151,7 +151,7 @@ class Clock:
 
 
 def calls(s, provider: str = "p") -> int:
-    return s.actor(f"provider.{provider}")._endpoints[0].num_requests
+    return s.actor(f"provider.{provider}").statistics().endpoints["complete"].num_requests
 
 
 async def add_cache(s, clock=time.time) -> CacheActor:
@@ -400,13 +400,13 @@ async def test_cli_cache_stats_and_clear(stack):
 @pytest.mark.timeout(30)
 async def test_bench_cache_section_is_measured(nats_url):
     tiny = Plan(warmup=3, samples=20, seconds=0.2, max_asks=200, rounds=1, concurrency=(8,))
-    result = await bench_cache.measure_cache(nats_url, tiny)
+    result = await bench_cache.run(nats_url, tiny)
     assert set(result["paths"]) == set(bench_cache.PATHS) and result["failed"] == 0
     for path, f in result["paths"].items():
         assert f["failed"] == 0, path  # every answer's route was checked (hits: `cache hit`)
         assert 0 < f["p50_ms"] <= f["p99_ms"], path
         assert f["asks_per_s"]["8"] > 0, path
-    assert [isinstance(g["pass"], bool) for g in bench_cache.cache_goals(result)] == [True]
+    assert [isinstance(g["pass"], bool) for g in bench_cache.goals(result)] == [True]
     out = io.StringIO()
-    bench_cache.report_cache("asyncio", result, Console(file=out, width=160))
+    bench_cache.report("asyncio", result, Console(file=out, width=160))
     assert "cache hit (disk)" in out.getvalue() and "a miss adds" in out.getvalue()

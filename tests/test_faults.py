@@ -13,6 +13,7 @@ import pytest
 from actors.stack import build_actor
 from bus import codec
 from bus import messages as m
+from bus.deadline import deadline_in
 from bus.errors import (
     AllFailed,
     BadRequest,
@@ -94,7 +95,9 @@ async def test_unknown_strategy_and_unknown_provider_are_bad_requests(stack):
         with pytest.raises(BadRequest) as info:
             await s.client.ask("x", providers=["a", "ghost"], budget_ms=2000)
         assert "ghost" in info.value.message
-        assert s.actor("a").statistics().endpoints["complete"].num_requests == 0  # nothing reached a provider
+        assert s.actor("router").statistics().endpoints["ask"].num_requests == 2  # both reached the router
+        for name in ("a", "b"):  # and nothing reached a provider
+            assert all(ep.num_requests == 0 for ep in s.actor(name).statistics().endpoints.values())
         await assert_serving(s)
 
 
@@ -112,9 +115,13 @@ async def test_budget_too_small_is_deadline_exceeded_within_budget(stack, budget
         took = time.monotonic() - start
         assert took < budget_ms / 1000 + 0.1, took
         assert info.value.failure.kind == m.TIMEOUT
-        # the provider's work behind it stops too (deadline or Cancel), nothing stays in flight
-        slow = s.actor("provider.slow")
-        await wait_until(lambda: slow.in_flight() == 0 and s.actor("router").in_flight() == 0, within_s=1.0)
+        # the ask reached the router, and with 30 ms the call reached the provider: the work began...
+        router, slow = s.actor("router"), s.actor("provider.slow")
+        await wait_until(lambda: router.statistics().endpoints["ask"].num_requests == 1, what="the router had the ask")
+        if budget_ms >= 30:
+            await wait_until(lambda: calls(slow) == 1, what="the provider had the call")
+        # ...and stops too (deadline or Cancel): nothing stays in flight
+        await wait_until(lambda: slow.in_flight() == 0 and router.in_flight() == 0, within_s=1.0)
         await assert_serving(s)
 
 
@@ -183,7 +190,9 @@ async def test_stalled_provider_fails_over_within_the_reserve(stack):
         # the stalled call got ~70 % of the budget; the reserve left room for the second provider
         assert 600 <= answer.route[0].ms <= 800, answer.route
         assert took < 1.0, took
-        await wait_until(lambda: s.actor("provider.stall").in_flight() == 0, within_s=1.0)
+        stall = s.actor("provider.stall")
+        assert calls(stall) == 1  # the stalled call reached the provider, and is stopped there too
+        await wait_until(lambda: stall.in_flight() == 0, within_s=1.0)
         await assert_serving(s, providers=["fast"])
 
 
@@ -297,9 +306,40 @@ async def test_cancel_stops_the_ask_and_the_provider_work(stack):
         assert got["at"] - sent < 0.5
         assert "user pressed stop" in got["exc"].message
         await wait_until(lambda: stall.in_flight() == 0 and router.in_flight() == 0, within_s=1.0)
+        stopped = stall.statistics().endpoints["complete"]
+        assert stopped.num_errors == 1 and stopped.last_error == "cancelled: user pressed stop"
         # the cancelled ask id is not remembered: the same id runs again
         answer = await s.client.ask("q", budget_ms=2000, ask_id="cancel-me", providers=["fast"])
         assert answer.text == "[fast] q"
+
+
+@pytest.mark.anyio
+async def test_cancel_with_a_call_id_stops_only_that_call(stack):
+    async with stack(FAST_AND_STALL, names=["provider.stall"]) as s:
+        stall, rpc = s.actor("provider.stall"), s.client.rpc
+        subject = s.client.subjects.provider_complete("stall")
+        replies: dict[str, m.Failure] = {}
+
+        async def call(call_id: str):
+            request = m.Complete(id=call_id, ask_id="two-calls", messages=[m.Message(role="user", content="q")])
+            replies[call_id] = await rpc.call(
+                subject, request, codec.complete_reply, deadline=deadline_in(10_000), ask_id="two-calls", call_id=call_id
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "first")
+            tg.start_soon(call, "second")
+            await wait_until(lambda: stall.in_flight("two-calls") == 2, what="stall has both calls")
+            await rpc.cancel("two-calls", "first", reason="only the first")
+            await wait_until(lambda: "first" in replies, what="the first call answered")
+            await wait_until(lambda: stall.in_flight("two-calls") == 1, what="the first call ended")
+            assert "second" not in replies  # the other call of the same ask still runs
+            await rpc.cancel("two-calls", reason="the rest")  # no call id: every call of the ask
+
+        assert (replies["first"].kind, replies["first"].message) == (m.CANCELLED, "only the first")
+        assert (replies["second"].kind, replies["second"].message) == (m.CANCELLED, "the rest")
+        await wait_until(lambda: stall.in_flight() == 0, what="nothing left in flight")
+        assert stall.in_flight("two-calls") == 0
 
 
 @pytest.mark.anyio

@@ -63,11 +63,17 @@ async def test_a_cut_stream_ends_in_a_failure_never_an_answer(stack):
 @pytest.mark.anyio
 async def test_a_stalled_stream_times_out_at_the_deadline(stack):
     async with stack(MOCKS) as s:
+        provider = s.actor("provider.a")
         started = now()
         items = await collect(s, "a", complete("x", labels={"mock.fault": "stall"}), budget_ms=300)
         took = now() - started
         assert [type(i) for i in items] == [m.Failure] and items[0].kind == m.TIMEOUT
         assert 0.25 <= took < 1.0, took
+        # the provider had the stream and its own deadline ended it (not only the caller's timer)
+        await wait_until(lambda: provider.in_flight() == 0, within_s=1.0, what="producer stopped")
+        stream = provider.statistics().endpoints["stream"]
+        assert stream.num_requests == 1
+        assert stream.last_error.startswith(f"{m.TIMEOUT}: "), stream
 
 
 @pytest.mark.anyio
@@ -79,11 +85,20 @@ async def test_a_consumer_that_leaves_stops_the_producer(stack):
             s.client.subjects.provider_stream("a"), request,
             deadline=deadline_in(10_000), ask_id=request.ask_id, call_id=request.id,
         )
-        with anyio.move_on_after(0.2):
+
+        async def consume():
             async for _ in stream:
                 pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await wait_until(lambda: provider.in_flight(request.ask_id) == 1, what="the producer has the request")
+            tg.cancel_scope.cancel()  # the consumer leaves mid-stream
         await stream.aclose()  # leaving early publishes a Cancel
-        await wait_until(lambda: not provider._inflight, within_s=2.0, what="producer stopped")
+        await wait_until(lambda: provider.in_flight() == 0, within_s=2.0, what="producer stopped")
+        produced = provider.statistics().endpoints["stream"]
+        assert produced.num_requests == 1
+        assert produced.last_error == f"{m.CANCELLED}: stream consumer left", produced  # the Cancel, not the deadline
 
 
 @pytest.mark.anyio
