@@ -60,7 +60,7 @@ def make_settings(toml: str, root: str, *, source: str = "test.toml") -> setting
 
 
 # The cache actors' stores (one per root below it) of tests whose TOML sets no cache.dir. Named by
-# the process, not made at import: tests that import ``tests.conftest`` load this module twice.
+# the process and not made at import, so importing this module has no side effects.
 CACHE_DIR = Path(tempfile.gettempdir()) / f"llmbus-test-cache-{os.getpid()}"
 
 

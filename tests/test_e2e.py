@@ -12,8 +12,8 @@ import pytest
 
 from bus import messages as m
 from bus.errors import AllFailed
-from conftest import CACHE_DIR
-from helpers import LLMBUS, cli_env, cli_process, free_port
+from tests.conftest import CACHE_DIR
+from tests.helpers import LLMBUS, cli_env, cli_process, free_port
 
 pytestmark = pytest.mark.e2e
 
