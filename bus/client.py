@@ -83,6 +83,8 @@ class Client:
     ) -> m.Answer:
         """Ask and wait for the final Answer; raises the Failure's exception otherwise.
         ``fields`` are further ``Ask`` fields (tier, user, schema, params, labels, …)."""
+        if budget_ms <= 0:
+            raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"budget_ms must be above 0 (got {budget_ms})"))
         request = m.Ask(
             id=ask_id or new_id(),
             messages=as_messages(prompt, system),

@@ -151,8 +151,11 @@ class Endpoint:
             return m.Failure(kind=m.BAD_REQUEST, message=f"malformed {self.name} request: {exc}")
         ctx.call_id = getattr(request, "id", None)
         body_budget = getattr(request, "budget_ms", None)
-        if body_budget is not None and not (ctx.headers and BUDGET_HEADER in ctx.headers):
-            ctx.deadline = ctx.arrival + max(0, body_budget) / 1000.0  # e.g. from `nats req`
+        if body_budget is not None:
+            if body_budget <= 0:  # a caller's mistake, not a deadline that passed: no retry will help
+                return m.Failure(kind=m.BAD_REQUEST, message=f"budget_ms must be above 0 (got {body_budget})")
+            if not (ctx.headers and BUDGET_HEADER in ctx.headers):
+                ctx.deadline = ctx.arrival + body_budget / 1000.0  # e.g. from `nats req`
         if ctx.deadline <= now():
             return m.Failure(kind=m.TIMEOUT, message="the budget was spent before work began")
         task = asyncio.current_task()

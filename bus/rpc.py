@@ -27,6 +27,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.nuid import NUID
 
 from bus import codec
@@ -50,6 +51,11 @@ def _no_responders(msg: Msg, subject: str) -> m.Failure | None:
 def is_no_responders(failure: m.Failure) -> bool:
     """True when nobody served the subject at all (as opposed to a server that failed)."""
     return failure.kind == m.UNAVAILABLE and failure.message.startswith(_NO_RESPONDERS)
+
+
+def too_large(nc: NATS, subject: str, size: int) -> m.Failure:
+    return m.Failure(kind=m.BAD_REQUEST, message=f"the request to {subject} is {size:,} bytes, over the NATS "
+                                                  f"server's max_payload of {nc.max_payload:,} bytes")
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -132,6 +138,8 @@ class Rpc:
                 await self.nc.publish(
                     subject, payload, reply=self._prefix + token, headers=headers_for(deadline, ask_id)
                 )
+            except MaxPayloadError:  # no retry or other provider can carry it: the ask is too large
+                return too_large(self.nc, subject, len(payload))
             except NatsError as exc:  # closed, or the reconnect buffer is full
                 return m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")
             msg = await fut

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -37,8 +38,10 @@ from bus.subjects import CACHE_COALESCED, CACHE_GET, CACHE_PUT
 from bus.rpc import elapsed_ms
 from actors.router.cache_key import cache_key
 from actors.router.flights import COALESCED, HIT, MADE, Flights
-from actors.runtime import Actor
 from actors.settings import Settings
+
+if TYPE_CHECKING:
+    from actors.router.actor import Router
 
 Route = Callable[[m.Ask, Context], Awaitable[m.Answer | m.Failure]]
 
@@ -66,7 +69,7 @@ def served(answer: m.Answer, ask: m.Ask, how: str, started: float) -> m.Answer:
 
 
 class CacheStep:
-    def __init__(self, actor: Actor, settings: Settings, *, order: list[str], margin: Callable[[float], float]) -> None:
+    def __init__(self, actor: Router, settings: Settings, *, order: list[str], margin: Callable[[float], float]) -> None:
         self.actor = actor
         self.settings = settings
         self.config = settings.cache
@@ -84,7 +87,7 @@ class CacheStep:
             return await route(ask, ctx)
         started = now()
         namespace = ask.cache_namespace or self.config.default_namespace
-        key = cache_key(ask, namespace=namespace, strategy=ask.strategy or self.settings.router.strategy,
+        key = cache_key(ask, namespace=namespace, strategy=self.actor.strategy_for(ask),
                         providers=ask.providers or self.order)
         if ask.cache != "refresh":
             found = await self._lookup(key, namespace, ask.id, ctx.deadline, count=True)
