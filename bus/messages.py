@@ -501,7 +501,10 @@ class BreakerState(_Msg, frozen=True, kw_only=True):
     detail: str = ""  # what the provider said then (the Outcome's detail), for the status report
 
 
-class ProviderHealth(_Value, frozen=True, kw_only=True):
+class ProviderHealth(_Value, frozen=True, kw_only=True, tag=True):
+    """One provider's health; also what the health actor keeps in KV under ``metrics.<provider>``
+    (tagged, like everything stored: entries written before the tag was added still decode)."""
+
     breaker: BreakerState
     calls: int = 0
     successes: int = 0

@@ -1,4 +1,7 @@
-"""Circuit breakers: the pure state machine, and the health actor end to end on real NATS."""
+"""Circuit breakers: the pure state machine, and the health actor end to end on real NATS.
+
+Cooldowns are driven by a test clock given to the health actor (``clock=``) and
+``HealthActor.end_cooldowns()``, never slept out."""
 
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
 from bus.subjects import HEALTH_RESET, HEALTH_STATUS
-from bus.errors import NoHealthyProvider
+from bus.errors import AuthError, NoHealthyProvider
+from bus.rpc import new_id
 from bus.server import NatsServer
+from bus.subjects import Subjects
+from actors.health.actor import HealthActor
 from actors.pure import breaker as br
 from actors.runtime import run_actors
 from actors.stack import build_actors
@@ -63,9 +69,74 @@ def test_kinds_that_count(kind):
     assert b.state == br.OPEN
 
 
-def test_auth_opens_at_once():
-    b = fail(br.reset("p", 0), m.AUTH, at=5)
-    assert (b.state, b.reason, b.open_until) == (br.OPEN, m.AUTH, 15.0)
+def test_every_kind_has_a_verdict_and_an_unknown_kind_counts():
+    assert set(br.COUNTED) == m.FAILURE_KINDS
+    assert br.MISCONFIGURES == {m.AUTH} and not br.COUNTED[m.AUTH]
+    b = br.reset("p", 0)
+    for t in range(3):
+        b = fail(b, "from_a_newer_peer", at=t)
+    assert (b.state, b.reason) == (br.OPEN, "from_a_newer_peer")
+
+
+def opened(at=0.0):
+    return fail(fail(fail(br.reset("p", 0), at=at), at=at), at=at)
+
+
+def half_open():
+    return br.effective(opened(), 10.0)
+
+
+def two_failures():
+    return fail(fail(br.reset("p", 0), at=0), at=0)
+
+
+# (name, start, outcomes: ("fail", kind, at, retry_after) | ("ok", at) | ("reset", at), expected state, failures)
+MISCONFIGURED_TABLE = [
+    ("closed, auth", lambda: br.reset("p", 0), [("fail", m.AUTH, 5, None)], br.MISCONFIGURED, 0),
+    ("auth does not count", two_failures, [("fail", m.AUTH, 5, None)], br.MISCONFIGURED, 2),
+    ("open, auth", opened, [("fail", m.AUTH, 5, None)], br.MISCONFIGURED, 3),
+    ("half-open probe, auth", half_open, [("fail", m.AUTH, 10, None)], br.MISCONFIGURED, 3),
+    ("no cooldown ever ends it", lambda: br.reset("p", 0), [("fail", m.AUTH, 5, None), ("fail", m.AUTH, 1e9, None)],
+     br.MISCONFIGURED, 0),
+    ("transient failures change nothing", lambda: br.reset("p", 0),
+     [("fail", m.AUTH, 0, None), *[("fail", m.TIMEOUT, t, None) for t in range(10)],
+      ("fail", m.RATE_LIMITED, 11, 30.0), ("fail", m.UNAVAILABLE, 1e6, None)], br.MISCONFIGURED, 0),
+    ("a success closes it", lambda: br.reset("p", 0), [("fail", m.AUTH, 0, None), ("ok", 1e6)], br.CLOSED, 0),
+    ("so does a reset", lambda: br.reset("p", 0), [("fail", m.AUTH, 0, None), ("reset", 7)], br.CLOSED, 0),
+    ("closed again, counts from zero", lambda: br.reset("p", 0),
+     [("fail", m.AUTH, 0, None), ("ok", 1), ("fail", m.TIMEOUT, 2, None)], br.CLOSED, 1),
+]
+
+
+@pytest.mark.parametrize(("start", "outcomes", "state", "failures"),
+                         [row[1:] for row in MISCONFIGURED_TABLE], ids=[row[0] for row in MISCONFIGURED_TABLE])
+def test_misconfigured(start, outcomes, state, failures):
+    b = start()
+    for event in outcomes:
+        if event[0] == "fail":
+            _, kind, at, retry_after = event
+            b = br.record(b, ok=False, kind=kind, retry_after_s=retry_after, now=at, config=CFG,
+                          detail=f"said at {at}")
+        elif event[0] == "ok":
+            b = ok(b, at=event[1])
+        else:
+            b = br.reset("p", event[1])
+    assert (b.state, b.consecutive_failures) == (state, failures)
+    if state == br.MISCONFIGURED:
+        assert (b.reason, b.open_until, b.half_open_successes) == (m.AUTH, 0.0, 0)
+        assert b.detail.startswith("said at")
+        assert br.effective(b, 1e12) == b and not br.allows(b, 1e12)  # never half-open, never called
+    else:
+        assert br.allows(b, 1e12)
+
+
+def test_misconfigured_keeps_the_latest_auth_detail_and_starts_a_new_probe_round():
+    start = half_open()
+    b = br.record(start, ok=False, kind=m.AUTH, retry_after_s=None, now=10, config=CFG, detail="401 bad key")
+    assert b.probe_round == start.probe_round + 1 and b.detail == "401 bad key" and b.changed_at == 10
+    again = br.record(b, ok=False, kind=m.AUTH, retry_after_s=None, now=11, config=CFG, detail="403 blocked")
+    assert again.detail == "403 blocked" and again.changed_at == 10
+    assert br.record(again, ok=False, kind=m.TIMEOUT, retry_after_s=None, now=12, config=CFG, detail="slow") == again
 
 
 def test_half_open_after_cooldown_then_closes_after_m_successes():
@@ -106,8 +177,40 @@ def test_probe_rounds_advance_with_each_half_open_outcome():
 
 
 def test_breaker_state_round_trips_on_the_wire():
-    b = fail(br.reset("p", 0), m.AUTH, at=5)
+    b = br.record(br.reset("p", 0), ok=False, kind=m.AUTH, retry_after_s=None, now=5, config=CFG, detail="401")
     assert msgspec.json.decode(codec.encode(b), type=m.BreakerState) == b
+
+
+def test_metrics_stored_before_provider_health_was_tagged_still_decode():
+    old = b'{"breaker":{"type":"BreakerState","provider":"p","state":"open"},"calls":3,"errors":{"timeout":3}}'
+    restored = msgspec.json.decode(old, type=m.ProviderHealth)
+    assert (restored.breaker.state, restored.calls, restored.errors) == (br.OPEN, 3, {m.TIMEOUT: 3})
+    assert b'"type":"ProviderHealth"' in codec.encode(restored)
+
+
+class Clock:
+    """Wall-clock seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def add_health(s, clock: Clock) -> HealthActor:
+    """Start a health actor on the stack's settings with ``clock`` (the stack runs without one)."""
+    h = s.settings.health
+    config = br.BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
+                              successes_to_close=h.successes_to_close)
+    actor = HealthActor(config=config, providers=list(s.settings.providers), clock=clock, subjects=Subjects(s.root))
+    await s.tg.start(actor.run, s.url)
+    s.extra.append(actor)
+    return actor
+
+
+def calls(actor) -> int:
+    return actor.statistics().endpoints["complete"].num_requests
 
 
 HEALTH_TOML = """
@@ -138,18 +241,17 @@ async def health_report(s) -> dict[str, m.ProviderHealth]:
 async def test_five_failures_open_the_breaker_and_the_router_stops_calling(stack):
     async with stack(HEALTH_TOML.format(cooldown=60)) as s:
         bad = s.actor("provider.bad")
-        calls = lambda: bad._endpoints[0].num_requests  # noqa: E731
         router = s.actor("router")
         for i in range(5):
             answer = await s.client.ask(f"q{i}", budget_ms=3000)
             assert [st.outcome for st in answer.route] == [m.UNAVAILABLE, "ok"]
         await wait_until(lambda: router.breakers.states.get("bad", m.BreakerState(provider="bad")).state == br.OPEN,
                          what="the router sees the open breaker")
-        assert calls() == 5
+        assert calls(bad) == 5
         for i in range(5):
             answer = await s.client.ask(f"after{i}", budget_ms=3000)
             assert [(st.provider, st.outcome) for st in answer.route] == [("bad", "breaker_open"), ("good", "ok")]
-        assert calls() == 5  # not called again
+        assert calls(bad) == 5  # not called again
         report = await health_report(s)
         assert report["bad"].breaker.state == br.OPEN
         assert report["bad"].errors == {m.UNAVAILABLE: 5} and report["good"].successes == 10
@@ -174,24 +276,102 @@ async def test_no_responders_seen_by_the_router_count_against_the_provider(stack
                          what="a provider nobody serves is opened from the router's reports")
 
 
+def seen_by(routers, state: str):
+    return lambda: all(r.breakers.states.get("bad") and r.breakers.states["bad"].state == state for r in routers)
+
+
 @pytest.mark.anyio
-async def test_one_probe_per_round_with_three_routers(stack, nats_url, root):
-    cooldown = 0.5
-    async with stack(HEALTH_TOML.format(cooldown=cooldown)) as s:
+async def test_one_probe_per_round_with_three_routers(stack):
+    clock = Clock()
+    async with stack(HEALTH_TOML.format(cooldown=60), names=["router", "provider.bad", "provider.good"]) as s:
+        health = await add_health(s, clock)
         more = [await s.add("router"), await s.add("router")]
         routers = [s.actor("router"), *more]
         bad = s.actor("provider.bad")
         for i in range(5):
             await s.client.ask(f"q{i}", budget_ms=3000)
-        await wait_until(lambda: all(r.breakers.states.get("bad") and r.breakers.states["bad"].state == br.OPEN
-                                     for r in routers), what="all three routers see it open")
-        before = bad._endpoints[0].num_requests
-        await anyio.sleep(cooldown + 0.1)  # the cooldown itself is what this test is about
+        await wait_until(seen_by(routers, br.OPEN), what="all three routers see it open")
+        before = calls(bad)
+        clock.t += 59.9
+        await health.end_cooldowns()
+        assert health.breakers["bad"].state == br.OPEN  # not yet
+        clock.t += 0.1  # the cooldown is over
+        await health.end_cooldowns()
+        await wait_until(seen_by(routers, br.HALF_OPEN), what="all three routers see it half-open")
         # many asks at once, spread over the three routers by the queue group
         async with anyio.create_task_group() as tg:
             for i in range(30):
                 tg.start_soon(lambda i=i: s.client.ask(f"probe{i}", budget_ms=3000))
-        assert bad._endpoints[0].num_requests - before == 1  # exactly one probe went out
+        assert calls(bad) - before == 1  # exactly one probe went out
+        # it failed: open again, for a new cooldown from the (test) clock's now
+        await wait_until(lambda: health.breakers["bad"].state == br.OPEN, what="the failed probe reopened it")
+        assert health.breakers["bad"].open_until == clock.t + 60
+
+
+AUTH_TOML = """
+[router]
+strategy = "failover"
+providers = ["bad", "good"]
+
+[health]
+failures_to_open = 5
+cooldown_s = 60
+successes_to_close = 1
+
+[providers.bad]
+failures = { auth = 1.0 }
+
+[providers.good]
+"""
+
+
+async def direct_call(s, provider: str, *, fault: str) -> m.Completion | m.Failure:
+    """A call straight to the provider, past every router, as ``llmbus test NAME`` makes it
+    (the mock's fault label overrides its configured failures: "none" succeeds)."""
+    request = m.Complete(id=new_id(), ask_id=new_id(), messages=[m.Message(role="user", content="ping")],
+                         labels={"mock.fault": fault})
+    return await s.client.rpc.call(s.client.subjects.provider_complete(provider), request, codec.complete_reply,
+                                   deadline=deadline_in(3000), ask_id=request.ask_id, call_id=request.id)
+
+
+@pytest.mark.anyio
+async def test_an_auth_failure_makes_the_provider_misconfigured_until_a_success_or_a_reset(stack):
+    clock = Clock()
+    async with stack(AUTH_TOML, names=["router", "provider.bad", "provider.good"]) as s:
+        health = await add_health(s, clock)
+        router, bad = s.actor("router"), s.actor("provider.bad")
+        with pytest.raises(AuthError):  # failover does not move on for auth (its default `on`)
+            await s.client.ask("q0", budget_ms=3000)
+        await wait_until(seen_by([router], br.MISCONFIGURED), what="the router sees it misconfigured")
+        for i in range(3):
+            answer = await s.client.ask(f"q{i + 1}", budget_ms=3000)
+            assert [(st.provider, st.outcome) for st in answer.route] == [("bad", "breaker_misconfigured"), ("good", "ok")]
+            assert "misconfigured (auth: mock bad failed as configured)" in answer.route[0].detail
+            assert "llmbus health reset bad" in answer.route[0].detail
+        with pytest.raises(NoHealthyProvider) as info:
+            await s.client.ask("only bad", providers=["bad"], budget_ms=3000)
+        assert "misconfigured" in info.value.message
+        # no cooldown ends it: no half-open, no probe, however long
+        clock.t += 100 * 60
+        await health.end_cooldowns()
+        answer = await s.client.ask("much later", budget_ms=3000)
+        assert answer.route[0].outcome == "breaker_misconfigured"
+        assert calls(bad) == 1
+        report = (await health_report(s))["bad"]
+        assert (report.breaker.state, report.breaker.reason) == (br.MISCONFIGURED, m.AUTH)
+        assert report.breaker.detail == "mock bad failed as configured"
+        assert report.breaker.consecutive_failures == 0  # not a transient failure
+        assert report.errors == {m.AUTH: 1}
+        assert any("closed→misconfigured (auth)" in t for t in report.transitions)
+        # the key was fixed: `llmbus test bad` calls it directly, its success closes the breaker
+        assert isinstance(await direct_call(s, "bad", fault="none"), m.Completion)
+        await wait_until(seen_by([router], br.CLOSED), what="a success closed it")
+        assert (await health_report(s))["bad"].transitions[-1].endswith("misconfigured→closed (success)")
+        # misconfigured again; a reset closes it too
+        assert (await direct_call(s, "bad", fault=m.AUTH)).kind == m.AUTH
+        await wait_until(seen_by([router], br.MISCONFIGURED), what="misconfigured again")
+        await s.client.rpc.service(HEALTH_RESET, m.HealthReset(provider="bad"), deadline=deadline_in(2000))
+        await wait_until(seen_by([router], br.CLOSED), what="the reset closed it")
 
 
 @pytest.mark.anyio

@@ -9,6 +9,14 @@ nats-server); routers watch that bucket and skip open providers with no round tr
 ``metrics.<provider>`` once a second. Every state change is one log line and a retained
 ``BreakerChange`` event on ``<root>.events.health.<provider>``.
 
+An auth failure (401/403) makes a provider ``misconfigured`` (``actors.pure.breaker``): routers skip
+it, it is never turned half-open, and it stays so until ``health.reset`` or a success (``llmbus
+test NAME`` calls the provider directly, which reports its success like any call). The report shows
+the state, its reason (the failure kind) and detail (what the provider said, the key cut out).
+
+Time is ``clock()`` — wall-clock seconds, ``time.time`` unless a test injects its own and calls
+``end_cooldowns()`` after moving it (breaker times are shared across hosts: monotonic clocks are not).
+
 Serves ``<root>.health.status`` (HealthQuery → HealthReport) and ``<root>.health.reset``.
 """
 
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -95,9 +104,11 @@ class HealthActor(Actor):
     kind = "health"
     description = "circuit breakers and provider health"
 
-    def __init__(self, *, config: br.BreakerConfig, providers: list[str], **kw) -> None:
+    def __init__(self, *, config: br.BreakerConfig, providers: list[str],
+                 clock: Callable[[], float] = time.time, **kw) -> None:
         super().__init__(**kw)
         self.config = config
+        self.clock = clock
         self.breakers: dict[str, m.BreakerState] = {p: br.reset(p, 0.0) for p in providers}
         self.metrics: dict[str, Metrics] = {p: Metrics() for p in providers}
         self._dirty: set[str] = set()
@@ -133,7 +144,7 @@ class HealthActor(Actor):
 
     # --- endpoints ----------------------------------------------------------------------------
     async def status(self, query: m.HealthQuery, ctx: Context) -> m.HealthReport:
-        now = time.time()
+        now = self.clock()
         return m.HealthReport(
             providers=[
                 self.metrics.setdefault(p, Metrics()).report(br.effective(b, now), query.detailed)
@@ -143,7 +154,7 @@ class HealthActor(Actor):
         )
 
     async def reset(self, request: m.HealthReset, ctx: Context) -> m.HealthReport:
-        now = time.time()
+        now = self.clock()
         for provider in [request.provider] if request.provider else list(self.breakers):
             await self._store(self.breakers.get(provider, br.reset(provider, now)), br.reset(provider, now), now, "reset")
         return await self.status(m.HealthQuery(), ctx)
@@ -156,9 +167,9 @@ class HealthActor(Actor):
             return
         await self.kv.put(f"state.{after.provider}", codec.encode(after))
         if after.state != before.state:
-            reason = why or after.reason
+            reason = why or after.reason or ("success" if after.state == br.CLOSED else "")
             self.log.info("breaker_changed", provider=after.provider, before=before.state, after=after.state,
-                          reason=reason, open_until=after.open_until)
+                          reason=reason, detail=after.detail, open_until=after.open_until)
             metrics = self.metrics.setdefault(after.provider, Metrics())
             metrics.transitions.append(f"{time.strftime('%H:%M:%S', time.localtime(now))} "
                                        f"{before.state}→{after.state} ({reason})")
@@ -169,12 +180,12 @@ class HealthActor(Actor):
             self._wake.set()
 
     async def apply(self, outcome: m.Outcome) -> None:
-        now = time.time()
+        now = self.clock()
         stored = self.breakers.get(outcome.provider) or br.reset(outcome.provider, now)
         live = br.effective(stored, now)
         await self._store(stored, live, now, "cooldown over")  # a no-op unless the cooldown ended
         after = br.record(live, ok=outcome.ok, kind=outcome.kind, retry_after_s=outcome.retry_after_s,
-                          now=now, config=self.config)
+                          now=now, config=self.config, detail=outcome.detail)
         self.metrics.setdefault(outcome.provider, Metrics()).add(outcome)
         self._dirty.add(outcome.provider)
         await self._store(live, after, now)
@@ -185,18 +196,23 @@ class HealthActor(Actor):
                       task_status=task_status)
 
     async def _tick(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        """Turn OPEN into HALF_OPEN when a cooldown ends, so the KV shows it without an outcome."""
+        """Turn OPEN into HALF_OPEN when a cooldown ends, so the KV shows it without an outcome
+        (never a MISCONFIGURED one: nothing probes it)."""
         task_status.started()
         while True:
-            now = time.time()
+            now = self.clock()
             opens = [b.open_until for b in self.breakers.values() if b.state == br.OPEN]
             with anyio.move_on_after(min([max(0.0, t - now) for t in opens], default=60.0)):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            now = time.time()
-            for b in list(self.breakers.values()):
-                if b.state == br.OPEN and now >= b.open_until:
-                    await self._store(b, br.effective(b, now), now, "cooldown over")
+            await self.end_cooldowns()
+
+    async def end_cooldowns(self) -> None:
+        """Store HALF_OPEN for every OPEN breaker whose cooldown has ended by ``clock()``."""
+        now = self.clock()
+        for b in list(self.breakers.values()):
+            if b.state == br.OPEN and now >= b.open_until:
+                await self._store(b, br.effective(b, now), now, "cooldown over")
 
     async def _flush(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

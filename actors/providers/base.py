@@ -7,6 +7,8 @@ delta. The base class serves both in queue group ``provider.<name>`` so copies s
 publishes the facts other actors consume: one ``Outcome`` per call on
 ``<root>.events.outcome.<name>`` (health) and one ``Usage`` per answered call on
 ``<root>.events.usage.<name>`` (cost). Events are plain publishes; the events stream keeps them.
+A failed call's Outcome carries the failure's message as ``detail`` (cut to ``DETAIL_MAX``; adapters
+have already cut their key out of it), which health shows when the provider is misconfigured.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from bus.errors import LlmError
 from bus.streams import ensure_events_stream
 from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
 from actors.runtime import Actor
+
+DETAIL_MAX = 300
 
 
 class ProviderActor(Actor):
@@ -62,24 +66,26 @@ class ProviderActor(Actor):
         started = now()
         kind: str | None = m.INTERNAL
         retry_after: float | None = None
+        detail = ""
         result: m.Completion | None = None
         try:
             result = await self.complete(request, ctx)
             kind = None
             return result
         except LlmError as exc:
-            kind, retry_after = exc.kind, exc.retry_after_s
+            kind, retry_after, detail = exc.kind, exc.retry_after_s, exc.message
             raise
         except asyncio.CancelledError:
             kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
             raise
         finally:
-            await self._report(request, kind, retry_after, started, result)
+            await self._report(request, kind, retry_after, started, result, detail)
 
     async def _serve_stream(self, request: m.Complete, ctx: Context) -> AsyncIterator[m.Chunk | m.Completion]:
         started = now()
         kind: str | None = m.INTERNAL
         retry_after: float | None = None
+        detail = ""
         result: m.Completion | None = None
         seq = 0
         try:
@@ -92,7 +98,7 @@ class ProviderActor(Actor):
                 seq += 1
             raise LlmError(f"{self.provider}: the stream ended without a final answer")
         except LlmError as exc:
-            kind, retry_after = exc.kind, exc.retry_after_s
+            kind, retry_after, detail = exc.kind, exc.retry_after_s, exc.message
             raise
         except (asyncio.CancelledError, GeneratorExit):
             # The consumer closes this generator right after taking the final Completion, which
@@ -101,7 +107,7 @@ class ProviderActor(Actor):
                 kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
             raise
         finally:
-            await asyncio.shield(self._report(request, kind, retry_after, started, result))
+            await asyncio.shield(self._report(request, kind, retry_after, started, result, detail))
 
     async def _report(
         self,
@@ -110,6 +116,7 @@ class ProviderActor(Actor):
         retry_after: float | None,
         started: float,
         result: m.Completion | None,
+        detail: str = "",
     ) -> None:
         nc = self.nc
         if nc is None or nc.is_closed:
@@ -125,6 +132,7 @@ class ProviderActor(Actor):
                     latency_ms=round((now() - started) * 1000.0, 3),
                     retry_after_s=retry_after,
                     at=wall,
+                    detail=detail[:DETAIL_MAX] if kind is not None else "",
                 )
             ),
         )

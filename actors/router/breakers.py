@@ -4,12 +4,15 @@ A KV watch on ``state.>`` of the health bucket keeps ``states`` current (propaga
 ``llmbus bench``). ``screen(order)`` drops providers whose breaker is OPEN; a HALF_OPEN provider
 is kept only by the router that wins that round's probe: a compare-and-set on ``probe.<provider>``
 in the same bucket, so one probe goes out per round however many routers run. A claim older than
-``stale_after_s`` (its prober died before reporting) may be taken over.
+``stale_after_s`` (its prober died before reporting) may be taken over. A MISCONFIGURED provider
+(an auth failure: see ``actors.pure.breaker``) is dropped like an OPEN one, and is never probed.
+Times are ``clock()``, wall-clock seconds (``time.time`` unless a test gives its own).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import anyio
 import msgspec
@@ -26,8 +29,10 @@ _decode = msgspec.json.Decoder(m.BreakerState).decode
 
 
 class BreakerView:
-    def __init__(self, nc: NATS, subjects: Subjects, *, stale_after_s: float) -> None:
+    def __init__(self, nc: NATS, subjects: Subjects, *, stale_after_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
         self.stale_after_s = stale_after_s
+        self.clock = clock
         self.states: dict[str, m.BreakerState] = {}
         self._tried: dict[str, tuple[int, float]] = {}  # provider -> (probe round claimed, when)
         self.mirror = KvMirror(nc, subjects.bucket("health"), "state.>", on_change=self._changed)
@@ -51,7 +56,7 @@ class BreakerView:
         """(providers that may be called now, in order; a Step for each one left out)."""
         if not self.states:
             return order, []
-        now = time.time()
+        now = self.clock()
         usable: list[str] = []
         skipped: list[m.Step] = []
         for provider in order:
@@ -78,7 +83,7 @@ class BreakerView:
     async def claim_probe(self, provider: str, round_: int) -> bool:
         """True for exactly one caller per (provider, round), fleet-wide."""
         key = f"probe.{provider}"
-        claim = f"{round_}:{time.time():.3f}".encode()
+        claim = f"{round_}:{self.clock():.3f}".encode()
         try:
             try:
                 entry = await self.kv.get(key)
@@ -86,7 +91,7 @@ class BreakerView:
                 await self.kv.create(key, claim)
                 return True
             held_round, _, at = (entry.value or b"").decode().partition(":")
-            if held_round == str(round_) and time.time() - float(at or 0) < self.stale_after_s:
+            if held_round == str(round_) and self.clock() - float(at or 0) < self.stale_after_s:
                 return False
             await self.kv.update(key, claim, last=entry.revision)
             return True
@@ -97,6 +102,10 @@ class BreakerView:
 def describe(state: m.BreakerState, now: float) -> str:
     if state.state == br.OPEN:
         return f"open ({state.reason or 'failures'}), retry in {max(0.0, state.open_until - now):.1f}s"
+    if state.state == br.MISCONFIGURED:
+        said = f": {state.detail}" if state.detail else ""
+        return (f"misconfigured ({state.reason or 'auth'}{said}); not called until "
+                f"`llmbus health reset {state.provider}` or a successful `llmbus test {state.provider}`")
     if state.state == br.HALF_OPEN:
         return "half-open: another router is probing it"
     return state.state
