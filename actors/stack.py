@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -13,7 +15,6 @@ from bus import messages as m
 from bus.errors import ConfigError
 from bus.server import NatsServer, url_greets
 from bus.subjects import Subjects
-from actors.router.actor import Router
 from actors.runtime import Actor, run_actors
 from actors.settings import Settings
 
@@ -28,60 +29,87 @@ def unconfigured(settings: Settings) -> dict[str, str]:
     return {name: env for name, p in settings.providers.items() if (env := p.missing_key())}
 
 
-def _provider_class(kind: str) -> type:
-    # imported on demand: an SDK is loaded only when a provider of its kind is configured
-    if kind == "openai":
-        from actors.providers.openai import OpenAIProvider as cls
-    elif kind == "anthropic":
-        from actors.providers.anthropic import AnthropicProvider as cls
-    elif kind == "gemini":
-        from actors.providers.gemini import GeminiProvider as cls
-    else:
-        from actors.providers.mock import MockProvider as cls
-    return cls
+# Provider kind -> "module:class", imported on demand: the SDKs take seconds to import, so one is
+# loaded only when a provider of its kind is configured.
+PROVIDER_CLASSES: dict[str, str] = {
+    "mock": "actors.providers.mock:MockProvider",
+    "openai": "actors.providers.openai:OpenAIProvider",
+    "anthropic": "actors.providers.anthropic:AnthropicProvider",
+    "gemini": "actors.providers.gemini:GeminiProvider",
+}
+
+
+def provider_class(kind: str) -> type[Actor]:
+    """The provider actor class for ``kind`` (its module imported now, not before)."""
+    module, _, attr = PROVIDER_CLASSES[kind].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# Each builder takes the settings and the arguments every actor gets (subjects, budgets, grace);
+# each imports its actor's module itself, so building one actor loads only what it needs.
+Builder = Callable[[Settings, dict[str, Any]], Actor]
+
+
+def _router(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.router.actor import Router
+
+    return Router(settings=settings, **common)
+
+
+def _health(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.health.actor import HealthActor
+    from actors.pure.breaker import BreakerConfig
+
+    h = settings.health
+    config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
+                           successes_to_close=h.successes_to_close)
+    return HealthActor(config=config, providers=list(settings.providers), **common)
+
+
+def _cache(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.cache.actor import CacheActor
+
+    return CacheActor(settings=settings.cache, directory=Path(settings.cache.dir) / settings.bus.root, **common)
+
+
+def _cost(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.cost.actor import CostActor
+    from actors.pure.pricing import Pricing
+
+    path = settings.pricing_path()
+    if path is None:
+        raise ConfigError("no pricing file: set cost.pricing or add config/pricing.toml")
+    seed = [m.BudgetSet(scope=b.scope, name=b.name, period=b.period, limit_usd=b.limit_usd)
+            for b in settings.cost.budgets]
+    kinds = {n: p.kind for n, p in settings.providers.items()}
+    return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, **common)
+
+
+BUILDERS: dict[str, Builder] = {"router": _router, "health": _health, "cost": _cost, "cache": _cache}
+
+
+def _provider(provider: str, settings: Settings, common: dict[str, Any]) -> Actor:
+    config = settings.providers.get(provider)
+    if config is None:
+        raise KeyError(provider)
+    if env := config.missing_key():
+        raise ConfigError(f"provider {provider} ({config.kind}) is not configured: set {env}")
+    cls = provider_class(config.kind)
+    return cls(provider=provider, config=config, max_concurrency=config.max_concurrency, **common)
 
 
 def build_actor(name: str, settings: Settings) -> Actor:
-    """One actor by name: ``router``, ``health``, ``cost``, ``cache`` or ``provider.<name>``. A provider whose API key is not set
-    raises ``ConfigError`` naming the variable."""
-    subjects = Subjects(settings.bus.root)
-    common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
+    """One actor by name: a key of ``BUILDERS`` (``router``, ``health``, ``cost``, ``cache``) or
+    ``provider.<name>``; ``KeyError`` for any other name. A provider whose API key is not set raises
+    ``ConfigError`` naming the variable."""
+    common = dict(subjects=Subjects(settings.bus.root), default_budget_ms=settings.bus.default_budget_ms,
                   stop_grace_s=settings.bus.stop_grace_s)
-    if name == "router":
-        return Router(settings=settings, **common)
-    if name == "health":
-        from actors.pure.breaker import BreakerConfig
-        from actors.health.actor import HealthActor
-
-        h = settings.health
-        config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
-                               successes_to_close=h.successes_to_close)
-        return HealthActor(config=config, providers=list(settings.providers), **common)
-    if name == "cache":
-        from actors.cache.actor import CacheActor
-
-        return CacheActor(settings=settings.cache, directory=Path(settings.cache.dir) / settings.bus.root, **common)
-    if name == "cost":
-        from actors.cost.actor import CostActor
-        from actors.pure.pricing import Pricing
-
-        path = settings.pricing_path()
-        if path is None:
-            raise ConfigError("no pricing file: set cost.pricing or add config/pricing.toml")
-        seed = [m.BudgetSet(scope=b.scope, name=b.name, period=b.period, limit_usd=b.limit_usd)
-                for b in settings.cost.budgets]
-        kinds = {n: p.kind for n, p in settings.providers.items()}
-        return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, **common)
     if name.startswith("provider."):
-        provider = name.removeprefix("provider.")
-        config = settings.providers.get(provider)
-        if config is None:
-            raise KeyError(provider)
-        if env := config.missing_key():
-            raise ConfigError(f"provider {provider} ({config.kind}) is not configured: set {env}")
-        cls = _provider_class(config.kind)
-        return cls(provider=provider, config=config, max_concurrency=config.max_concurrency, **common)
-    raise KeyError(name)
+        return _provider(name.removeprefix("provider."), settings, common)
+    builder = BUILDERS.get(name)
+    if builder is None:
+        raise KeyError(name)
+    return builder(settings, common)
 
 
 def build_actors(settings: Settings, names: list[str] | None = None) -> list[Actor]:
