@@ -235,3 +235,15 @@ def server_error() -> Reply:
         "An internal error has occurred. Please retry or report in "
         "https://developers.generativeai.google/guide/troubleshooting",
     )
+
+
+def function_calls(calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> Reply:
+    """The model calls functions (API reference "Function calling"): the candidate's parts are
+    ``{"functionCall": {"name", "args"}}`` (google/genai/types.py FunctionCall; ``args`` an object,
+    not a string), finishReason STOP."""
+    data = body(None, **kw)
+    data["candidates"][0]["content"] = {
+        "parts": [{"functionCall": {"name": name, "args": args}} for name, args in calls],
+        "role": "model",
+    }
+    return json_reply(200, data)

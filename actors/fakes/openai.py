@@ -208,3 +208,17 @@ def unavailable() -> Reply:
     return error(
         503, "The engine is currently overloaded, please try again later.", type="server_error"
     )
+
+
+def tool_calls(calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> Reply:
+    """The model calls tools (API reference "Function calling"): ``message.content`` null,
+    ``message.tool_calls[{id, type="function", function{name, arguments}}]`` where ``arguments`` is
+    a JSON string (openai/types/chat/chat_completion_message_tool_call.py), and
+    ``finish_reason="tool_calls"``."""
+    kw.setdefault("finish_reason", "tool_calls")
+    body = completion_body(None, **kw)
+    body["choices"][0]["message"]["tool_calls"] = [
+        {"id": wire_id("call_"), "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+        for name, args in calls
+    ]
+    return json_reply(200, body, {"x-request-id": wire_id("req_")})
