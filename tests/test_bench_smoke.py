@@ -15,14 +15,15 @@ import os
 import pytest
 from rich.console import Console
 
-from actors.bench import measure as bench, sections as bench_sections
+from actors.bench import adapters as bench_adapters, core as bench_core, health as bench_health, main as bench
+from actors.bench.measure import Plan
 
-TINY = bench.Plan(warmup=5, samples=30, seconds=0.2, max_asks=200, rounds=1, concurrency=(4, 16))
-TINY_SECTIONS = bench_sections.SectionPlan(
-    health=bench.Plan(warmup=3, samples=20, seconds=0.2, max_asks=200, rounds=1, concurrency=(8,)),
+TINY = Plan(warmup=5, samples=30, seconds=0.2, max_asks=200, rounds=1, concurrency=(4, 16))
+TINY_HEALTH = bench_health.HealthPlan(
+    health=Plan(warmup=3, samples=20, seconds=0.2, max_asks=200, rounds=1, concurrency=(8,)),
     transitions=6,
-    adapters=bench.Plan(warmup=2, samples=10, concurrency=()),
 )
+TINY_ADAPTERS = Plan(warmup=2, samples=10, concurrency=())
 
 
 @pytest.fixture
@@ -33,16 +34,16 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
 async def test_one_process_paths_are_measured(nats_url: str) -> None:
-    figures = await bench.measure_layout(nats_url, "one-process", TINY)
+    figures = await bench_core.measure_layout(nats_url, "one-process", TINY)
 
-    assert set(figures) == set(bench.PATHS)
+    assert set(figures) == set(bench_core.PATHS)
     for path, f in figures.items():
         assert f["failed"] == 0, path  # the failover path also checks each answer's route
         assert 0 < f["p50_ms"] <= f["p99_ms"], path
         assert set(f["asks_per_s"]) == {"4", "16"}, path
         assert all(rate > 0 for rate in f["asks_per_s"].values()), path
 
-    result = {"layouts": {"one-process": figures}, **bench.compare({"one-process": figures})}
+    result = {"layouts": {"one-process": figures}, **bench_core.compare({"one-process": figures})}
     ratios = result["ratios"]["one-process"]
     assert set(ratios) == {"llmbus single", "llmbus failover"}
     assert all(v > 0 for r in ratios.values() for v in r.values())
@@ -57,9 +58,9 @@ async def test_one_process_paths_are_measured(nats_url: str) -> None:
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
 async def test_health_section_is_measured(nats_url: str) -> None:
-    health = await bench_sections.measure_health(nats_url, TINY_SECTIONS)
+    health = await bench_health.run(nats_url, TINY_HEALTH)
 
-    assert set(health["paths"]) == set(bench_sections.HEALTH_PATHS)
+    assert set(health["paths"]) == set(bench_health.PATHS)
     for path, f in health["paths"].items():
         assert f["failed"] == 0, path  # each answer's route is checked (the skipped open breaker too)
         assert 0 < f["p50_ms"] <= f["p99_ms"], path
@@ -73,7 +74,7 @@ async def test_health_section_is_measured(nats_url: str) -> None:
         assert 0 < prop[who]["p50_ms"] <= prop[who]["p99_ms"] <= prop[who]["max_ms"], who
     assert prop["first_router"]["max_ms"] <= prop["all_routers"]["max_ms"]
 
-    result = {"health": health, "goals": bench_sections.health_goals(health)}
+    result = {"health": health, "goals": bench_health.goals(health)}
     assert bench.failures(result) == 0
     assert [isinstance(g["pass"], bool) for g in result["goals"]] == [True]
     out = io.StringIO()
@@ -84,16 +85,16 @@ async def test_health_section_is_measured(nats_url: str) -> None:
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
 async def test_adapters_section_is_measured(nats_url: str) -> None:
-    adapters = await bench_sections.measure_adapters(nats_url, TINY_SECTIONS.adapters)
+    adapters = await bench_adapters.run(nats_url, TINY_ADAPTERS)
 
-    kinds = list(bench_sections.KINDS)
+    kinds = list(bench_adapters.KINDS)
     assert set(adapters["paths"]) == {f"{k} {how}" for k in kinds for how in ("raw SDK", "llmbus")} | {"bare one-hop"}
     for path, f in adapters["paths"].items():
         assert f["failed"] == 0, path
         assert 0 < f["p50_ms"] <= f["p99_ms"], path
     assert set(adapters["kinds"]) == set(kinds)
     assert all(k["p50_ratio"] > 0 and k["p99_ratio"] > 0 for k in adapters["kinds"].values())
-    assert bench_sections.KEY_ENV not in os.environ  # the dummy key is gone again
+    assert bench_adapters.KEY_ENV not in os.environ  # the dummy key is gone again
 
     out = io.StringIO()
     bench.report("asyncio", {"adapters": adapters, "goals": []}, Console(file=out, width=140))
@@ -104,8 +105,8 @@ async def test_adapters_section_is_measured(nats_url: str) -> None:
 async def test_cost_section_is_measured(nats_url: str) -> None:
     from actors.bench import cost as bench_cost
 
-    result = await bench_cost.measure_cost(nats_url, bench_cost.Plan(warmup=5, samples=20, seconds=0.2, rounds=1,
-                                                                        concurrency=(8,)))
+    result = await bench_cost.run(nats_url, bench_cost.Plan(warmup=5, samples=20, seconds=0.2, rounds=1,
+                                                            concurrency=(8,)))
     assert result["failed"] == 0
     assert set(result["paths"]) == {"no budget", "budget"}
     assert all(0 < f["p50_ms"] <= f["p99_ms"] for f in result["paths"].values())

@@ -18,16 +18,15 @@ ask, then round by round (``actors.bench.measure``), each answer checked:
 
 Goal (issue 7): a hit is no slower than a provider call — ``cache hit`` p50 ≤ ``provider`` p50.
 
-For ``actors.bench``: ``measure_cache(url, plan, progress)`` → ``{"paths", "hit_over_provider",
-"disk_hit_over_provider", "miss_minus_provider_p50_ms", "failed"}``; ``cache_goals(result)``; ``report_cache(loop, result,
-console)``; plans ``CACHE_FULL`` / ``CACHE_QUICK``.
+For ``actors.bench.main``: ``run(url, plan, progress)`` → ``{"paths", "hit_over_provider",
+"disk_hit_over_provider", "miss_minus_provider_p50_ms", "failed"}``; ``goals(result)``;
+``report(loop, result, console)``; plans ``FULL`` / ``QUICK``.
 """
 
 from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import anyio
@@ -39,17 +38,18 @@ from bus import messages as m
 from bus.client import Client
 from bus.deadline import deadline_in
 from bus.rpc import new_id
-from actors.bench.measure import BUDGET_MS, PROMPT, Plan, Send, client_send, flat, goal, measure
-from actors.bench.sections import bench_settings, drop_jetstream, route_is
+from actors.bench.measure import (
+    BUDGET_MS, PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, goal,
+    label, measure, over, route_is, show,
+)
 from actors.runtime import run_actors
 from actors.settings import CacheSettings
 from actors.stack import build_actors
 
 ROOT, DISK_ROOT = "bench-cache", "bench-cache-disk"
 PATHS = ("provider (cache skip)", "cache hit", "cache hit (disk)", "cache miss")
-CACHE_FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
-CACHE_QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
-Progress = Callable[[str], None]
+FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
+QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
 BASE = m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"])
 
 
@@ -80,7 +80,14 @@ async def start(stack: AsyncExitStack, url: str, root: str, memory_mb: float) ->
     return client
 
 
-async def measure_cache(url: str, plan: Plan = CACHE_FULL, progress: Progress = lambda s: None) -> dict:
+# --- the section interface (actors.bench.main) -------------------------------------------------
+
+
+def describe(plan: Plan) -> None:
+    return None  # not recorded in the bench's --json "plan"
+
+
+async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) -> dict:
     hit_answer = lambda a: a.cached and route_is(("cache", "hit"))(a)  # noqa: E731
     try:
         async with AsyncExitStack() as stack:
@@ -100,10 +107,10 @@ async def measure_cache(url: str, plan: Plan = CACHE_FULL, progress: Progress = 
     provider, hit, disk_hit, miss = (flat(paths[p]) for p in PATHS)
     out = {
         "paths": paths,
-        "hit_over_provider": {k: round(v / provider[k], 3) for k, v in hit.items()},
-        "disk_hit_over_provider": {k: round(v / provider[k], 3) for k, v in disk_hit.items()},
+        "hit_over_provider": over(hit, provider),
+        "disk_hit_over_provider": over(disk_hit, provider),
         "miss_minus_provider_p50_ms": round(miss["p50_ms"] - provider["p50_ms"], 4),
-        "failed": sum(f["failed"] for f in paths.values()),
+        "failed": failed_asks(paths),
     }
     progress(f"cache: hit p50 {hit['p50_ms']:.3f} ms (from disk {disk_hit['p50_ms']:.3f} ms) vs provider p50 "
              f"{provider['p50_ms']:.3f} ms ({out['hit_over_provider']['p50_ms']:.2f}×, from disk "
@@ -111,12 +118,12 @@ async def measure_cache(url: str, plan: Plan = CACHE_FULL, progress: Progress = 
     return out
 
 
-def cache_goals(result: dict) -> list[dict]:
+def goals(result: dict) -> list[dict]:
     return [goal("cache: a hit is no slower than the zero-latency provider (p50)",
                  result["hit_over_provider"]["p50_ms"], 1.0, "≤", "×")]
 
 
-def report_cache(loop: str, result: dict, console: Console) -> None:
+def report(loop: str, result: dict, console: Console) -> None:
     table = Table(title=f"llmbus bench — cache — {loop}",
                   caption="one process; provider: cache=\"skip\" → zero (0 ms); hit: answered from the cache "
                           "actor's memory; hit (disk): memory_mb = 0, a diskcache read in a worker thread; "
@@ -125,8 +132,7 @@ def report_cache(loop: str, result: dict, console: Console) -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     figures = [flat(result["paths"][p]) for p in PATHS]
     for k in figures[0]:
-        show = (lambda v: f"{v:,.0f}") if k.startswith("asks") else (lambda v: f"{v:.3f}")
-        table.add_row(k.replace("_ms", " ms").replace("_per_s@", "/s @"), *(show(f[k]) for f in figures),
+        table.add_row(label(k), *(show(k, f[k]) for f in figures),
                       f"{result['hit_over_provider'][k]:.2f}×", f"{result['disk_hit_over_provider'][k]:.2f}×")
     console.print(table)
     console.print(f"a miss adds {result['miss_minus_provider_p50_ms']:+.3f} ms p50 over the provider path",

@@ -10,14 +10,14 @@ round (``actors.bench.measure``):
   cost actor (a compare-and-set on its KV key, group-committed under load) and followed by a
   ``Commit`` publish.
 
-For ``actors.bench``: ``measure_cost(url, plan, progress)`` → ``{"paths", "budget_minus_free_p50_ms",
-"failed"}``; ``report_cost(loop, result, console)``.
+For ``actors.bench.main``: ``run(url, plan, progress)`` → ``{"paths", "budget_minus_free_p50_ms",
+"budget_over_free", "failed"}``; ``goals(result)`` (none); ``report(loop, result, console)``; plans
+``FULL`` / ``QUICK``.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -30,20 +30,29 @@ from bus import codec
 from bus import messages as m
 from bus.client import Client
 from bus.deadline import deadline_in
-from actors.bench.measure import PROMPT, Plan, Send, client_send, flat, measure
-from actors.bench.sections import bench_settings, drop_jetstream, route_is, wait_for
+from actors.bench.measure import (
+    PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, label, measure,
+    over, route_is, show, wait_for,
+)
 from actors.runtime import run_actors
 from actors.settings import CacheSettings, CostSettings
 from actors.stack import build_actors
 
 ROOT = "bench-cost"
 PATHS = ("no budget", "budget")
-COST_FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
-COST_QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
+FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
+QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
 PRICES = '[mock."zero-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "bench"\n'
 
 
-async def measure_cost(url: str, plan: Plan = COST_FULL, progress: Callable[[str], None] = lambda s: None) -> dict:
+# --- the section interface (actors.bench.main) -------------------------------------------------
+
+
+def describe(plan: Plan) -> None:
+    return None  # not recorded in the bench's --json "plan"
+
+
+async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) -> dict:
     with tempfile.TemporaryDirectory(prefix="llmbus-bench-cost-") as tmp:
         pricing = Path(tmp) / "pricing.toml"
         pricing.write_text(PRICES)
@@ -77,23 +86,26 @@ async def measure_cost(url: str, plan: Plan = COST_FULL, progress: Callable[[str
     out = {
         "paths": paths,
         "budget_minus_free_p50_ms": round(budget["p50_ms"] - free["p50_ms"], 4),
-        "budget_over_free": {k: round(v / free[k], 3) for k, v in budget.items()},
-        "failed": sum(f["failed"] for f in paths.values()),
+        "budget_over_free": over(budget, free),
+        "failed": failed_asks(paths),
     }
     progress(f"cost: p50 {free['p50_ms']:.3f} ms without a budget, {budget['p50_ms']:.3f} ms with one "
              f"({out['budget_minus_free_p50_ms']:+.3f} ms)")
     return out
 
 
-def report_cost(loop: str, result: dict, console: Console) -> None:
+def goals(result: dict) -> list[dict]:
+    return []  # figures only
+
+
+def report(loop: str, result: dict, console: Console) -> None:
     table = Table(title=f"llmbus bench — cost — {loop}",
                   caption="one process; no budget: priced, no round trip; budget: Reserve round trip + Commit publish")
     for col in ("metric", *PATHS, "budget / no budget"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     free, budget = flat(result["paths"]["no budget"]), flat(result["paths"]["budget"])
     for k in free:
-        show = (lambda v: f"{v:,.0f}") if k.startswith("asks") else (lambda v: f"{v:.3f}")
-        table.add_row(k.replace("_ms", " ms").replace("_per_s@", "/s @"), show(free[k]), show(budget[k]),
+        table.add_row(label(k), show(k, free[k]), show(k, budget[k]),
                       f"{result['budget_over_free'][k]:.2f}×")
     console.print(table)
     console.print(f"a budget adds {result['budget_minus_free_p50_ms']:+.3f} ms at p50 (one Reserve round trip)",
