@@ -82,7 +82,7 @@ async def test_up_then_ask_then_sigint(tmp_path, root):
 
         # human output: the answer on stdout, the route on stderr
         plain = await anyio.run_process(
-            [str(LLMBUS), "ask", "plain", "--nats-url", url, "--config", str(config), "-p", "second"],
+            [str(LLMBUS), "--nats-url", url, "--config", str(config), "ask", "plain", "-p", "second"],
             env=env, check=False,
         )
         assert plain.returncode == 0, plain.stderr.decode()

@@ -1,0 +1,90 @@
+"""``llmbus cost`` and ``llmbus budget set|show``: the ledger and the budgets, from the cost actor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, err, load_settings, one_request, out, printed_as_json
+from bus import messages as m
+from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_REPORT
+
+app = typer.Typer()
+budget_app = typer.Typer(help="spending budgets per user or tier", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
+
+
+@app.command()
+def cost(
+    ctx: typer.Context,
+    by: Annotated[str, typer.Option(help="provider | model | tier | user | day | strategy")] = "provider",
+    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD (UTC); with --by day")] = None,
+    json_out: JsonOpt = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Spend and tokens from the ledger, grouped."""
+    report = one_request(load_settings(ctx, config, nats_url), COST_REPORT, m.CostQuery(by=by, since=since))
+    if printed_as_json(report, json_out, "cost"):
+        return
+    table = Table(title=f"llmbus cost — by {report.by}")
+    for col in (report.by, "calls", "asks", "input tok", "output tok", "cached tok", "cost USD"):
+        table.add_column(col, justify="left" if col == report.by else "right")
+    for line in [*report.lines, report.total]:
+        usd = f"{line.cost_usd:.6f}" + (f" + {line.unpriced_calls} unpriced" if line.unpriced_calls else "")
+        table.add_row(escape(line.key), str(line.calls), str(line.asks), str(line.input_tokens),
+                      str(line.output_tokens), str(line.cached_tokens), usd,
+                      style="bold" if line is report.total else None)
+    out.print(table)
+    if report.avg_cost_per_ask_usd is not None:
+        out.print(f"average per ask: ${report.avg_cost_per_ask_usd:.6f}")
+    if report.total.unpriced_calls:
+        err.print(f"[yellow]{report.total.unpriced_calls} calls used models with no price: their cost is "
+                  "unknown (add them to config/pricing.toml)[/yellow]")
+
+
+@budget_app.command("set")
+def budget_set(
+    ctx: typer.Context,
+    limit_usd: Annotated[Optional[float], typer.Argument(help="the limit in USD (omit with --remove)")] = None,
+    user: Annotated[Optional[str], typer.Option(help="a user's budget")] = None,
+    tier: Annotated[Optional[str], typer.Option(help="a tier's budget")] = None,
+    period: Annotated[str, typer.Option(help="day | month (UTC)")] = "day",
+    remove: Annotated[bool, typer.Option("--remove", help="remove this budget")] = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set (or remove) the budget of one user or tier."""
+    if (user is None) == (tier is None) or (limit_usd is None) != remove:
+        err.print("give exactly one of --user/--tier, and a limit (or --remove)")
+        raise typer.Exit(2)
+    request = m.BudgetSet(scope="user" if user else "tier", name=user or tier, period=period,
+                          limit_usd=None if remove else limit_usd)
+    _print_budgets(one_request(load_settings(ctx, config, nats_url), COST_BUDGET_SET, request), json_out=False)
+
+
+@budget_app.command("show")
+def budget_show(
+    ctx: typer.Context,
+    json_out: JsonOpt = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every budget: limit, spent, reserved."""
+    report = one_request(load_settings(ctx, config, nats_url), COST_BUDGETS, m.BudgetQuery())
+    _print_budgets(report, json_out=json_out)
+
+
+def _print_budgets(report, *, json_out: bool) -> None:
+    if printed_as_json(report, json_out, "cost"):
+        return
+    table = Table(title="llmbus budgets")
+    for col in ("scope", "name", "period", "limit USD", "spent USD", "reserved USD", "left USD"):
+        table.add_column(col)
+    for b in report.budgets:
+        table.add_row(b.scope, escape(b.name), b.period, f"{b.limit_usd:.6f}", f"{b.spent_usd:.6f}",
+                      f"{b.reserved_usd:.6f}", f"{b.limit_usd - b.spent_usd - b.reserved_usd:.6f}")
+    out.print(table)
