@@ -176,3 +176,38 @@ latency = {{ dist = "fixed", ms = 3 }}
             assert [(st.provider, st.outcome) for st in answer.route] == [("slow", "timeout"), ("fast", "ok")]
             assert got["took"] < 2.0
             assert await slow.process.wait() == -signal.SIGKILL
+
+
+@pytest.mark.anyio
+async def test_strategies_and_set_strategy_change_a_running_fleet(tmp_path, root):
+    port = free_port()
+    config = tmp_path / "up.toml"
+    config.write_text(config_text(root, port=port, store=str(tmp_path / "store")))
+    url = f"nats://127.0.0.1:{port}"
+    env = cli_env(LLMBUS_CONFIG=str(config))
+
+    listed = json.loads(run_cli("strategies", "--json", env=env).stdout)
+    by_name = {s["name"]: s for s in listed}
+    assert {"single", "failover"} <= set(by_name) and by_name["failover"]["default"]
+    assert {"name": "reserve", "type": "float", "default": 0.3, "built_in": 0.3} in by_name["failover"]["options"]
+
+    async def cli(*args: str):
+        done = await anyio.run_process([str(LLMBUS), "--nats-url", url, *args], env=env, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    async with cli_process("up", env=env) as up:
+        await up.wait_for("llmbus up")
+        answer = json.loads(await cli("ask", "x", "--json"))
+        assert answer["strategy"] == "failover" and len(answer["route"]) == 2
+        report = json.loads(await cli("set-strategy", "single", "--json"))
+        assert report["default"] == "single" and report["configured"] == "failover"
+        # single calls only the first provider, which always fails: the fleet really changed
+        failed = await anyio.run_process([str(LLMBUS), "--nats-url", url, "ask", "y", "--json"], env=env, check=False)
+        assert failed.returncode == 1 and json.loads(failed.stdout)["kind"] == "unavailable"
+        await cli("set-strategy", "failover", "--tier", "pro")
+        pro = json.loads(await cli("ask", "z", "--tier", "pro", "--json"))
+        assert pro["strategy"] == "failover" and pro["text"] == "[second] z"
+        assert (await cli("set-strategy")).splitlines() == ["default: single (config: failover)", "tier pro: failover"]
+        await cli("set-strategy", "--clear")
+        assert (await cli("set-strategy")).splitlines()[0] == "default: failover"

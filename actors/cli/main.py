@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from actors.cli import ask, bench, cache, cost, health, run
+from actors.cli import ask, bench, cache, cost, health, run, strategy
 from actors.cli.common import ConfigOpt, Options, UrlOpt, VerboseOpt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="llmbus: multi-LLM orchestration over NATS")
@@ -21,9 +21,8 @@ def shared(ctx: typer.Context, config: ConfigOpt = None, nats_url: UrlOpt = None
 
 
 # One module per command group, each with its own ``app = typer.Typer()``, listed in the order of
-# ``llmbus --help``. A new group is a module and one more entry here (next: ``strategy``, for
-# ``llmbus strategies`` and ``llmbus set-strategy``).
-COMMANDS = [run, ask, health, cost, cache, bench]
+# ``llmbus --help``. A new group is a module and one more entry here.
+COMMANDS = [run, ask, strategy, health, cost, cache, bench]
 for group in COMMANDS:
     app.add_typer(group.app)
 
