@@ -32,6 +32,12 @@ from actors.bench.measure import BUDGET_MS, PROMPT, Send
 from actors.pure.tokens import count_words
 
 BARE = Subjects("bench-bare")
+ECHO = f"{BARE.root}.bare.echo"  # the one-hop responder (not a row of the RPC table: the bare floor has none)
+
+
+def ping_subject(role: str) -> str:
+    """Where a bare role in a child process answers a readiness ping."""
+    return f"{BARE.root}.ping.{role}"
 ROLES = ("provider", "router")
 ASK = m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"])  # a fresh id per ask
 
@@ -84,15 +90,14 @@ async def bare_role(role: str, url: str, *, task_status: TaskStatus = anyio.TASK
                 await nc.publish(msg.reply, msg.data)
 
             await nc.subscribe(BARE.provider_complete("zero"), queue=BARE.provider_queue("zero"), cb=on_complete)
-            await nc.subscribe(BARE.service("bare", "echo"), cb=on_echo)
+            await nc.subscribe(ECHO, cb=on_echo)
         else:
             mux = await Muxed(nc, BARE.reply_prefix(new_id())).start()
             target, loop, tasks = BARE.provider_complete("zero"), asyncio.get_running_loop(), set()
 
             async def handle(msg, deadline: float) -> None:
                 ask, started = codec.ask.decode(msg.data), now()
-                req = m.Complete(id=new_id(), ask_id=ask.id, messages=ask.messages, schema=ask.schema,
-                                 tools=ask.tools, params=ask.params, tier=ask.tier, user=ask.user)
+                req = m.Complete.of(ask, id=new_id())
                 got = await mux.request(target, codec.encode(req), headers_for(deadline, ask.id))
                 done = codec.complete_reply.decode(got.data)
                 answer = m.Answer(
@@ -111,7 +116,7 @@ async def bare_role(role: str, url: str, *, task_status: TaskStatus = anyio.TASK
         async def on_ping(msg) -> None:
             await nc.publish(msg.reply, b"pong")
 
-        await nc.subscribe(BARE.service("ping", role), cb=on_ping)
+        await nc.subscribe(ping_subject(role), cb=on_ping)
         await nc.flush()
         task_status.started()
         await anyio.sleep_forever()
@@ -125,7 +130,7 @@ async def one_hop(url: str, stack: AsyncExitStack) -> Send:
     nc = await connect(url, name="bench-client")
     stack.push_async_callback(nc.close)
     mux = await Muxed(nc, BARE.reply_prefix(new_id())).start()
-    subject = BARE.service("bare", "echo")
+    subject = ECHO
 
     async def send() -> bool:
         ask = msgspec.structs.replace(ASK, id=new_id())

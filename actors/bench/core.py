@@ -37,7 +37,7 @@ from bus import messages as m
 from bus.client import Client
 from bus.connection import connect
 from bus.subjects import Subjects
-from actors.bench.bare import ASK, BARE, bare_role, one_hop
+from actors.bench.bare import ASK, BARE, bare_role, one_hop, ping_subject
 from actors.bench.measure import (
     CONFIG, PROMPT, Plan, Progress, Send, client_send, flat, goal, label, measure, over, show, spawn, wait_ready,
 )
@@ -81,7 +81,7 @@ async def measure_layout(url: str, layout: str, plan: Plan, *, paths=PATHS, uvlo
             config.flush()
             nc = await connect(url, name="bench-ready")
             stack.push_async_callback(nc.close)
-            procs = [(BARE.service("ping", r), spawn(["actors.bench", "_bare", r, url], uvloop, stack))
+            procs = [(ping_subject(r), spawn(["actors.bench", "_bare", r, url], uvloop, stack))
                      for r in bare]
             procs += [(f"$SRV.PING.{ROOT.root}-{n.replace('.', '-')}",
                        spawn(["actors.cli", "actor", n, "--nats-url", url, "--config", config.name], uvloop, stack))

@@ -26,7 +26,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from bus import codec
+from bus.subjects import COST_BUDGET_SET
 from bus import messages as m
 from bus.client import Client
 from bus.deadline import deadline_in
@@ -64,10 +64,9 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
                 stack.callback(tg.cancel_scope.cancel)
                 router, *_ = await tg.start(run_actors, build_actors(settings, ["router", "cost", "provider.zero"]), url)
                 client = await stack.enter_async_context(Client(url, root=ROOT, name="bench-client"))
-                reply = await client.rpc.call(
-                    client.subjects.service("cost", "budget.set"),
-                    m.BudgetSet(scope="user", name="budgeted", period="day", limit_usd=1e9),
-                    codec.decoder(m.BudgetReport | m.Failure), deadline=deadline_in(5000),
+                reply = await client.rpc.service(
+                    COST_BUDGET_SET, m.BudgetSet(scope="user", name="budgeted", period="day", limit_usd=1e9),
+                    deadline=deadline_in(5000),
                 )
                 if not isinstance(reply, m.BudgetReport):
                     raise RuntimeError(f"cost: cannot set the budget: {reply}")

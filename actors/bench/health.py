@@ -49,7 +49,7 @@ from bus.connection import connect
 from bus.deadline import deadline_in
 from bus.rpc import new_id
 from bus.streams import ensure_kv
-from bus.subjects import Subjects
+from bus.subjects import HEALTH_RESET, Subjects
 from actors.bench.measure import (
     BUDGET_MS, PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, goal,
     label, measure, over, route_is, show, spread, wait_for,
@@ -93,8 +93,7 @@ async def measure_check(url: str, plan: Plan, progress: Progress = lambda s: Non
             # zero: CLOSED in KV through the health actor's reset endpoint.
             first = m.Ask(id=new_id(), messages=PROMPT, strategy="single", providers=["fail"])
             await c_on.send(first, deadline=deadline_in(BUDGET_MS))
-            await c_on.rpc.request(c_on.subjects.service("health", "reset"),
-                                   codec.encode(m.HealthReset(provider="zero")), deadline=deadline_in(5000))
+            await c_on.rpc.service(HEALTH_RESET, m.HealthReset(provider="zero"), deadline=deadline_in(5000))
             live = lambda p: br.effective(router.breakers.states[p], time.time()).state  # noqa: E731
             await wait_for(lambda: {"fail", "zero"} <= router.breakers.states.keys()
                            and (live("fail"), live("zero")) == (br.OPEN, br.CLOSED), "breaker states in the router")

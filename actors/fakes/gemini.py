@@ -22,7 +22,7 @@ from actors.fakes.server import Reply, json_reply, split_pieces, sse, wire_id
 
 __all__ = [
     "MODEL", "body", "response", "structured", "stream", "prompt_blocked", "safety_stop", "error",
-    "rate_limited", "context_length", "auth_error", "invalid_key", "unavailable", "server_error",
+    "rate_limited", "context_length", "auth_error", "invalid_key", "unavailable", "server_error", "function_calls",
 ]
 
 MODEL = "gemini-2.5-flash"

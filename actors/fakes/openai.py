@@ -19,7 +19,7 @@ from actors.fakes.server import Reply, json_reply, split_pieces, sse, wire_id
 
 __all__ = [
     "MODEL", "completion_body", "completion", "structured", "stream", "error", "rate_limited",
-    "context_length", "auth_error", "server_error", "unavailable",
+    "context_length", "auth_error", "server_error", "unavailable", "tool_calls",
 ]
 
 MODEL = "gpt-4o-mini-2024-07-18"

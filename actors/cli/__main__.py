@@ -1,0 +1,5 @@
+"""``python -m actors.cli …`` is ``llmbus …`` (the bench starts actor processes this way)."""
+
+from actors.cli.main import main
+
+main()
