@@ -15,45 +15,15 @@ from actors.fakes import anthropic as an
 from actors.fakes import gemini as ge
 from actors.fakes import openai as oa
 from actors.fakes.server import Recorded, Reply, WireServer, json_reply
+from actors.pure.examples import example_for
 
 __all__ = ["auto_reply", "example_for_schema"]
 
 
 def example_for_schema(schema: dict[str, Any] | None) -> Any:
-    """A small value that validates against a (simple) JSON Schema: every required property of an
-    object, the first enum value, 0 / "" / False / [] by type. Enough for canned structured answers."""
-    if not isinstance(schema, dict):
-        return {}
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return example_for_schema(schema[key][0])
-    typ = schema.get("type")
-    if isinstance(typ, list):
-        typ = next((t for t in typ if t != "null"), "null")
-    if typ == "object" or (typ is None and "properties" in schema):
-        props = schema.get("properties", {})
-        required = schema.get("required", list(props))
-        return {k: example_for_schema(props.get(k, {})) for k in required}
-    if typ == "array":
-        n = int(schema.get("minItems", 0))
-        return [example_for_schema(schema.get("items", {})) for _ in range(n)]
-    if typ == "string":
-        return "x" * int(schema.get("minLength", 0)) if schema.get("minLength") else "example"
-    if typ == "integer":
-        return int(schema.get("minimum", 0))
-    if typ == "number":
-        minimum = schema.get("minimum", 0)
-        maximum = schema.get("maximum")
-        return maximum if maximum is not None and maximum < minimum else minimum
-    if typ == "boolean":
-        return False
-    if typ == "null":
-        return None
-    return {}
+    """A value that validates against the schema: ``actors.pure.examples.example_for`` (the one
+    implementation, shared with the mock provider); no schema: ``{}``."""
+    return example_for(schema) if isinstance(schema, dict) else {}
 
 
 def auto_reply(rec: Recorded, *, text: str = "ok") -> Reply:

@@ -9,6 +9,9 @@ Mock faults besides the wire kinds: ``stall`` (accept, never answer: the caller'
 it), ``cut_stream`` (a stream breaks halfway: the consumer gets a Failure, never a complete
 answer), ``malformed_output`` (structured output that is not valid JSON), ``empty`` (an empty
 answer). Latency never outlives the deadline: the endpoint's deadline ends a sleep that would.
+
+A structured ask (with a schema) is answered with ``actors.pure.examples.example_for`` of the schema,
+its strings the prompt: data the ask's schema accepts, the same for the same ask.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bus import messages as m
 from bus.endpoint import Context
 from bus.errors import InvalidOutput, Unavailable, error_for
 from actors.providers.base import ProviderActor
+from actors.pure.examples import example_for
 from actors.pure.tokens import count_words
 from actors.settings import Latency, ProviderSettings
 
@@ -89,7 +93,7 @@ class MockProvider(ProviderActor):
         elif request.schema is not None:
             if fault == MALFORMED:
                 raise InvalidOutput(f"mock {self.provider}: structured output is not valid JSON: '{{\"answer\": '")
-            data = {"answer": prompt}
+            data = example_for(request.schema, text=prompt)
             text = json.dumps(data)
         else:
             text = f"[{self.provider}] {prompt}" if cfg.answer == "echo" else cfg.canned
