@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from bus import messages as m
 from actors.providers.classify import classify, kind_for_status, redact, retry_after_s
 from actors.providers.limits import RateLimits
-from actors.providers.remote import parse_structured, wrap_schema
+from actors.providers.openai import strict_compatible
+from actors.providers.remote import CONFIDENCE_SCHEMA, parse_structured, structured_for
 
 
 class FakeStatusError(Exception):
@@ -144,12 +146,99 @@ def test_token_limit_refuses_without_taking() -> None:
     assert RateLimits(None, None).admit(10**9) == 0.0
 
 
-def test_structured_output_is_wrapped_and_validated() -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    wrapped = wrap_schema(schema)
-    assert parse_structured('{"data": {"city": "Oslo"}, "confidence": 0.8}', wrapped) == ({"city": "Oslo"}, 0.8, None)
-    assert parse_structured({"data": {"city": "Oslo"}, "confidence": 1}, wrapped)[0] == {"city": "Oslo"}
-    for raw in ['{"data": {"city": 3}, "confidence": 0.5}', '{"data": {}, "confidence": 0.5}',
-                '{"data": {"city": "x"}, "confidence": 2}', '{"data": {"city": "x"}}', "not json", None]:
-        data, confidence, problem = parse_structured(raw, wrapped)
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        "additionalProperties": False}
+OPEN_CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_a_closed_schema_is_sent_as_it_is_and_the_bare_object_accepted() -> None:
+    structured = structured_for(CITY)
+    assert structured.sent == CITY and not structured.confidence and not structured.wrapped
+    assert parse_structured('{"city": "Oslo"}', structured) == ({"city": "Oslo"}, None, None)
+    assert parse_structured({"city": "Oslo"}, structured) == ({"city": "Oslo"}, None, None)
+    for raw in ['{"city": 3}', "{}", '{"city": "x", "confidence": 0.5}', '{"data": {"city": "x"}, "confidence": 1}',
+                "not json", None]:
+        data, confidence, problem = parse_structured(raw, structured)
         assert data is None and confidence is None and problem, raw
+
+
+def test_an_open_schema_offers_an_optional_confidence_that_validation_does_not_need() -> None:
+    structured = structured_for(OPEN_CITY)
+    assert structured.confidence and structured.sent["properties"]["confidence"] == CONFIDENCE_SCHEMA
+    assert structured.sent["required"] == ["city"]  # not required
+    assert OPEN_CITY["properties"] == {"city": {"type": "string"}}  # the ask's schema is not changed
+    assert parse_structured('{"city": "Oslo", "confidence": 0.8}', structured) == ({"city": "Oslo"}, 0.8, None)
+    assert parse_structured({"city": "Oslo", "confidence": 1}, structured) == ({"city": "Oslo"}, 1.0, None)
+    assert parse_structured({"city": "Oslo"}, structured) == ({"city": "Oslo"}, None, None)
+    for odd in (2, -0.1, "high", True, None):  # not a confidence: dropped, the data is still fine
+        assert parse_structured({"city": "Oslo", "confidence": odd}, structured) == ({"city": "Oslo"}, None, None)
+    assert parse_structured({"city": "Oslo", "extra": [1]}, structured) == ({"city": "Oslo", "extra": [1]}, None, None)
+    assert parse_structured({"confidence": 0.9}, structured)[2]  # still needs its city
+
+
+@pytest.mark.parametrize("schema", [
+    {**OPEN_CITY, "properties": {"confidence": {"type": "string"}}},  # its own confidence: data, not ours
+    {**OPEN_CITY, "required": ["city", "confidence"]},
+    {**OPEN_CITY, "additionalProperties": {"type": "string"}},
+    {**OPEN_CITY, "maxProperties": 1},
+    {**OPEN_CITY, "patternProperties": {"^c": {"type": "string"}}},
+    {**OPEN_CITY, "propertyNames": {"maxLength": 4}},
+])
+def test_no_confidence_is_offered_where_it_could_clash(schema) -> None:
+    structured = structured_for(schema)
+    assert not structured.confidence and structured.sent == schema
+
+
+@pytest.mark.parametrize(("schema", "answer"), [
+    ({"type": "array", "items": {"type": "string"}}, ["a", "b"]),
+    ({"type": "string", "enum": ["yes", "no"]}, "no"),
+    ({"anyOf": [{"type": "integer"}, {"type": "null"}]}, None),
+    ({"properties": {"x": {"type": "integer"}}, "required": ["x"]}, {"x": 1}),  # no root type: wrapped too
+])
+def test_a_root_that_is_not_an_object_is_sent_under_value_and_either_form_accepted(schema, answer) -> None:
+    structured = structured_for(schema)
+    assert structured.wrapped and structured.sent == {
+        "type": "object", "properties": {"value": schema}, "required": ["value"], "additionalProperties": False}
+    assert parse_structured({"value": answer}, structured) == (answer, None, None)
+    assert parse_structured(json.dumps(answer), structured) == (answer, None, None)  # the bare value, as JSON text
+    if answer is not None and not isinstance(answer, str):  # (None itself: there was no output)
+        assert parse_structured(answer, structured) == (answer, None, None)  # or parsed (a tool's input)
+    assert parse_structured({"value": {"nested": "wrong"}}, structured)[2]
+
+
+STRICT = {"type": "object", "additionalProperties": False, "required": ["a", "b", "c"], "properties": {
+    "a": {"type": "string", "format": "date", "description": "d"},
+    "b": {"type": ["integer", "null"], "minimum": 0},
+    "c": {"type": "array", "items": {"$ref": "#/$defs/item"}, "maxItems": 3},
+}, "$defs": {"item": {"type": "object", "properties": {"k": {"enum": ["x", "y"]}}, "required": ["k"],
+                      "additionalProperties": False}}}
+
+
+def test_strict_compatible_schemas() -> None:
+    assert strict_compatible(STRICT) and strict_compatible(CITY)
+    assert strict_compatible(structured_for({"type": "array", "items": CITY}).sent)  # wrapped, still strict
+    assert strict_compatible({"type": "object", "properties": {"u": {"anyOf": [CITY, {"type": "null"}]}},
+                              "required": ["u"], "additionalProperties": False})
+
+
+@pytest.mark.parametrize(("why", "schema"), [
+    ("extra properties allowed", OPEN_CITY),
+    ("an optional property", {**CITY, "properties": {"city": {"type": "string"}, "n": {"type": "integer"}}}),
+    ("a nested open object", {**CITY, "properties": {"city": {"type": "object", "properties": {}}}}),
+    ("an unsupported keyword", {**CITY, "properties": {"city": {"type": "string", "minLength": 2}}}),
+    ("an unsupported format", {**CITY, "properties": {"city": {"type": "string", "format": "uri"}}}),
+    ("allOf", {**CITY, "properties": {"city": {"allOf": [{"type": "string"}]}}}),
+    ("a $ref with siblings", {**STRICT, "properties": {**STRICT["properties"], "c": {"$ref": "#/$defs/item", "description": "x"}}}),
+    ("not an object at the root", {"type": "array", "items": CITY}),
+    ("the confidence we offer", structured_for(OPEN_CITY).sent),
+    ("too deep", {"type": "object", "additionalProperties": False, "required": ["n"], "properties": {"n": (deep := {
+        "type": "object", "additionalProperties": False, "required": [], "properties": {}})}}),
+])
+def test_schemas_that_are_sent_with_strict_false(why, schema) -> None:
+    if why == "too deep":
+        node = deep
+        for _ in range(10):
+            node["properties"] = {"n": {"type": "object", "additionalProperties": False, "required": [], "properties": {}}}
+            node["required"] = ["n"]
+            node = node["properties"]["n"]
+    assert not strict_compatible(schema), why

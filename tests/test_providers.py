@@ -4,7 +4,8 @@ Each of OpenAI, Anthropic and Gemini runs as a provider actor on the session nat
 ``base_url`` aimed at a ``WireServer`` (actors/fakes/server.py) that plays the provider's
 wire bodies, its key in a test environment variable. The tests drive it with ``rpc.call`` of a
 ``Complete`` (or ``rpc.stream``, or a client ask through the router) and check: the answer (text,
-usage, model, finish_reason), structured output (``Completion.data``, one clarified retry, then
+usage, model, finish_reason), structured output (the ask's own schema sent, the bare object accepted
+into ``Completion.data``, an optional confidence for an open schema, one clarified retry, then
 ``invalid_output``), streaming with the final usage, the classification of every failure the
 providers produce, that each failed call made exactly one HTTP request (no hidden SDK retries), that
 a cut or truncated stream never comes back as a complete answer, that a stall ends at the deadline
@@ -48,7 +49,8 @@ SCHEMA = {
     "additionalProperties": False,
 }
 DATA = {"city": "Oslo", "population": 709000}
-WRAPPED = {"data": DATA, "confidence": 0.8}  # remote.wrap_schema: {"data": <schema>, "confidence": 0..1}
+OPEN_SCHEMA = {k: v for k, v in SCHEMA.items() if k != "additionalProperties"}  # extra properties allowed
+LIST_SCHEMA = {"type": "array", "items": SCHEMA, "minItems": 1}  # a root that is not an object
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Kind:
     base_suffix: str  # appended to the server URL to make base_url
     finish: str  # finish_reason of a normal answer, as the adapter reports it
     plain: Callable[..., Reply]  # (text, input, output, cached)
-    structured: Callable[[Any], Reply]  # the wrapped object (or a raw string)
+    structured: Callable[[Any], Reply]  # the structured answer: an object (or a raw string)
     invalid: Callable[[], Reply]  # structured output that does not validate
     stream: Callable[..., Reply]  # (pieces, input, output, cached, **reply_kw)
     cut_after: int  # a cut halfway through ``stream(["a", "b", "c", "d"])``
@@ -147,7 +149,7 @@ KINDS = {
         structured=lambda data: an.tool_use(data, name="answer")
         if not isinstance(data, str)
         else an.message(data),
-        invalid=lambda: an.tool_use({"data": {"city": "Oslo"}}, name="answer"),  # no confidence, no population
+        invalid=lambda: an.tool_use({"city": "Oslo"}, name="answer"),  # no population
         stream=lambda pieces, i, o, c, **kw: an.stream(
             pieces, input_tokens=i - c, output_tokens=o, cache_read_input_tokens=c, **kw
         ),
@@ -323,31 +325,79 @@ async def test_plain_answer(run, kind):
         assert usage["model"] == r.kind.wire_model
 
 
+def sent_schema(kind: str, body: dict) -> Any:
+    """The schema a structured request carried, where each provider's API puts it."""
+    if kind == "openai":
+        assert body["response_format"]["type"] == "json_schema"
+        return body["response_format"]["json_schema"]["schema"]
+    if kind == "anthropic":
+        assert body["tool_choice"] == {"type": "tool", "name": "answer"}
+        return body["tools"][0]["input_schema"]
+    assert body["generationConfig"]["responseMimeType"] == "application/json"
+    return body["generationConfig"]["responseJsonSchema"]
+
+
 @pytest.mark.parametrize("kind", ALL)
-async def test_structured_answer(run, kind):
+async def test_structured_answer_is_the_bare_object_of_the_asks_own_schema(run, kind):
     async with run(kind) as r:
-        r.server.push(r.kind.structured(WRAPPED))
+        r.server.push(r.kind.structured(DATA))
         reply = await r.call(complete(schema=SCHEMA))
         assert isinstance(reply, m.Completion), reply
-        assert reply.data == DATA and reply.confidence == 0.8
-        assert len(r.server.requests) == 1
+        assert reply.data == DATA and reply.confidence is None  # a closed schema: no confidence offered
+        assert len(r.server.requests) == 1  # accepted at once: no retry
         body = r.server.requests[0].json()
+        assert sent_schema(kind, body) == SCHEMA  # sent as it is
         if kind == "openai":
-            fmt = body["response_format"]
-            assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"]["properties"]["data"] == SCHEMA
-        elif kind == "anthropic":
-            assert body["tool_choice"] == {"type": "tool", "name": "answer"}
-            assert body["tools"][0]["input_schema"]["properties"]["data"] == SCHEMA
-        else:
-            gen = body["generationConfig"]
-            assert gen["responseMimeType"] == "application/json"
-            assert gen["responseJsonSchema"]["properties"]["data"] == SCHEMA
+            assert body["response_format"]["json_schema"]["strict"] is True  # every property required, closed
+
+
+@pytest.mark.parametrize("kind", ALL)
+async def test_an_open_schema_offers_an_optional_confidence(run, kind):
+    async with run(kind) as r:
+        r.server.push(r.kind.structured({**DATA, "confidence": 0.8}), r.kind.structured(DATA))
+        reply = await r.call(complete(schema=OPEN_SCHEMA))
+        assert isinstance(reply, m.Completion), reply
+        assert reply.data == DATA and reply.confidence == 0.8  # taken out of the data
+        sent = sent_schema(kind, r.server.requests[0].json())
+        assert sent["properties"]["confidence"]["type"] == "number"
+        assert sent["required"] == ["city", "population"]  # not required
+        if kind == "openai":
+            assert r.server.requests[0].json()["response_format"]["json_schema"]["strict"] is False  # open: not strict
+        without = await r.call(complete(schema=OPEN_SCHEMA))  # an answer without one is just as good
+        assert isinstance(without, m.Completion) and without.data == DATA and without.confidence is None
+        assert len(r.server.requests) == 2
+
+
+@pytest.mark.parametrize("kind", ALL)
+async def test_a_root_that_is_not_an_object_is_sent_wrapped_and_unwrapped(run, kind):
+    async with run(kind) as r:
+        r.server.push(r.kind.structured({"value": [DATA]}))
+        if kind != "anthropic":  # a tool's input is always an object
+            r.server.push(r.kind.structured([DATA]))  # the bare array is accepted too
+        reply = await r.call(complete(schema=LIST_SCHEMA))
+        assert isinstance(reply, m.Completion) and reply.data == [DATA], reply
+        assert sent_schema(kind, r.server.requests[0].json()) == {
+            "type": "object", "properties": {"value": LIST_SCHEMA}, "required": ["value"], "additionalProperties": False}
+        if kind != "anthropic":
+            bare = await r.call(complete(schema=LIST_SCHEMA))
+            assert isinstance(bare, m.Completion) and bare.data == [DATA], bare
+        assert len(r.server.requests) == (1 if kind == "anthropic" else 2)
+
+
+@pytest.mark.parametrize("kind", ALL)
+async def test_an_answer_in_the_old_wrapper_does_not_validate(run, kind):
+    async with run(kind) as r:
+        wrapped = {"data": DATA, "confidence": 0.8}
+        r.server.push(r.kind.structured(wrapped), r.kind.structured(wrapped))
+        reply = await r.call(complete(schema=SCHEMA))
+        assert isinstance(reply, m.Failure) and reply.kind == m.INVALID_OUTPUT, reply
+        assert "is a required property" in reply.message  # the problem is named
 
 
 @pytest.mark.parametrize("kind", ALL)
 async def test_structured_invalid_then_valid_is_one_clarified_retry(run, kind):
     async with run(kind) as r:
-        r.server.push(r.kind.invalid(), r.kind.structured(WRAPPED))
+        r.server.push(r.kind.invalid(), r.kind.structured(DATA))
         reply = await r.call(complete(schema=SCHEMA))
         assert isinstance(reply, m.Completion), reply
         assert reply.data == DATA
@@ -471,6 +521,7 @@ async def test_failure_is_classified_after_exactly_one_request(run, kind, scenar
         assert outcome["ok"] is False and outcome["kind"] == expected
         if expected == m.RATE_LIMITED:
             assert outcome["retry_after_s"] == pytest.approx(r.kind.retry_after_s)
+        assert outcome["detail"] == reply.message[:300]  # what health shows (a misconfigured provider's why)
         assert_no_key(r.kind, reply, *r.events.raw)
 
 

@@ -1,7 +1,9 @@
 """Anthropic Messages through the official ``anthropic`` SDK.
 
-Structured output is forced tool use: one tool whose ``input_schema`` is the wrapped schema, and
-``tool_choice`` naming it, so the answer arrives as that tool's parsed ``input``. Streaming reads
+Structured output is forced tool use: one tool whose ``input_schema`` is the schema
+``remote.structured_for`` gives (the ask's own; a root that is not an object sent under
+``value``, since a tool's input is an object), and ``tool_choice`` naming it, so the answer arrives
+as that tool's parsed ``input``. Streaming reads
 the raw events: ``message_start`` (input usage), ``content_block_delta`` (text), ``message_delta``
 (stop reason, output usage), ``message_stop`` (the end — without it the stream was cut).
 """

@@ -2,7 +2,7 @@
 
 google-genai has no ``max_retries``: its retries are turned off explicitly with
 ``HttpRetryOptions(attempts=1)``. Structured output uses ``response_mime_type="application/json"``
-with ``response_json_schema``. A safety block (``promptFeedback.blockReason`` or finish reason
+with ``response_json_schema`` (the schema ``remote.structured_for`` gives). A safety block (``promptFeedback.blockReason`` or finish reason
 ``SAFETY``/``PROHIBITED_CONTENT``/…) is ``content_filter``; a stream whose last chunk carries no
 finish reason was cut.
 """

@@ -1,7 +1,17 @@
 """OpenAI Chat Completions through the official ``openai`` SDK.
 
-Structured output uses ``response_format={"type": "json_schema", …}``; streaming asks for
-``stream_options={"include_usage": True}`` so the last chunk carries the usage.
+Structured output uses ``response_format={"type": "json_schema", "json_schema": {"name", "schema",
+"strict"}}`` with the schema ``remote.structured_for`` gives. ``strict`` is true when that schema
+meets strict mode's rules (``strict_compatible``): the root is an object; every object lists every
+property in ``required`` and has ``additionalProperties: false``; only the keywords and formats
+strict mode supports appear (``STRICT_KEYWORDS``, ``STRICT_FORMATS``); ``$ref`` has no siblings; at
+most 10 levels of nesting, 5000 properties and 1000 values per enum. The schema is never rewritten
+to fit (the SDK's own helper makes every property required, which would change what the ask
+accepts): a schema that does not meet them is sent as it is with ``strict: false``, the model
+follows it as guidance, and the answer is still validated here against the ask's schema (one
+clarified retry, then ``invalid_output``), so it costs at most a retry, never a wrong answer.
+
+Streaming asks for ``stream_options={"include_usage": True}`` so the last chunk carries the usage.
 """
 
 from __future__ import annotations
@@ -45,6 +55,64 @@ def to_openai(messages: list[m.Message]) -> list[dict[str, Any]]:
     return out
 
 
+# Strict mode's subset of JSON Schema (OpenAI's "Structured Outputs: supported schemas").
+STRICT_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+STRICT_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf",
+    "description", "title", "$defs", "definitions", "$ref",
+    "pattern", "format",  # strings
+    "multipleOf", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",  # numbers
+    "minItems", "maxItems",  # arrays
+})
+STRICT_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
+STRICT_MAX_DEPTH, STRICT_MAX_PROPERTIES, STRICT_MAX_ENUM = 10, 5000, 1000
+
+
+def strict_compatible(schema: Any) -> bool:
+    """May ``schema`` be sent with ``strict: true``? (See the module docstring.)"""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return False
+    properties = 0
+
+    def fits(node: Any, depth: int) -> bool:
+        nonlocal properties
+        if not isinstance(node, dict) or depth > STRICT_MAX_DEPTH or not set(node) <= STRICT_KEYWORDS:
+            return False
+        if "$ref" in node:
+            return len(node) == 1 and isinstance(node["$ref"], str) and node["$ref"].startswith("#/")
+        types = node.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if not isinstance(types, list) or not set(types) <= STRICT_TYPES:
+            return False
+        if "format" in node and node["format"] not in STRICT_FORMATS:
+            return False
+        if "enum" in node and not (isinstance(node["enum"], list) and 0 < len(node["enum"]) <= STRICT_MAX_ENUM):
+            return False
+        if "object" in types or "properties" in node:
+            props = node.get("properties", {})
+            required = node.get("required", [])
+            if (node.get("additionalProperties") is not False or not isinstance(props, dict)
+                    or not isinstance(required, list) or not all(isinstance(r, str) for r in required)
+                    or len(required) != len(props) or set(required) != set(props)):
+                return False
+            properties += len(props)
+            if not all(fits(p, depth + 1) for p in props.values()):
+                return False
+        elif "additionalProperties" in node or "required" in node:
+            return False
+        if "items" in node and not fits(node["items"], depth + 1):
+            return False
+        if "anyOf" in node and not (isinstance(node["anyOf"], list) and node["anyOf"]
+                                    and all(fits(b, depth + 1) for b in node["anyOf"])):
+            return False
+        for key in ("$defs", "definitions"):
+            if key in node and not (isinstance(node[key], dict) and all(fits(d, depth + 1) for d in node[key].values())):
+                return False
+        return True
+
+    return fits(schema, 1) and properties <= STRICT_MAX_PROPERTIES
+
+
 def _usage(usage: Any) -> m.TokenUsage:
     if usage is None:
         return m.TokenUsage()
@@ -86,7 +154,9 @@ class OpenAIProvider(RemoteProvider):
     async def call(self, request, messages, schema, timeout_s) -> Reply:
         args = self._args(request, messages, timeout_s)
         if schema is not None:
-            args["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+            args["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema,
+                                                       "strict": strict_compatible(schema)}}
         resp = await self.client.chat.completions.create(**args)
         choice = resp.choices[0]
         text = choice.message.content or ""

@@ -9,12 +9,32 @@ What every adapter gets from here:
 - the call limited by the request's remaining deadline (the SDK's timeout is set from it, and the
   endpoint's deadline cancels the call in any case);
 - every SDK exception classified in one place (``classify.classify``);
-- structured output: the Ask's JSON Schema is wrapped as ``{"data": <schema>, "confidence": 0..1}``
-  so the model reports its confidence; the reply is parsed and validated (jsonschema, Draft
-  2020-12) into ``Completion.data`` and ``Completion.confidence``; output that does not validate
-  gets one clarified retry (the error is shown to the model), then ``Failure(invalid_output)``.
+- structured output (below).
 
 An adapter implements ``make_client()``, ``call()`` and ``call_stream()`` over its SDK.
+
+**Structured output.** The provider is sent the ask's own JSON Schema (``structured_for``), and an
+answer that validates against that schema (jsonschema, Draft 2020-12) is accepted as it is, into
+``Completion.data``. Output that does not validate gets one clarified retry (the error is shown to
+the model), then ``Failure(invalid_output)``. Two things may be added to what is sent, never to
+what is required:
+
+- *confidence*: when the schema's root is an object that allows extra properties
+  (``additionalProperties`` absent or true, no ``confidence`` property of its own, and no keyword
+  that constrains which keys may appear: see ``_OPEN_ROOT``), the sent schema also lists an optional
+  top-level ``confidence`` (a number from 0 to 1). If the answer has it, it is taken out of the data
+  into ``Completion.confidence`` (ignored when it is not a number in [0, 1]); if not, the confidence
+  is None. A closed schema (``additionalProperties: false``, what OpenAI's strict mode needs) is sent
+  untouched, and its answers carry no confidence: the ask's schema wins over our wish for one.
+- *a wrapper for a root that is not an object*: Anthropic's tool input and OpenAI's
+  ``response_format`` take an object at the root, so a schema whose root ``type`` is not
+  ``"object"`` (an array, a string, a union) is sent as ``{"value": <schema>}`` (required, nothing
+  else allowed), and ``value`` is unwrapped from the answer. An answer that is already the bare
+  value is accepted too: what validates against the ask's schema is taken as it is, first.
+
+How each adapter sends it: OpenAI ``response_format`` json_schema, ``strict: true`` when the sent
+schema meets strict mode's rules, else ``strict: false`` (``openai.strict_compatible``); Anthropic
+forced tool use (the tool's ``input_schema``); Gemini ``response_json_schema``.
 """
 
 from __future__ import annotations
@@ -51,21 +71,40 @@ class Reply:
     model: str = ""
 
 
-def wrap_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "data": schema,
-            "confidence": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "your confidence that data is correct, from 0 to 1",
-            },
-        },
-        "required": ["data", "confidence"],
-        "additionalProperties": False,
-    }
+CONFIDENCE = "confidence"
+CONFIDENCE_SCHEMA = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 1,
+    "description": "optional: your confidence that this answer is correct, from 0 to 1",
+}
+VALUE = "value"  # the key a schema whose root is not an object is sent under
+# The root keywords of an open object schema that a top-level "confidence" cannot conflict with.
+_OPEN_ROOT = frozenset({"type", "properties", "required", "additionalProperties", "title", "description",
+                        "$schema", "$id", "$defs", "definitions", "examples", "default", "$comment"})
+
+
+@dataclass(frozen=True)
+class Structured:
+    """How an ask's schema is sent to a provider, and read back."""
+
+    schema: dict[str, Any]  # the ask's own: the answer is validated against it
+    sent: dict[str, Any]  # what the provider is asked for
+    confidence: bool = False  # ``sent`` offers an optional top-level "confidence"
+    wrapped: bool = False  # ``sent`` is {"value": schema} (the ask's root is not an object)
+
+
+def structured_for(schema: dict[str, Any]) -> Structured:
+    """What to send for ``schema`` (see the module docstring)."""
+    if schema.get("type") != "object":
+        sent = {"type": "object", "properties": {VALUE: schema}, "required": [VALUE], "additionalProperties": False}
+        return Structured(schema=schema, sent=sent, wrapped=True)
+    props = schema.get("properties", {})
+    open_ = schema.get("additionalProperties", True) is True and set(schema) <= _OPEN_ROOT
+    if not open_ or not isinstance(props, dict) or CONFIDENCE in props or CONFIDENCE in schema.get("required", ()):
+        return Structured(schema=schema, sent=schema)
+    return Structured(schema=schema, sent={**schema, "properties": {**props, CONFIDENCE: CONFIDENCE_SCHEMA}},
+                      confidence=True)
 
 
 @lru_cache(maxsize=256)
@@ -75,21 +114,41 @@ def _validator(schema_json: str):
     return jsonschema.Draft202012Validator(json.loads(schema_json))
 
 
-def parse_structured(raw: Any, wrapped: dict[str, Any]) -> tuple[Any, float | None, str | None]:
-    """(data, confidence, None) when ``raw`` validates against ``wrapped``; else (None, None, why)."""
+def _problem(value: Any, schema: dict[str, Any]) -> str | None:
+    errors = sorted(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value), key=str)
+    if not errors:
+        return None
+    first = errors[0]
+    where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+    return f"at {where}: {first.message}"[:300]
+
+
+def parse_structured(raw: Any, structured: Structured) -> tuple[Any, float | None, str | None]:
+    """(data, confidence, None) when ``raw`` (a JSON string or a parsed object) validates against
+    the ask's schema — as it is, or unwrapped from ``value`` when it was sent wrapped; else
+    (None, None, why)."""
+    if raw is None:  # (a JSON null, parsed below, is a value like any other)
+        return None, None, "there was no structured output"
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError as exc:
             return None, None, f"the output is not valid JSON ({exc})"
-    if raw is None:
-        return None, None, "there was no structured output"
-    errors = sorted(_validator(json.dumps(wrapped, sort_keys=True)).iter_errors(raw), key=str)
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
-        return None, None, f"at {where}: {first.message}"[:300]
-    return raw["data"], float(raw["confidence"]), None
+    confidence = None
+    if structured.confidence and isinstance(raw, dict) and CONFIDENCE in raw:
+        said = raw[CONFIDENCE]
+        raw = {k: v for k, v in raw.items() if k != CONFIDENCE}
+        if isinstance(said, int | float) and not isinstance(said, bool) and 0.0 <= said <= 1.0:
+            confidence = float(said)
+    problem = _problem(raw, structured.schema)
+    if problem is None:
+        return raw, confidence, None
+    if structured.wrapped and isinstance(raw, dict) and VALUE in raw:
+        inner = _problem(raw[VALUE], structured.schema)
+        if inner is None:
+            return raw[VALUE], None, None
+        problem = inner if set(raw) == {VALUE} else problem
+    return None, None, problem
 
 
 def clarify(messages: list[m.Message], output: Any, problem: str) -> list[m.Message]:
@@ -210,7 +269,8 @@ class RemoteProvider(ProviderActor):
     async def complete(self, request: m.Complete, ctx: Context) -> m.Completion:
         await self._admit(request, ctx)
         started = asyncio.get_running_loop().time()
-        schema = wrap_schema(request.schema) if request.schema is not None else None
+        structured = structured_for(request.schema) if request.schema is not None else None
+        schema = structured.sent if structured is not None else None
         messages = list(request.messages)
         usage = m.TokenUsage()
         problem = ""
@@ -222,9 +282,9 @@ class RemoteProvider(ProviderActor):
             except Exception as exc:
                 raise self.failure_for(exc) from None
             usage = add_usage(usage, reply.usage)
-            if schema is None:
+            if structured is None:
                 return self._completion(request, reply, usage, started)
-            data, confidence, problem = parse_structured(reply.structured, schema)
+            data, confidence, problem = parse_structured(reply.structured, structured)
             if problem is None:
                 return self._completion(request, reply, usage, started, data, confidence)
             messages = clarify(list(request.messages), reply.structured, problem)
