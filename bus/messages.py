@@ -310,6 +310,24 @@ class Usage(_HotMsg, frozen=True, kw_only=True):
     at: float = 0.0  # unix time
 
 
+class Outcomes(_HotMsg, frozen=True, kw_only=True):
+    """Several ``Outcome`` events of one provider in one message: a provider sends what happened
+    within a few milliseconds together (one publish and one stored stream message instead of one
+    per call). Consumers read ``OutcomeEvent``: either form."""
+
+    items: list[Outcome]
+
+
+class Usages(_HotMsg, frozen=True, kw_only=True):
+    """Several ``Usage`` events of one provider in one message (as ``Outcomes``)."""
+
+    items: list[Usage]
+
+
+OutcomeEvent = Outcome | Outcomes
+UsageEvent = Usage | Usages
+
+
 # --- cost --------------------------------------------------------------------------------------
 
 

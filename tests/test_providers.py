@@ -223,7 +223,9 @@ class Events:
         self.raw.append(msg.data)
 
     def decoded(self) -> list[Any]:
-        return [json.loads(b) for b in self.raw]
+        """Every event, batches (``Outcomes``, ``Usages``) taken apart."""
+        events = [json.loads(b) for b in self.raw]
+        return [item for e in events for item in (e["items"] if e.get("type") in ("Outcomes", "Usages") else [e])]
 
     def outcomes(self) -> list[dict]:
         return [e for e in self.decoded() if e.get("type") == "Outcome"]

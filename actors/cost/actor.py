@@ -43,6 +43,7 @@ from bus.errors import BadRequest, BudgetExceeded
 from bus.streams import KvMirror, consume, ensure_events_stream
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_COMMIT, COST_REPORT, COST_RESERVE
 from actors.pure.pricing import Pricing
+from actors.providers.events import each
 from actors.runtime import Actor
 
 DIMENSIONS = ("provider", "model", "tier", "user", "day", "strategy")
@@ -222,6 +223,10 @@ class CostActor(Actor):
                              usage=usage.usage, cost_usd=cost, tier=usage.tier, user=usage.user,
                              strategy=usage.strategy, day=day_of(at), at=at)
 
+    async def record_all(self, event: m.UsageEvent) -> None:
+        for usage in each(event):  # a provider sends its usage in batches
+            await self.record(usage)
+
     async def record(self, usage: m.Usage) -> bool:
         """Write the priced entry once; False when this (ask id, call id) was already counted."""
         key = ledger_key(usage.ask_id, usage.call_id)
@@ -233,7 +238,7 @@ class CostActor(Actor):
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.usage.>",
-                      durable=f"{self.subjects.root}_cost", type_=m.Usage, handle=self.record, log=self.log,
+                      durable=f"{self.subjects.root}_cost", type_=m.UsageEvent, handle=self.record_all, log=self.log,
                       task_status=task_status)
 
     # --- budgets ------------------------------------------------------------------------------

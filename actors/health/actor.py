@@ -38,6 +38,7 @@ from bus.endpoint import Context, Endpoint
 from bus.streams import consume, ensure_events_stream, ensure_kv
 from bus.subjects import HEALTH_RESET, HEALTH_STATUS
 from actors.pure import breaker as br
+from actors.providers.events import each
 from actors.runtime import Actor
 
 LATENCY_SAMPLES = 256
@@ -179,6 +180,10 @@ class HealthActor(Actor):
             await self.nc.publish(f"{self.subjects.root}.events.health.{after.provider}", codec.encode(event))
             self._wake.set()
 
+    async def apply_all(self, event: m.OutcomeEvent) -> None:
+        for outcome in each(event):  # a provider sends its outcomes in batches
+            await self.apply(outcome)
+
     async def apply(self, outcome: m.Outcome) -> None:
         now = self.clock()
         stored = self.breakers.get(outcome.provider) or br.reset(outcome.provider, now)
@@ -192,7 +197,7 @@ class HealthActor(Actor):
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.outcome.>",
-                      durable=f"{self.subjects.root}_health", type_=m.Outcome, handle=self.apply, log=self.log,
+                      durable=f"{self.subjects.root}_health", type_=m.OutcomeEvent, handle=self.apply_all, log=self.log,
                       task_status=task_status)
 
     async def _tick(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:

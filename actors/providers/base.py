@@ -6,7 +6,8 @@ deltas (``str``) ending with the final ``Completion``; the default streams the w
 delta. The base class serves both in queue group ``provider.<name>`` so copies share the load, and
 publishes the facts other actors consume: one ``Outcome`` per call on
 ``<root>.events.outcome.<name>`` (health) and one ``Usage`` per answered call on
-``<root>.events.usage.<name>`` (cost). Events are plain publishes; the events stream keeps them.
+``<root>.events.usage.<name>`` (cost). Events are plain publishes, sent in batches every few
+milliseconds (``events.py``); the events stream keeps them.
 A failed call's Outcome carries the failure's message as ``detail`` (cut to ``DETAIL_MAX``; adapters
 have already cut their key out of it), which health shows when the provider is misconfigured.
 """
@@ -17,13 +18,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
 from bus.errors import LlmError
 from bus.streams import ensure_events_stream
 from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
+from actors.providers.events import EventBatches
 from actors.runtime import Actor
 
 DETAIL_MAX = 300
@@ -36,8 +37,13 @@ class ProviderActor(Actor):
         super().__init__(name=f"provider-{provider}", **kw)
         self.provider = provider
         self.model = model
-        self._outcome_subject = self.subjects.outcome(provider)
-        self._usage_subject = self.subjects.usage(provider)
+        self.events = EventBatches(lambda: self.nc, self.subjects.outcome(provider), self.subjects.usage(provider))
+
+    def background(self):
+        return [self.events.run]
+
+    async def teardown(self) -> None:
+        await self.events.flush()  # after the last handler: nothing more will be added
 
     async def setup(self) -> None:
         try:
@@ -79,7 +85,7 @@ class ProviderActor(Actor):
             kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
             raise
         finally:
-            await self._report(request, kind, retry_after, started, result, detail)
+            self._report(request, kind, retry_after, started, result, detail)
 
     async def _serve_stream(self, request: m.Complete, ctx: Context) -> AsyncIterator[m.Chunk | m.Completion]:
         started = now()
@@ -107,9 +113,9 @@ class ProviderActor(Actor):
                 kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
             raise
         finally:
-            await asyncio.shield(self._report(request, kind, retry_after, started, result, detail))
+            self._report(request, kind, retry_after, started, result, detail)
 
-    async def _report(
+    def _report(
         self,
         request: m.Complete,
         kind: str | None,
@@ -118,38 +124,27 @@ class ProviderActor(Actor):
         result: m.Completion | None,
         detail: str = "",
     ) -> None:
-        nc = self.nc
-        if nc is None or nc.is_closed:
-            return
         wall = time.time()
-        await nc.publish(
-            self._outcome_subject,
-            codec.encode(
-                m.Outcome(
-                    provider=self.provider,
-                    ok=kind is None,
-                    kind=kind,
-                    latency_ms=round((now() - started) * 1000.0, 3),
-                    retry_after_s=retry_after,
-                    at=wall,
-                    detail=detail[:DETAIL_MAX] if kind is not None else "",
-                )
-            ),
+        outcome = m.Outcome(
+            provider=self.provider,
+            ok=kind is None,
+            kind=kind,
+            latency_ms=round((now() - started) * 1000.0, 3),
+            retry_after_s=retry_after,
+            at=wall,
+            detail=detail[:DETAIL_MAX] if kind is not None else "",
         )
+        usage = None
         if kind is None and result is not None:
-            await nc.publish(
-                self._usage_subject,
-                codec.encode(
-                    m.Usage(
-                        ask_id=request.ask_id,
-                        call_id=request.id,
-                        provider=self.provider,
-                        model=result.model,
-                        usage=result.usage,
-                        tier=request.tier,
-                        user=request.user,
-                        strategy=request.strategy,
-                        at=wall,
-                    )
-                ),
+            usage = m.Usage(
+                ask_id=request.ask_id,
+                call_id=request.id,
+                provider=self.provider,
+                model=result.model,
+                usage=result.usage,
+                tier=request.tier,
+                user=request.user,
+                strategy=request.strategy,
+                at=wall,
             )
+        self.events.add(outcome, usage)

@@ -188,6 +188,7 @@ class RemoteProvider(ProviderActor):
         self.client = self.make_client(self._key)
 
     async def teardown(self) -> None:
+        await super().teardown()
         # Close the SDK's connection pool on this loop. Left to the garbage collector, the
         # openai/anthropic clients' __del__ schedules aclose() on whatever loop runs then, which
         # fails ("Event loop is closed") when the actor ran on a loop that has since ended.
