@@ -21,7 +21,7 @@ import msgspec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
-from bus.subjects import ASK, CONTROL_STRATEGY
+from bus.subjects import ASK, CONTROL_STRATEGY, PROVIDER_COMPLETE
 from actors.router.breakers import BreakerView
 from actors.router.budgets import Budgets
 from actors.router.cache_step import CacheStep
@@ -76,6 +76,7 @@ class Router(Actor):
                         for name, cls in self.policies.items()}
         self.choice = StrategyChoice(self, configured=settings.router.strategy)
         self._unpriced: set[tuple[str, str]] = set()
+        self.complete_subjects: dict[str, str] = {}  # provider -> its complete subject
         path = settings.pricing_path() if settings.cost.enabled else None
         self.pricing = Pricing.load(path) if path is not None else None
         # the cache step (actors.router.cache_step): lookup, coalescing of identical asks, store
@@ -152,7 +153,7 @@ class Router(Actor):
                 f"configured: {', '.join(self.settings.providers)}",
             )
         skipped: list[m.Step] = []
-        if self.breakers is not None:
+        if self.breakers is not None and self.breakers.states:  # no state yet: every breaker is closed
             order, skipped = await self.breakers.screen(order)
             if not order:
                 return m.Failure(
@@ -166,6 +167,10 @@ class Router(Actor):
         if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
             self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
         return finish(ask, strategy, outcome, skipped, calls.cost_usd)
+
+    def complete_subject(self, provider: str) -> str:
+        subject = self.complete_subjects[provider] = PROVIDER_COMPLETE.subject(self.subjects, provider)
+        return subject
 
     def warn_unpriced(self, provider: str, model: str) -> None:
         if (provider, model) not in self._unpriced:

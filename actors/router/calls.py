@@ -64,8 +64,9 @@ class AskCalls:
                 return refused
             self.held += worst
             self.worst[call_id] = worst
-        result = await router.rpc.service(PROVIDER_COMPLETE, request, name=provider, deadline=deadline,
-                                          ask_id=ask.id, call_id=call_id)
+        subject = router.complete_subjects.get(provider) or router.complete_subject(provider)
+        result = await router.rpc.call(subject, request, codec.complete_reply, deadline=deadline,
+                                       ask_id=ask.id, call_id=call_id)
         if isinstance(result, m.Failure) and result.provider is None:
             result = msgspec.structs.replace(result, provider=provider)
             if is_no_responders(result):  # gone: nobody else will report it

@@ -69,107 +69,167 @@ class Outcome:
 
 
 async def run(policy: Policy, calls: Calls, *, deadline: float, clock: Callable[[], float]) -> Outcome:
-    loop = asyncio.get_running_loop()
-    records: list[Record] = []
-    by_key: dict[str, Record] = {}
-    tasks: dict[str, asyncio.Task] = {}
-    events: deque = deque()
-    timers: list[asyncio.TimerHandle] = []
-    waiter: list[asyncio.Future | None] = [None]
-    deadline_timer: list[asyncio.TimerHandle | None] = [None]
+    """Run ``policy`` to its ``Done``, carrying out its actions (see the module docstring)."""
+    return await _Run(policy, calls, deadline, clock).go()
 
-    def push(event: Any) -> None:
-        events.append(event)
-        fut = waiter[0]
+
+class _Run:
+    """One ask's run. The state parallel calls need (tasks, the event queue, timers) is made only
+    when a policy first has two things outstanding: a one-call-at-a-time policy never pays for it."""
+
+    __slots__ = ("policy", "calls", "deadline", "clock", "records", "by_key", "tasks", "events", "timers",
+                 "waiter", "deadline_timer", "loop")
+
+    def __init__(self, policy: Policy, calls: Calls, deadline: float, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self.calls = calls
+        self.deadline = deadline
+        self.clock = clock
+        self.records: list[Record] = []
+        self.by_key: dict[str, Record] | None = None
+        self.tasks: dict[str, asyncio.Task] | None = None
+        self.events: deque | None = None
+        self.timers: list[asyncio.TimerHandle] | None = None
+        self.waiter: asyncio.Future | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def go(self) -> Outcome:
+        policy, clock = self.policy, self.clock
+        try:
+            try:
+                actions = policy.start(clock())
+            except Exception as exc:
+                return Outcome(Done(_bug(policy, exc)), self.records)
+            while True:
+                inline: Record | None = None
+                last = len(actions) - 1
+                for i, action in enumerate(actions):
+                    kind = type(action)
+                    if kind is Call:
+                        rec = self._open(action)
+                        if rec is None:
+                            return Outcome(Done(_bug(policy, ValueError(f"call key {action.key!r} reused"))),
+                                           self.records)
+                        if i == last and not self.tasks and not self.timers and not self.events:
+                            inline = rec  # the only thing outstanding: await it here
+                        else:
+                            self._start(rec)
+                    elif kind is Done:
+                        return Outcome(action, self.records)
+                    elif kind is Cancel:
+                        await self._cancel(action)
+                    elif kind is WakeAt:
+                        self._parallel()
+                        self.timers.append(self.loop.call_at(action.at, self._push, Wake(action.at)))
+                    else:
+                        return Outcome(Done(_bug(policy, TypeError(f"not an action: {action!r}"))), self.records)
+                if inline is not None:
+                    call = inline.call
+                    result = await self.calls.call(call, inline.call_id, self._call_deadline(call))
+                    inline.close(result, clock())
+                    event: Any = Reply(call.key, result, inline.ms, call.target)
+                else:
+                    event = await self._next_event()
+                    if event is None:
+                        return Outcome(Done(_bug(policy, RuntimeError("nothing to wait for and not done"))),
+                                       self.records)
+                try:
+                    actions = policy.step(event, clock())
+                except Exception as exc:
+                    return Outcome(Done(_bug(policy, exc)), self.records)
+                if type(event) is Deadline and not any(type(a) is Done for a in actions):
+                    return Outcome(Done(policy.failure("budget spent", kind=m.TIMEOUT)), self.records)
+        finally:
+            await self._close()
+
+    # --- calls ---------------------------------------------------------------------------------
+    def _open(self, call: Call) -> Record | None:
+        """The record of a new call (None when the policy reused a key: a bug in the policy)."""
+        if self.by_key is None and self.records:  # a second call: index them by key from now on
+            self.by_key = {r.call.key: r for r in self.records}
+        if self.by_key is not None and call.key in self.by_key:
+            return None
+        rec = Record(call, self.calls.new_id(), self.clock())
+        self.records.append(rec)
+        if self.by_key is not None:
+            self.by_key[call.key] = rec
+        return rec
+
+    def _call_deadline(self, call: Call) -> float:
+        return self.deadline if call.deadline is None or call.deadline > self.deadline else call.deadline
+
+    def _parallel(self) -> None:
+        if self.tasks is None:
+            self.loop = asyncio.get_running_loop()
+            self.tasks, self.events, self.timers = {}, deque(), []
+            if self.by_key is None:
+                self.by_key = {r.call.key: r for r in self.records}
+
+    def _start(self, rec: Record) -> None:
+        self._parallel()
+        call = rec.call
+        task = self.loop.create_task(self.calls.call(call, rec.call_id, self._call_deadline(call)))
+        self.tasks[call.key] = task
+        task.add_done_callback(lambda t, rec=rec: self._finished(rec, t))
+
+    def _finished(self, rec: Record, task: asyncio.Task) -> None:
+        if task.cancelled() or self.tasks.get(rec.call.key) is not task:
+            return  # cancelled by the runner: already recorded
+        del self.tasks[rec.call.key]
+        exc = task.exception()
+        result = task.result() if exc is None else m.Failure(kind=m.INTERNAL, message=f"{type(exc).__name__}: {exc}")
+        rec.close(result, self.clock())
+        self._push(Reply(rec.call.key, result, rec.ms, rec.call.target))
+
+    async def _cancel(self, action: Cancel) -> None:
+        task = self.tasks.pop(action.key, None) if self.tasks else None
+        if task is not None:
+            task.cancel()
+            rec = self.by_key[action.key]
+            rec.cancel(self.clock())
+            self.policy.cancelled()
+            await self.calls.cancel(rec, action.reason)
+
+    # --- events --------------------------------------------------------------------------------
+    def _push(self, event: Any) -> None:
+        self.events.append(event)
+        fut = self.waiter
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def finished(rec: Record, task: asyncio.Task) -> None:
-        if task.cancelled() or tasks.get(rec.call.key) is not task:
-            return  # cancelled by the runner: already recorded
-        del tasks[rec.call.key]
-        exc = task.exception()
-        result = task.result() if exc is None else m.Failure(kind=m.INTERNAL, message=f"{type(exc).__name__}: {exc}")
-        rec.close(result, clock())
-        push(Reply(rec.call.key, result, rec.ms, rec.call.target))
+    async def _next_event(self) -> Any:
+        """The next event; None when there is nothing to wait for."""
+        self._parallel()
+        events = self.events
+        if not events:
+            if not self.tasks and not self.timers:
+                return None
+            if self.deadline_timer is None:
+                self.deadline_timer = self.loop.call_at(self.deadline, self._push, Deadline())
+            self.waiter = self.loop.create_future()
+            await self.waiter
+            self.waiter = None
+        event = events.popleft()
+        if type(event) is Wake:
+            self.timers[:] = [t for t in self.timers if t.when() > event.at]
+        return event
 
-    def open_call(call: Call) -> Record:
-        if call.key in by_key:
-            raise ValueError(f"the policy reused call key {call.key!r}")
-        rec = Record(call, calls.new_id(), clock())
-        records.append(rec)
-        by_key[call.key] = rec
-        return rec
-
-    def call_deadline(call: Call) -> float:
-        return deadline if call.deadline is None or call.deadline > deadline else call.deadline
-
-    try:
-        try:
-            actions = policy.start(clock())
-        except Exception as exc:
-            return Outcome(Done(_bug(policy, exc)), records)
-        while True:
-            inline: Record | None = None
-            for i, action in enumerate(actions):
-                kind = type(action)
-                if kind is Call:
-                    rec = open_call(action)
-                    if not tasks and not timers and i == len(actions) - 1 and not events:
-                        inline = rec  # the only thing outstanding: await it here
-                    else:
-                        task = loop.create_task(calls.call(action, rec.call_id, call_deadline(action)))
-                        tasks[action.key] = task
-                        task.add_done_callback(lambda t, rec=rec: finished(rec, t))
-                elif kind is Done:
-                    return Outcome(action, records)
-                elif kind is Cancel:
-                    task = tasks.pop(action.key, None)
-                    if task is not None:
-                        task.cancel()
-                        rec = by_key[action.key]
-                        rec.cancel(clock())
-                        policy.cancelled()
-                        await calls.cancel(rec, action.reason)
-                elif kind is WakeAt:
-                    timers.append(loop.call_at(action.at, push, Wake(action.at)))
-                else:
-                    return Outcome(Done(_bug(policy, TypeError(f"not an action: {action!r}"))), records)
-            if inline is not None:
-                result = await calls.call(inline.call, inline.call_id, call_deadline(inline.call))
-                inline.close(result, clock())
-                event: Any = Reply(inline.call.key, result, inline.ms, inline.call.target)
-            else:
-                if not events:
-                    if not tasks and not timers:
-                        return Outcome(Done(_bug(policy, RuntimeError("nothing to wait for and not done"))), records)
-                    if deadline_timer[0] is None:
-                        deadline_timer[0] = loop.call_at(deadline, push, Deadline())
-                    waiter[0] = loop.create_future()
-                    await waiter[0]
-                    waiter[0] = None
-                event = events.popleft()
-                if type(event) is Wake:
-                    timers[:] = [t for t in timers if t.when() > event.at]
-            try:
-                actions = policy.step(event, clock())
-            except Exception as exc:
-                return Outcome(Done(_bug(policy, exc)), records)
-            if type(event) is Deadline and not any(type(a) is Done for a in actions):
-                return Outcome(Done(policy.failure("budget spent", kind=m.TIMEOUT)), records)
-    finally:
-        for timer in timers:
-            timer.cancel()
-        if deadline_timer[0] is not None:
-            deadline_timer[0].cancel()
-        left = [r for r in records if r.ms is None]
+    async def _close(self) -> None:
+        if self.timers:
+            for timer in self.timers:
+                timer.cancel()
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+        left = [r for r in self.records if r.ms is None]
         if left:
-            at = clock()
-            for key, task in tasks.items():
-                task.cancel()
+            at = self.clock()
+            if self.tasks:
+                for task in self.tasks.values():
+                    task.cancel()
             for rec in left:
                 rec.cancel(at)
-                await asyncio.shield(calls.cancel(rec, "the ask no longer needs it"))
+                await asyncio.shield(self.calls.cancel(rec, "the ask no longer needs it"))
 
 
 def _bug(policy: Policy, exc: BaseException) -> m.Failure:
