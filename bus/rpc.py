@@ -32,7 +32,7 @@ from nats.nuid import NUID
 
 from bus import codec
 from bus import messages as m
-from bus.deadline import ASK_ID_HEADER, headers_for, now
+from bus.deadline import ASK_ID_HEADER, alarms, headers_for, now
 from bus.subjects import Service, Subjects
 
 T = TypeVar("T")
@@ -130,9 +130,10 @@ class Rpc:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending[token] = fut
-        # A plain timer that resolves the future with None at the deadline: a third of the cost of
-        # an ``asyncio.timeout_at`` scope, on the path every request takes.
-        timer = loop.call_at(deadline, _expire, fut)
+        # The deadline resolves the future with None (``Alarms``: cheaper than a timer per request,
+        # and a third of that again against an ``asyncio.timeout_at`` scope).
+        clock = alarms(loop)
+        timer = clock.at(deadline, _expire, fut)
         try:
             try:
                 await self.nc.publish(
@@ -144,7 +145,7 @@ class Rpc:
                 return m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")
             msg = await fut
         finally:
-            timer.cancel()
+            clock.cancel(timer)
             self._pending.pop(token, None)
         if msg is None:
             if ask_id and call_id:  # this call only: never the whole ask from a call's timeout
