@@ -107,27 +107,28 @@ class Router(Actor):
         ]
 
     async def ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
-        return (await self._answer(ask, ctx))[0]
+        reply = await self._serve_ask(ask, ctx)
+        return reply.value if type(reply) is Encoded else reply
 
     async def _serve_ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure | Encoded:
-        reply, data = await self._answer(ask, ctx)
-        return reply if data is None else Encoded(reply, data)  # encoded once: kept for retries and sent
-
-    async def _answer(self, ask: m.Ask, ctx: Context) -> tuple[m.Answer | m.Failure, bytes | None]:
-        """The reply, and its encoding when it is kept for the ask id's retries."""
+        """The reply; encoded when it is kept for the ask id's retries (encoded once: kept and sent)."""
         bad = check_ask(ask)
         if bad is not None:
-            return bad, None
+            return bad
         seen = self.recent.lookup(ask.id)
         if seen is not None:
-            return (await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen), None
+            return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
         self.recent.start(ask.id)
         result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
+        cache = self.cache
         try:
-            result = await (self.cache.run(ask, ctx, self.route) if self.cache is not None else self.route(ask, ctx))
+            if cache is None or cache.bypassed(ask):
+                result = await self.route(ask, ctx)
+            else:
+                result = await cache.run(ask, ctx, self.route)
         finally:
             kept = self.recent.finish(ask.id, result)
-        return result, kept
+        return result if kept is None else Encoded(result, kept)
 
     def strategy_for(self, ask: m.Ask) -> str:
         return ask.strategy or self.choice.for_tier(ask.tier)
@@ -144,8 +145,8 @@ class Router(Actor):
                 options = options_for(cls, msgspec.structs.asdict(options), ask.strategy_options)
             except OptionsError as exc:
                 return m.Failure(kind=m.BAD_REQUEST, message=str(exc))
-        order = ask.providers or self.order
-        unknown = [p for p in order if p not in self.settings.providers]
+        order = ask.providers or self.order  # self.order: configured providers only, checked at start
+        unknown = [p for p in order if p not in self.settings.providers] if ask.providers else []
         if unknown or not order:
             return m.Failure(
                 kind=m.BAD_REQUEST,

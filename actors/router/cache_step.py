@@ -81,9 +81,15 @@ class CacheStep:
         # hit, miss, made, coalesced, stored; bypassed (skip, or cache absent); uncached (lookup failed)
         self.counts: Counter[str] = Counter()
 
-    async def run(self, ask: m.Ask, ctx: Context, route: Route) -> m.Answer | m.Failure:
+    def bypassed(self, ask: m.Ask) -> bool:
+        """True (and counted) when ``ask`` skips the cache: it says so, or no cache actor answered lately."""
         if ask.cache == "skip" or now() < self._absent_until:
             self.counts["bypassed"] += 1
+            return True
+        return False
+
+    async def run(self, ask: m.Ask, ctx: Context, route: Route) -> m.Answer | m.Failure:
+        if self.bypassed(ask):
             return await route(ask, ctx)
         started = now()
         namespace = ask.cache_namespace or self.config.default_namespace
