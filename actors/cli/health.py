@@ -69,12 +69,14 @@ def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_
         columns += ["errors by kind", "recent transitions"]
     for col in columns:
         table.add_column(col)
-    colour = {"closed": "green", "half_open": "yellow", "open": "red"}
+    colour = {"closed": "green", "half_open": "yellow", "open": "red", "misconfigured": "magenta"}
     for p in report.providers:
         b = p.breaker
         config = settings.providers.get(b.provider)
         missing = config.missing_key() if config is not None else None
-        state = f"[dim]not configured (set {missing})[/]" if missing and not p.calls else f"[{colour.get(b.state, 'white')}]{b.state}[/]"
+        shown = f"{b.state} ({b.reason})" if b.state == "misconfigured" and b.reason else b.state
+        state = (f"[dim]not configured (set {missing})[/]" if missing and not p.calls
+                 else f"[{colour.get(b.state, 'white')}]{escape(shown)}[/]")
         row = [
             b.provider,
             state,
@@ -84,12 +86,23 @@ def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_
             str(p.calls - p.successes),
             _ago(p.last_success, now),
             _ago(p.last_failure, now) + (f" ({p.last_error})" if p.last_error else ""),
-            f"{max(0.0, b.open_until - now):.1f}s" if b.state == "open" else "—",
+            retry_in(b, now),
         ]
         if detailed:
             row += [", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "—", escape("\n".join(p.transitions)) or "—"]
         table.add_row(*row)
     out.print(table)
+    for p in report.providers:  # what a misconfigured provider said, in full (its key already cut out)
+        if p.breaker.state == "misconfigured" and p.breaker.detail:
+            out.print(f"{p.breaker.provider}: {p.breaker.detail}", highlight=False, markup=False)
+
+
+def retry_in(b: m.BreakerState, now: float) -> str:
+    if b.state == "open":
+        return f"{max(0.0, b.open_until - now):.1f}s"
+    if b.state == "misconfigured":
+        return f"after `llmbus health reset {b.provider}` or a good `llmbus test {b.provider}`"
+    return "—"
 
 
 def _ago(t: float | None, now: float) -> str:
