@@ -242,20 +242,20 @@ class Settings(_Table, frozen=True, kw_only=True):
         here = Path(self.source).parent if self.source != "built-in defaults" else Path(".")
         if self.cost.pricing:
             return here / self.cost.pricing
-        for candidate in (here / "pricing.toml", _SOURCE_TREE_CONFIG.parent / "pricing.toml"):
+        for candidate in (here / "pricing.toml", SHIPPED_CONFIG.parent / "pricing.toml"):
             if candidate.is_file():
                 return candidate
         return None
 
 
-_SOURCE_TREE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llmbus.toml"
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llmbus.toml"
 
 
 def default_config_path() -> Path | None:
     env = os.environ.get("LLMBUS_CONFIG")
     if env:
         return Path(env)
-    for candidate in (Path("config/llmbus.toml"), _SOURCE_TREE_CONFIG):
+    for candidate in (Path("config/llmbus.toml"), SHIPPED_CONFIG):
         if candidate.is_file():
             return candidate
     return None

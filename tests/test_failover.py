@@ -266,7 +266,7 @@ def test_provider_order_defaults_to_file_order():
 def test_shipped_config_is_valid(monkeypatch):
     monkeypatch.delenv("LLMBUS_NATS_URL", raising=False)
     monkeypatch.delenv("LLMBUS_ROOT", raising=False)
-    s = settings_mod.load(settings_mod._SOURCE_TREE_CONFIG)
+    s = settings_mod.load(settings_mod.SHIPPED_CONFIG)
     assert s.router.providers and all(p in s.providers for p in s.router.providers)
 
 

@@ -219,7 +219,7 @@ class Events:
     def __init__(self) -> None:
         self.raw: list[bytes] = []
 
-    async def _on(self, msg) -> None:
+    async def on(self, msg) -> None:
         self.raw.append(msg.data)
 
     def decoded(self) -> list[Any]:
@@ -279,7 +279,7 @@ def run(stack, monkeypatch) -> Callable:
             text = toml if toml is not None else config_toml(kind, srv.url)
             async with stack(text, names=names or ["provider.p"]) as s:
                 events = Events()
-                sub = await s.client.nc.subscribe(s.client.subjects.events, cb=events._on)
+                sub = await s.client.nc.subscribe(s.client.subjects.events, cb=events.on)
                 await s.client.nc.flush()
                 try:
                     yield Run(s, srv, kind, events)
