@@ -89,6 +89,10 @@ class Subjects:
     def usage(self, provider: str) -> str:
         return f"{self.root}.events.usage.{provider}"
 
+    def health_event(self, provider: str) -> str:
+        """Where the health actor announces a breaker's change (``BreakerChange``)."""
+        return f"{self.root}.events.health.{provider}"
+
     @property
     def events(self) -> str:
         return f"{self.root}.events.>"

@@ -237,7 +237,7 @@ class CostActor(Actor):
         return True
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.usage.>",
+        await consume(self.nc, stream=self.subjects.events_stream, subject=self.subjects.usage(">"),
                       durable=f"{self.subjects.root}_cost", type_=m.UsageEvent, handle=self.record_all, log=self.log,
                       task_status=task_status)
 

@@ -177,7 +177,7 @@ class HealthActor(Actor):
             self._dirty.add(after.provider)
             event = m.BreakerChange(provider=after.provider, before=before.state, after=after.state,
                                     reason=reason, open_until=after.open_until, at=now)
-            await self.nc.publish(f"{self.subjects.root}.events.health.{after.provider}", codec.encode(event))
+            await self.nc.publish(self.subjects.health_event(after.provider), codec.encode(event))
             self._wake.set()
 
     async def apply_all(self, event: m.OutcomeEvent) -> None:
@@ -196,7 +196,7 @@ class HealthActor(Actor):
         await self._store(live, after, now)
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        await consume(self.nc, stream=self.subjects.events_stream, subject=f"{self.subjects.root}.events.outcome.>",
+        await consume(self.nc, stream=self.subjects.events_stream, subject=self.subjects.outcome(">"),
                       durable=f"{self.subjects.root}_health", type_=m.OutcomeEvent, handle=self.apply_all, log=self.log,
                       task_status=task_status)
 
