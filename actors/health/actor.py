@@ -38,10 +38,10 @@ from bus.endpoint import Context, Endpoint
 from bus.streams import consume, ensure_events_stream, ensure_kv
 from bus.subjects import HEALTH_RESET, HEALTH_STATUS
 from actors.pure import breaker as br
+from actors.pure.quantiles import Sketch
 from actors.providers.events import each
 from actors.runtime import Actor
 
-LATENCY_SAMPLES = 256
 TRANSITIONS_KEPT = 20
 FLUSH_EVERY_S = 1.0
 
@@ -51,7 +51,9 @@ class Metrics:
     calls: int = 0
     successes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # success latencies: a decayed streaming sketch (actors.pure.quantiles); its p95 in KV is the
+    # hedged strategy's default delay on every router
+    latencies: Sketch = field(default_factory=Sketch)
     last_success: float | None = None
     last_failure: float | None = None
     last_error: str = ""
@@ -61,7 +63,7 @@ class Metrics:
         self.calls += 1
         if outcome.ok:
             self.successes += 1
-            self.latencies.append(outcome.latency_ms)
+            self.latencies.add(outcome.latency_ms)
             self.last_success = outcome.at
         else:
             kind = outcome.kind or m.INTERNAL
@@ -70,14 +72,13 @@ class Metrics:
             self.last_error = kind
 
     def report(self, state: m.BreakerState, detailed: bool) -> m.ProviderHealth:
-        ordered = sorted(self.latencies)
         return m.ProviderHealth(
             breaker=state,
             calls=self.calls,
             successes=self.successes,
             errors=dict(self.errors),
-            latency_p50_ms=_quantile(ordered, 0.50),
-            latency_p95_ms=_quantile(ordered, 0.95),
+            latency_p50_ms=_rounded(self.latencies.quantile(0.50)),
+            latency_p95_ms=_rounded(self.latencies.quantile(0.95)),
             last_success=self.last_success,
             last_failure=self.last_failure,
             last_error=self.last_error,
@@ -91,10 +92,8 @@ class Metrics:
                    last_error=saved.last_error, transitions=deque(saved.transitions, maxlen=TRANSITIONS_KEPT))
 
 
-def _quantile(ordered: list[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 _state_decoder = msgspec.json.Decoder(m.BreakerState)

@@ -28,6 +28,7 @@ from actors.router.cache_step import CacheStep
 from actors.router.calls import AskCalls, gone
 from actors.router.choice import StrategyChoice
 from actors.router.dedup import RecentAsks
+from actors.router.live import Live
 from actors.pure.pricing import Pricing
 from actors.runtime import Actor
 from actors.settings import Settings
@@ -69,6 +70,7 @@ class Router(Actor):
         self.order = settings.provider_order()
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
+        self.live = Live()  # latency estimates and the hedge budget, shared by this router's asks
         self.budgets: Budgets | None = None
         self.policies = strategies()
         # each strategy's options from the config, converted once (an ask's overrides go on top)
@@ -84,7 +86,7 @@ class Router(Actor):
 
     def background(self):
         jobs = [self.choice.run]
-        jobs += [self._watch_breakers] if self.settings.health.enabled else []
+        jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
     async def _watch_budgets(self, *, task_status) -> None:
@@ -95,8 +97,11 @@ class Router(Actor):
         self.breakers = BreakerView(self.nc, self.subjects, stale_after_s=self.settings.health.cooldown_s)
         await self.breakers.run(task_status=task_status)
 
+    async def _watch_latency(self, *, task_status) -> None:
+        await self.live.watch(self.nc, self.subjects, task_status=task_status)
+
     async def on_reconnect(self) -> None:
-        for view in (self.breakers, self.budgets, self.choice):
+        for view in (self.breakers, self.budgets, self.choice, self.live):
             if view is not None and view.mirror is not None:
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
@@ -164,7 +169,7 @@ class Router(Actor):
                 )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
         calls = AskCalls(self, ask, strategy)
-        outcome = await runner.run(cls(Plan(ask, order, options, deadline)), calls, deadline=deadline, clock=now)
+        outcome = await runner.run(cls(Plan(ask, order, options, deadline, self.live)), calls, deadline=deadline, clock=now)
         if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
             self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
         return finish(ask, strategy, outcome, skipped, calls.cost_usd)

@@ -148,6 +148,9 @@ class Plan:
     candidates: list[str]  # providers that may be called now, in order (breakers already applied)
     options: Any  # the policy's Options struct: config defaults, then the ask's overrides
     deadline: float  # the strategy's deadline (the ask's, less the reply margin)
+    # what the router knows live and shares across its asks (``actors.router.live.Live``: latency
+    # estimates, the hedge budget); None where no router runs the policy (table tests)
+    live: Any = None
 
 
 class NoOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

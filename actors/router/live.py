@@ -1,0 +1,59 @@
+"""What a router knows live and shares across its asks: ``Plan.live`` for the policies.
+
+- ``p95_ms[provider]``: each provider's p95 latency of successful calls, from the health actor's
+  ``metrics.<provider>`` entries (a decayed streaming sketch of every outcome fleet-wide, flushed to
+  KV once a second; ``watch`` mirrors them with no round trip on the ask path). Shared, so every
+  router hedges on the same estimate, a new router starts warm, and it survives restarts.
+- ``first_answer[provider]``: this router's own sketch of how long a hedged ask's first call took
+  to answer (infinite when it never did), which only this router can see: stalled calls publish
+  no outcome.
+- ``hedge``: the extra-call token bucket (``actors.pure.hedging.HedgeBudget``).
+
+Nothing here does I/O on the ask path; a policy reads and records through these plain objects, so
+table tests and the bench's virtual clock use a ``Live()`` of their own.
+"""
+
+from __future__ import annotations
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from bus import messages as m
+from bus.streams import KvMirror
+from actors.pure.hedging import HedgeBudget
+from actors.pure.quantiles import Sketch
+
+_decode = msgspec.json.Decoder(m.ProviderHealth).decode
+
+
+class Live:
+    def __init__(self) -> None:
+        self.p95_ms: dict[str, float] = {}
+        self.first_answer: dict[str, Sketch] = {}
+        self.hedge = HedgeBudget()
+        self.mirror: KvMirror | None = None
+
+    def observe_first(self, provider: str, seconds: float) -> None:
+        sketch = self.first_answer.get(provider)
+        if sketch is None:
+            sketch = self.first_answer[provider] = Sketch(half_life=2000.0)
+        sketch.add(seconds)
+
+    def _changed(self, key: str, value: bytes | None) -> None:
+        provider = key.removeprefix("metrics.")
+        p95 = None
+        if value is not None:
+            try:
+                p95 = _decode(value).latency_p95_ms
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                p95 = None
+        if p95 is None:
+            self.p95_ms.pop(provider, None)
+        else:
+            self.p95_ms[provider] = p95
+
+    async def watch(self, nc, subjects, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Mirror the health bucket's ``metrics.>``; ready once the current values are in."""
+        self.mirror = KvMirror(nc, subjects.bucket("health"), "metrics.>", on_change=self._changed)
+        await self.mirror.run(task_status=task_status)

@@ -1,0 +1,158 @@
+"""Routing policies (issue 14): hedged, cascade, pipeline, tiers with fallback routes, experiments.
+
+Pure parts as tables (no NATS): the quantile sketch, the hedge budget, each policy fed events. Then
+each policy end to end on real NATS with mock providers."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from actors.pure.hedging import HedgeBudget, delay_s
+from actors.pure.quantiles import Sketch
+from actors.router.live import Live
+from actors.strategies.base import Call, Deadline, Done, Plan, Reply, Wake, WakeAt, options_for
+from actors.strategies.hedged import Hedged
+from bus import messages as m
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.anyio
+
+ASK = m.Ask(id="q", messages=[m.Message(role="user", content="hi")])
+
+
+def ok(provider: str, **kw) -> m.Completion:
+    return m.Completion(id="c-" + provider, ask_id="q", provider=provider, model=provider + "-1",
+                        text="hi " + provider, **kw)
+
+
+def fail(provider: str, kind: str = m.OVERLOADED) -> m.Failure:
+    return m.Failure(kind=kind, message=f"{provider} said {kind}", provider=provider)
+
+
+# --- the sketch and the hedge budget -------------------------------------------------------------
+
+
+def test_sketch_quantiles_are_within_its_relative_accuracy():
+    rng = random.Random(7)
+    values = [rng.lognormvariate(math.log(0.1), 0.5) for _ in range(20_000)]
+    sketch = Sketch(alpha=0.02, half_life=1e9)
+    for v in values:
+        sketch.add(v)
+    ordered = sorted(values)
+    for q in (0.5, 0.9, 0.95, 0.99):
+        exact = ordered[int(q * len(ordered))]
+        assert sketch.quantile(q) == pytest.approx(exact, rel=0.03)
+    assert Sketch().quantile(0.5) is None
+
+
+def test_sketch_follows_a_shift_within_its_half_life_and_counts_inf_above_everything():
+    sketch = Sketch(half_life=200)
+    for _ in range(5000):
+        sketch.add(0.010)
+    for _ in range(1000):  # the provider turns slow: 5 half-lives later the old samples weigh ~3 %
+        sketch.add(0.100)
+    assert sketch.quantile(0.5) == pytest.approx(0.100, rel=0.03)
+    stalls = Sketch(half_life=1e9)
+    for i in range(100):
+        stalls.add(math.inf if i % 10 == 0 else 0.01)
+    assert stalls.quantile(0.85) == pytest.approx(0.01, rel=0.03) and stalls.quantile(0.95) == math.inf
+
+
+def test_hedge_budget_caps_extra_calls_at_max_extra():
+    budget = HedgeBudget(tokens=0.0)
+    granted = 0
+    for _ in range(1000):
+        budget.credit(0.05, burst=5.0)
+        granted += budget.take()  # every ask wants a hedge: everything is slow
+    assert granted == 50 and budget.denied == 950
+
+
+def test_delay_is_the_shared_p95_raised_by_the_local_first_answer_quantile():
+    assert delay_s(None, None, max_extra=0.05, adaptive=True, default_s=0.5) == 0.5
+    assert delay_s(200.0, None, max_extra=0.05, adaptive=True, default_s=0.5) == 0.2
+    first = Sketch(half_life=1e9)
+    for i in range(1000):  # 4 % never answer, the rest spread over 0..0.99 s
+        first.add(math.inf if i % 25 == 0 else (i % 100) / 100)
+    # 95.5 % of first calls answered within ~0.98 s: then the ones still waiting fit the budget (4.5 %)
+    assert delay_s(200.0, first, max_extra=0.05, adaptive=True, default_s=0.5) == pytest.approx(0.98, abs=0.03)
+    assert delay_s(200.0, first, max_extra=0.05, adaptive=False, default_s=0.5) == 0.2
+
+
+# --- hedged as a table ---------------------------------------------------------------------------
+
+
+def hedged(candidates, live=None, **opts) -> Hedged:
+    return Hedged(Plan(ASK, list(candidates), options_for(Hedged, opts), 10.0, live))
+
+
+def test_hedged_calls_the_next_after_the_live_p95_and_the_first_answer_wins():
+    live = Live()
+    live.p95_ms["a"] = 120.0
+    p = hedged(["a", "b"], live)
+    assert p.start(0.0) == [Call("0", "a"), WakeAt(0.12)]
+    [hedge] = p.step(Wake(0.12), 0.12)
+    assert (hedge.key, hedge.provider, hedge.purpose) == ("1", "b", "hedge")
+    [done] = p.step(Reply("1", ok("b"), 30.0, "b"), 0.15)
+    assert done.result == ok("b") and done.metadata["hedge"] == {"delay_ms": 120.0, "hedges": 1, "winner": "hedge"}
+    assert live.first_answer["a"].quantile(0.5) == math.inf  # the first call had not answered: counted as a stall
+
+
+def test_hedged_without_a_token_waits_for_the_first_and_a_failure_is_replaced_at_once():
+    live = Live()
+    live.hedge.tokens = 0.0
+    p = hedged(["a", "b"], live, delay_s=0.1)
+    p.start(0.0)
+    assert p.step(Wake(0.1), 0.1) == []  # 0.05 tokens: no hedge
+    [done] = p.step(Reply("0", ok("a"), 300.0, "a"), 0.3)
+    assert done.metadata["hedge"] == {"delay_ms": 100.0, "hedges": 0, "refused": 1, "winner": "first"}
+    p = hedged(["a", "b"], Live(), delay_s=0.1)
+    p.start(0.0)
+    [again] = p.step(Reply("0", fail("a"), 1.0, "a"), 0.001)
+    assert (again.provider, again.purpose) == ("b", "answer")
+    [done] = p.step(Reply("1", fail("b"), 1.0, "b"), 0.002)
+    assert done.result.kind == m.ALL_FAILED and "a: overloaded, b: overloaded" in done.result.message
+
+
+def test_hedged_with_one_candidate_hedges_to_it_again_and_answers_the_deadline():
+    p = hedged(["a"], Live(), delay_s=0.1)
+    p.start(0.0)
+    [hedge] = p.step(Wake(0.1), 0.1)
+    assert hedge.provider == "a" and hedge.key == "1"
+    [done] = p.step(Deadline(), 10.0)
+    assert done.result.kind == m.TIMEOUT
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+HEDGE = """
+[router]
+providers = ["slow", "fast"]
+[providers.slow]
+latency = { dist = "fixed", ms = 400 }
+[providers.fast]
+latency = { dist = "fixed", ms = 5 }
+[providers.steady]
+latency = { dist = "fixed", ms = 20 }
+"""
+
+
+async def test_hedged_end_to_end_the_loser_is_cancelled_and_the_delay_comes_from_health(stack):
+    async with stack(HEDGE) as s:
+        answer = await s.client.ask("go", strategy="hedged", strategy_options={"delay_s": 0.05}, budget_ms=3000)
+        assert [(st.provider, st.outcome, st.purpose) for st in answer.route] == [
+            ("slow", "cancelled", None), ("fast", "ok", "hedge")]
+        assert answer.route[0].ms >= 40 and answer.metadata["hedge"]["winner"] == "hedge"
+        # the live delay: the health actor's p95 of "steady", read by the router from KV
+        for _ in range(5):
+            await s.client.ask("warm", strategy="single", providers=["steady"], cache="skip", budget_ms=2000)
+        health, router = s.actor("health"), s.actor("router")
+        await wait_until(lambda: health.metrics["steady"].calls == 5, what="outcomes consumed")
+        await health.flush_metrics()
+        await wait_until(lambda: "steady" in router.live.p95_ms, what="p95 mirrored")
+        answer = await s.client.ask("go", strategy="hedged", providers=["steady", "fast"], budget_ms=3000)
+        assert answer.metadata["hedge"]["delay_ms"] == pytest.approx(router.live.p95_ms["steady"], abs=0.01)
+        assert 15 <= answer.metadata["hedge"]["delay_ms"] <= 40
+        assert answer.providers == ["steady"]
