@@ -1,21 +1,29 @@
 """The public Python client.
 
-    async with Client("nats://127.0.0.1:4222") as client:
+    async with Client() as client:                       # $LLMBUS_NATS_URL, else nats://127.0.0.1:4222
         answer = await client.ask("Why is the sky blue?", budget_ms=10_000)
-        print(answer.text, answer.route)
+        print(answer.text, answer.model, answer.route)
+
+        async for event in client.stream("Tell me a story"):   # Chunks, then the final Answer or Failure
+            print(event.delta if isinstance(event, Chunk) else "", end="")
+
+    answer = ask_sync("Why is the sky blue?")          # scripts and notebooks: no event loop needed
 
 ``ask`` returns an ``Answer`` or raises the ``bus.errors`` exception of the Failure (``RateLimited``,
-``DeadlineExceeded``, ``AllFailed``…). The budget becomes a deadline here, at the edge; it travels
-in the ``Llm-Budget-Ms`` header. With ``retries=N`` an ask that met no responders (routers
-restarting) or a retryable failure is sent again with the same ask id, while budget remains — the
-router deduplicates by ask id, so the work is done once. A caller that gives up (deadline, or the
-task is cancelled) publishes a ``Cancel`` so the work behind it stops.
+``DeadlineExceeded``, ``AllFailed``…); ``stream`` yields the Failure as its last item instead. The
+budget becomes a deadline here, at the edge; it travels in the ``Llm-Budget-Ms`` header. With
+``retries=N`` an ask that met no responders (routers restarting) or a retryable failure is sent
+again with the same ask id, while budget remains — the router deduplicates by ask id, so the work
+is done once. A caller that gives up (deadline, or the task is cancelled) publishes a ``Cancel`` so
+the work behind it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import concurrent.futures
+import os
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -29,6 +37,7 @@ from bus.rpc import Rpc, new_id
 from bus.subjects import Subjects
 
 DEFAULT_BUDGET_MS = 30_000
+DEFAULT_URL = "nats://127.0.0.1:4222"
 _RETRY_PAUSE_S = (0.01, 0.05, 0.1, 0.25, 0.5)
 
 
@@ -39,18 +48,32 @@ def as_messages(prompt: str | Sequence[m.Message], system: str | None = None) ->
     return msgs
 
 
+def default_url() -> str:
+    """``$LLMBUS_NATS_URL``, else ``nats://127.0.0.1:4222`` (where ``llmbus up`` listens by default)."""
+    return os.environ.get("LLMBUS_NATS_URL") or DEFAULT_URL
+
+
 class Client:
+    """A connection to an llmbus fleet: ``ask`` (one Answer), ``stream`` (Chunks, then the Answer).
+
+    ``url``: the NATS server (default ``$LLMBUS_NATS_URL``, else ``nats://127.0.0.1:4222``);
+    ``root``: the fleet's subject root (default ``$LLMBUS_ROOT``, else ``llm``); ``name``: how this
+    connection appears in NATS monitoring; ``options``: auth and TLS; ``nc``: an existing nats-py
+    connection to use instead of opening one (it is not closed on exit). Use it as
+    ``async with Client() as client:``; entering raises ``Unavailable`` when no server answers.
+    """
+
     def __init__(
         self,
-        url: str = "nats://127.0.0.1:4222",
+        url: str | None = None,
         *,
-        root: str = "llm",
+        root: str | None = None,
         name: str = "llmbus-client",
         options: ConnectOptions | None = None,
         nc: NATS | None = None,
     ) -> None:
-        self.url = url
-        self.subjects = Subjects(root)
+        self.url = url or default_url()
+        self.subjects = Subjects(root or os.environ.get("LLMBUS_ROOT") or "llm")
         self.name = name
         self.options = options
         self.nc = nc
@@ -69,6 +92,55 @@ class Client:
         if self._own_nc and self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
 
+    def build(
+        self,
+        prompt: str | Sequence[m.Message],
+        *,
+        system: str | None = None,
+        strategy: str | None = None,
+        providers: list[str] | None = None,
+        schema: dict[str, Any] | None = None,
+        tools: list[m.Tool] | None = None,
+        tier: str | None = None,
+        user: str | None = None,
+        params: m.Params | None = None,
+        model: str | None = None,
+        cache: str = "use",
+        cache_namespace: str | None = None,
+        budget_ms: int = DEFAULT_BUDGET_MS,
+        labels: dict[str, str] | None = None,
+        max_cost_usd: float | None = None,
+        strategy_options: dict[str, Any] | None = None,
+        ask_id: str | None = None,
+        stream: bool = False,
+    ) -> m.Ask:
+        """The ``Ask`` that ``ask`` and ``stream`` send (see ``ask`` for the arguments); raises
+        ``BadRequest`` for a budget that is not above 0."""
+        if budget_ms <= 0:
+            raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"budget_ms must be above 0 (got {budget_ms})"))
+        params = params or m.Params()
+        if model is not None:
+            params = m.Params(temperature=params.temperature, max_tokens=params.max_tokens, top_p=params.top_p,
+                              stop=params.stop, model=model)
+        return m.Ask(
+            id=ask_id or new_id(),
+            messages=as_messages(prompt, system),
+            strategy=strategy,
+            providers=providers,
+            tier=tier,
+            user=user,
+            schema=schema,
+            tools=tools or [],
+            params=params,
+            cache=cache,
+            budget_ms=budget_ms,
+            stream=stream,
+            labels=labels or {},
+            max_cost_usd=max_cost_usd,
+            cache_namespace=cache_namespace,
+            strategy_options=strategy_options or {},
+        )
+
     async def ask(
         self,
         prompt: str | Sequence[m.Message],
@@ -76,27 +148,78 @@ class Client:
         system: str | None = None,
         strategy: str | None = None,
         providers: list[str] | None = None,
+        schema: dict[str, Any] | None = None,
+        tools: list[m.Tool] | None = None,
+        tier: str | None = None,
+        user: str | None = None,
+        params: m.Params | None = None,
+        model: str | None = None,
+        cache: str = "use",
+        cache_namespace: str | None = None,
         budget_ms: int = DEFAULT_BUDGET_MS,
+        labels: dict[str, str] | None = None,
+        max_cost_usd: float | None = None,
+        strategy_options: dict[str, Any] | None = None,
         ask_id: str | None = None,
         retries: int = 0,
-        **fields: Any,
     ) -> m.Answer:
-        """Ask and wait for the final Answer; raises the Failure's exception otherwise.
-        ``fields`` are further ``Ask`` fields (tier, user, schema, params, labels, …)."""
-        if budget_ms <= 0:
-            raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"budget_ms must be above 0 (got {budget_ms})"))
-        request = m.Ask(
-            id=ask_id or new_id(),
-            messages=as_messages(prompt, system),
-            strategy=strategy,
-            providers=providers,
-            budget_ms=budget_ms,
-            **fields,
-        )
+        """Ask the fleet and wait for the final Answer; raise the Failure's exception otherwise.
+
+        prompt: the question, or a whole conversation (``Message`` list; parts may be text, images,
+            documents, tool calls and results). system: a system message put first.
+        strategy: the routing policy (``llmbus strategies``); None: the fleet's default for the tier.
+        providers: the providers to use, in order; None: the fleet's configured order.
+        schema: a JSON Schema: the answer's ``data`` is structured output that validates against it.
+        tools: tool definitions; the model's tool calls come back in ``Answer.tool_calls``.
+        tier, user: who asks (budgets, cost reports, per-tier strategy).
+        params: temperature, max_tokens, top_p, stop; model: a model hint (``params.model``).
+        cache: "use" | "refresh" | "skip"; cache_namespace: the cache namespace (it sets the TTL).
+        budget_ms: time for the whole ask; the router replies ``timeout`` rather than nothing.
+        labels: free tags (flags, A/B). max_cost_usd: a ceiling on this ask's spend.
+        strategy_options: override the strategy's options for this ask.
+        ask_id: the idempotency key (default: a new id); retries: resend it on no-responders or a
+            retryable failure while budget remains.
+        """
+        request = self.build(prompt, system=system, strategy=strategy, providers=providers, schema=schema,
+                             tools=tools, tier=tier, user=user, params=params, model=model, cache=cache,
+                             cache_namespace=cache_namespace, budget_ms=budget_ms, labels=labels,
+                             max_cost_usd=max_cost_usd, strategy_options=strategy_options, ask_id=ask_id)
         reply = await self.send(request, deadline=deadline_in(budget_ms), retries=retries)
         if isinstance(reply, m.Failure):
             raise error_for(reply)
         return reply
+
+    async def stream(
+        self,
+        prompt: str | Sequence[m.Message],
+        *,
+        retries: int = 0,
+        **arguments: Any,
+    ) -> AsyncIterator[m.Chunk | m.Answer | m.Failure]:
+        """Ask and yield the router's ``Chunk``s as they come, then exactly one final ``Answer`` or
+        ``Failure`` (as a value: nothing is raised for a Failure). Takes the arguments of ``ask``.
+
+        With ``single`` and ``failover`` the chunks are the provider's own stream, passed through; a
+        chunk with ``stage == "restart"`` says that provider's stream broke and the next provider's
+        answer starts over. Other strategies yield their final Answer alone. Leaving the loop early
+        cancels the work behind it. ``retries`` resends on no-responders before any chunk arrived.
+        """
+        assert self.rpc is not None, "use `async with Client(...)`"
+        request = self.build(prompt, stream=True, **arguments)
+        deadline = deadline_in(request.budget_ms or DEFAULT_BUDGET_MS)
+        subject = self.subjects.ask_stream
+        for attempt in range(retries + 1):
+            got_chunk = False
+            async for item in self.rpc.stream(subject, request, deadline=deadline, ask_id=request.id):
+                if isinstance(item, m.Chunk):
+                    got_chunk = True
+                elif (isinstance(item, m.Failure) and not got_chunk and attempt < retries
+                      and item.retryable and now() < deadline):
+                    break
+                yield item
+            else:
+                return
+            await asyncio.sleep(_RETRY_PAUSE_S[min(attempt, len(_RETRY_PAUSE_S) - 1)])
 
     async def send(self, request: m.Ask, *, deadline: float, retries: int = 0) -> m.Answer | m.Failure:
         """Send a prepared Ask; return the Answer or Failure as a value (never raises for one)."""
@@ -119,3 +242,21 @@ class Client:
                 return reply
             attempt += 1
             await asyncio.sleep(pause)
+
+
+def ask_sync(prompt: str | Sequence[m.Message], *, url: str | None = None, root: str | None = None,
+             **arguments: Any) -> m.Answer:
+    """``Client(url, root=root).ask(prompt, **arguments)`` from synchronous code (scripts,
+    notebooks without a running loop): one connection per call. Raises like ``ask``."""
+
+    async def one() -> m.Answer:
+        async with Client(url, root=root) as client:
+            return await client.ask(prompt, **arguments)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(one())
+    # a loop already runs here (a notebook cell): run the ask on a loop of its own, in a thread
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, one()).result()

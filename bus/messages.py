@@ -586,6 +586,7 @@ class StrategyReport(_Msg, frozen=True, kw_only=True):
 # Reply unions: what each request subject answers with.
 AskReply = Answer | Failure
 CompleteReply = Completion | Failure
-StreamReply = Chunk | Completion | Failure  # a stream: Chunks, then one Completion or Failure
+# a stream: Chunks, then one Completion (a provider's) or Answer (a router's) or Failure
+StreamReply = Chunk | Completion | Answer | Failure
 CacheGetReply = CacheEntry | CacheMiss | Failure
 CachePutReply = CacheStored | Failure

@@ -7,6 +7,7 @@ stream ``T42_EVENTS`` and bucket ``t42_health``, so nothing collides.
 subject                                kind                         served by
 =====================================  ===========================  ==============================
 ``<root>.ask``                         request (queue ``router``)   router
+``<root>.ask.stream``                  request, many replies        router (Chunks, then the Answer)
 ``<root>.provider.<name>.complete``    request (queue provider.N)   provider actor
 ``<root>.provider.<name>.stream``      request, many replies        provider actor
 ``<root>.cache.get|put|stats|clear``   request (queue ``cache``)    cache
@@ -59,6 +60,10 @@ class Subjects:
     @property
     def ask(self) -> str:
         return f"{self.root}.ask"
+
+    @property
+    def ask_stream(self) -> str:
+        return f"{self.root}.ask.stream"
 
     def provider_complete(self, name: str) -> str:
         return f"{self.root}.provider.{name}.complete"
@@ -145,6 +150,7 @@ class Service:
 
 
 ASK = Service("ask", "{root}.ask", m.Ask, m.AskReply, ROUTER_QUEUE)
+ASK_STREAM = Service("ask_stream", "{root}.ask.stream", m.Ask, m.StreamReply, ROUTER_QUEUE, streaming=True)
 PROVIDER_COMPLETE = Service("complete", "{root}.provider.{name}.complete", m.Complete, m.CompleteReply,
                             "provider.{name}")
 PROVIDER_STREAM = Service("stream", "{root}.provider.{name}.stream", m.Complete, m.StreamReply,
@@ -165,7 +171,7 @@ CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet 
                            ROUTER_QUEUE)
 
 RPC_TABLE: tuple[Service, ...] = (
-    ASK, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
+    ASK, ASK_STREAM, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
     COST_RESERVE, COST_COMMIT, COST_REPORT, COST_BUDGET_SET, COST_BUDGETS, HEALTH_STATUS, HEALTH_RESET,
     CONTROL_STRATEGY,
 )

@@ -21,14 +21,14 @@ import msgspec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
-from bus.subjects import ASK, CONTROL_STRATEGY, PROVIDER_COMPLETE
+from bus.subjects import ASK, ASK_STREAM, CONTROL_STRATEGY, PROVIDER_COMPLETE
 from actors.router.breakers import BreakerView
 from actors.router.budgets import Budgets
 from actors.router.cache_step import CacheStep
 from actors.router.calls import AskCalls, gone
 from actors.router.choice import StrategyChoice
 from actors.router.dedup import RecentAsks
-from actors.router.live import Live
+from actors.router.stream import Relay, serve_stream
 from actors.pure.pricing import Pricing
 from actors.runtime import Actor
 from actors.settings import Settings
@@ -70,7 +70,6 @@ class Router(Actor):
         self.order = settings.provider_order()
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
-        self.live = Live()  # latency estimates and the hedge budget, shared by this router's asks
         self.budgets: Budgets | None = None
         self.policies = strategies()
         # each strategy's options from the config, converted once (an ask's overrides go on top)
@@ -86,7 +85,7 @@ class Router(Actor):
 
     def background(self):
         jobs = [self.choice.run]
-        jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
+        jobs += [self._watch_breakers] if self.settings.health.enabled else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
     async def _watch_budgets(self, *, task_status) -> None:
@@ -97,17 +96,15 @@ class Router(Actor):
         self.breakers = BreakerView(self.nc, self.subjects, stale_after_s=self.settings.health.cooldown_s)
         await self.breakers.run(task_status=task_status)
 
-    async def _watch_latency(self, *, task_status) -> None:
-        await self.live.watch(self.nc, self.subjects, task_status=task_status)
-
     async def on_reconnect(self) -> None:
-        for view in (self.breakers, self.budgets, self.choice, self.live):
+        for view in (self.breakers, self.budgets, self.choice):
             if view is not None and view.mirror is not None:
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
     def endpoints(self) -> list[Endpoint]:
         return [
             Endpoint.serving(ASK, self.subjects, self._serve_ask),
+            Endpoint.serving(ASK_STREAM, self.subjects, self._serve_stream),
             Endpoint.serving(CONTROL_STRATEGY, self.subjects, self.choice.serve),
         ]
 
@@ -135,10 +132,13 @@ class Router(Actor):
             kept = self.recent.finish(ask.id, result)
         return result if kept is None else Encoded(result, kept)
 
+    def _serve_stream(self, ask: m.Ask, ctx: Context):
+        return serve_stream(self, ask, ctx)
+
     def strategy_for(self, ask: m.Ask) -> str:
         return ask.strategy or self.choice.for_tier(ask.tier)
 
-    async def route(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
+    async def route(self, ask: m.Ask, ctx: Context, relay: Relay | None = None) -> m.Answer | m.Failure:
         strategy = self.strategy_for(ask)
         cls = self.policies.get(strategy)
         if cls is None:
@@ -168,8 +168,8 @@ class Router(Actor):
                     route=skipped,
                 )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
-        calls = AskCalls(self, ask, strategy)
-        outcome = await runner.run(cls(Plan(ask, order, options, deadline, self.live)), calls, deadline=deadline, clock=now)
+        calls = AskCalls(self, ask, strategy, relay)
+        outcome = await runner.run(cls(Plan(ask, order, options, deadline)), calls, deadline=deadline, clock=now)
         if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
             self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
         return finish(ask, strategy, outcome, skipped, calls.cost_usd)

@@ -20,21 +20,23 @@ import msgspec
 from bus import codec
 from bus import messages as m
 from bus.rpc import is_no_responders, new_id
-from bus.subjects import PROVIDER_COMPLETE
+from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
 from actors.strategies.base import Call
 from actors.strategies.runner import Record
 
 if TYPE_CHECKING:
     from actors.router.actor import Router
+    from actors.router.stream import Relay
 
 
 class AskCalls:
-    __slots__ = ("router", "ask", "strategy", "spent", "unknown", "held", "worst")
+    __slots__ = ("router", "ask", "strategy", "spent", "unknown", "held", "worst", "relay")
 
-    def __init__(self, router: Router, ask: m.Ask, strategy: str) -> None:
+    def __init__(self, router: Router, ask: m.Ask, strategy: str, relay: Relay | None = None) -> None:
         self.router = router
         self.ask = ask
         self.strategy = strategy
+        self.relay = relay  # a streamed ask's (actors.router.stream): provider calls are streamed into it
         self.spent = 0.0  # priced cost of the calls answered so far
         self.unknown = False  # a call answered by a model with no price: the total is unknown
         self.held = 0.0  # worst cases of the calls in flight
@@ -64,9 +66,12 @@ class AskCalls:
                 return refused
             self.held += worst
             self.worst[call_id] = worst
-        subject = router.complete_subjects.get(provider) or router.complete_subject(provider)
-        result = await router.rpc.call(subject, request, codec.complete_reply, deadline=deadline,
-                                       ask_id=ask.id, call_id=call_id)
+        if self.relay is None:
+            subject = router.complete_subjects.get(provider) or router.complete_subject(provider)
+            result = await router.rpc.call(subject, request, codec.complete_reply, deadline=deadline,
+                                           ask_id=ask.id, call_id=call_id)
+        else:
+            result = await self._streamed(provider, request, call_id, deadline)
         if isinstance(result, m.Failure) and result.provider is None:
             result = msgspec.structs.replace(result, provider=provider)
             if is_no_responders(result):  # gone: nobody else will report it
@@ -80,6 +85,20 @@ class AskCalls:
                 self.spent += cost
             await self._release(call_id, cost)
         return result
+
+    async def _streamed(self, provider: str, request: m.Complete, call_id: str, deadline: float):
+        """A provider call on its stream subject: chunks go to the relay; returns the final reply."""
+        relay = self.relay
+        first = True
+        async for item in self.router.rpc.stream(PROVIDER_STREAM.subject(self.router.subjects, provider), request,
+                                                 deadline=deadline, ask_id=self.ask.id, call_id=call_id):
+            if item.__class__ is not m.Chunk:
+                return item
+            if first:
+                relay.begin()
+                first = False
+            relay.chunk(item)
+        return m.Failure(kind=m.INTERNAL, message=f"{provider}: the stream ended without a final reply")
 
     async def cancel(self, record: Record, reason: str) -> None:
         await self.router.rpc.cancel(self.ask.id, record.call_id, reason=reason)

@@ -1,0 +1,88 @@
+"""A streamed ask (``<root>.ask.stream``): the router's Chunks, then the final Answer or Failure.
+
+With ``single`` and ``failover`` the provider calls go to the providers' stream subject and their
+chunks are passed through as they come, renumbered for the ask (``Chunk.id`` is the ask id, ``seq``
+counts from 0 over the whole ask). When a provider's stream breaks and failover moves on, one
+``Chunk(stage="restart")`` says the text so far is void: the next provider starts over. Any other
+strategy runs as a plain ask and its final Answer is the stream's only message.
+
+A streamed ask is not looked up in the cache, nor deduplicated by id: its chunks exist only once.
+The plain ask path does not pay for any of this (``AskCalls.relay`` is None there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from bus import messages as m
+from bus.endpoint import Context, Encoded
+
+if TYPE_CHECKING:
+    from actors.router.actor import Router
+
+# the policies whose calls run one at a time, so a provider's stream can be passed through as it is
+STREAM_THROUGH = frozenset({"single", "failover"})
+
+
+class Relay:
+    """Carries one ask's chunks from its provider calls to the stream's reply."""
+
+    __slots__ = ("ask_id", "queue", "seq", "calls_streamed")
+
+    def __init__(self, ask_id: str) -> None:
+        self.ask_id = ask_id
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.seq = 0
+        self.calls_streamed = 0  # calls that sent at least one chunk
+
+    def begin(self) -> None:
+        """A call's first chunk: after an earlier call's chunks, say the answer starts over."""
+        if self.calls_streamed:
+            self._put(m.Chunk(id=self.ask_id, seq=self.seq, stage="restart"))
+        self.calls_streamed += 1
+
+    def chunk(self, chunk: m.Chunk) -> None:
+        self._put(m.Chunk(id=self.ask_id, seq=self.seq, delta=chunk.delta, stage=chunk.stage))
+
+    def _put(self, chunk: m.Chunk) -> None:
+        self.seq += 1
+        self.queue.put_nowait(chunk)
+
+    def end(self, result: m.Answer | m.Failure) -> None:
+        self.queue.put_nowait(result)
+
+
+async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterator[m.Chunk | m.Answer | m.Failure]:
+    """The streaming endpoint's handler (see the module docstring)."""
+    from actors.router.actor import check_ask
+
+    bad = check_ask(ask)
+    if bad is not None:
+        yield bad
+        return
+    if router.strategy_for(ask) not in STREAM_THROUGH:
+        reply = await router._serve_ask(ask, ctx)
+        yield reply.value if type(reply) is Encoded else reply
+        return
+    relay = Relay(ask.id)
+
+    async def work() -> None:
+        try:
+            result = await router.route(ask, ctx, relay)
+        except Exception as exc:  # a bug: the stream still ends with a Failure
+            router.log.exception("stream_failed", ask_id=ask.id)
+            result = m.Failure(kind=m.INTERNAL, message=f"router: {type(exc).__name__}: {exc}")
+        relay.end(result)
+
+    task = asyncio.create_task(work())
+    try:
+        while True:
+            item = await relay.queue.get()
+            yield item
+            if item.__class__ is not m.Chunk:
+                return
+    finally:
+        if not task.done():
+            task.cancel()
