@@ -25,6 +25,8 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 
 from bus import codec
 from bus import messages as m
@@ -133,8 +135,11 @@ class Endpoint:
             # Stopped by the runtime (shutdown past its grace): still answer, then stop.
             if msg.reply and not nc.is_closed:
                 reply = m.Failure(kind=m.UNAVAILABLE, message=f"{self.name} is stopping")
-                await asyncio.shield(nc.publish(msg.reply, codec.encode(reply)))
+                await asyncio.shield(self._publish(nc, msg.reply, codec.encode(reply)))
             raise
+        except Exception as exc:  # a bug outside the handler (decoding, the context): still answer
+            log.exception("endpoint_failed", endpoint=self.name, ask_id=ctx.ask_id)
+            result = m.Failure(kind=m.INTERNAL, message=f"{self.name}: {type(exc).__name__}: {exc}")
         data = None
         if type(result) is Encoded:
             result, data = result.value, result.data
@@ -143,12 +148,24 @@ class Endpoint:
             self.last_error = f"{result.kind}: {result.message}"
         self.processing_time_ns += time.perf_counter_ns() - started
         if msg.reply and not nc.is_closed:
-            await nc.publish(msg.reply, data if data is not None else codec.encode(result))
+            await self._publish(nc, msg.reply, data if data is not None else codec.encode(result))
+
+    async def _publish(self, nc: NATS, subject: str, data: bytes) -> None:
+        """Publish one reply; one too large for the server becomes a Failure that fits (a reply is
+        never silence), and a connection that cannot take it now is logged, not raised."""
+        try:
+            await nc.publish(subject, data)
+        except MaxPayloadError:
+            self.num_errors += 1
+            self.last_error = f"{m.INVALID_OUTPUT}: reply too large"
+            await self._publish(nc, subject, codec.encode(too_large_reply(self.name, len(data), nc.max_payload)))
+        except NatsError as exc:  # closed or reconnecting with a full buffer: the caller's deadline answers
+            log.warning("reply_not_sent", endpoint=self.name, error=str(exc) or type(exc).__name__)
 
     async def _run(self, nc: NATS, msg: Msg, ctx: Context) -> Any:
         try:
             request = self._decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as exc:
             return m.Failure(kind=m.BAD_REQUEST, message=f"malformed {self.name} request: {exc}")
         ctx.call_id = getattr(request, "id", None)
         body_budget = getattr(request, "budget_ms", None)
@@ -191,7 +208,15 @@ class Endpoint:
                 if not isinstance(item, m.Chunk):
                     return item
                 if reply:
-                    await nc.publish(reply, codec.encode(item))
+                    data = codec.encode(item)
+                    if len(data) > nc.max_payload:
+                        return too_large_reply(self.name, len(data), nc.max_payload)
+                    await nc.publish(reply, data)
         finally:
             await items.aclose()
         return m.Failure(kind=m.INTERNAL, message=f"{self.name}: the stream ended without a final reply")
+
+
+def too_large_reply(name: str, size: int, limit: int) -> m.Failure:
+    return m.Failure(kind=m.INVALID_OUTPUT,
+                     message=f"{name}: the reply is {size:,} bytes, over the NATS server's max_payload of {limit:,} bytes")

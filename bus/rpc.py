@@ -54,8 +54,25 @@ def is_no_responders(failure: m.Failure) -> bool:
 
 
 def too_large(nc: NATS, subject: str, size: int) -> m.Failure:
-    return m.Failure(kind=m.BAD_REQUEST, message=f"the request to {subject} is {size:,} bytes, over the NATS "
-                                                  f"server's max_payload of {nc.max_payload:,} bytes")
+    return m.Failure(kind=m.BAD_REQUEST, message=f"the request to {subject} is {size:,} bytes with its headers, "
+                                                  f"over the NATS server's max_payload of {nc.max_payload:,} bytes")
+
+
+# nats-py checks only the payload against max_payload; the server counts headers too and closes a
+# connection that sends more. Within this many bytes of the limit the headers are counted here.
+_HEADER_ROOM = 4096
+
+
+def wire_size(payload: bytes, headers: dict[str, str] | None) -> int:
+    """What the server counts against max_payload: the payload and its encoded headers."""
+    if not headers:
+        return len(payload)
+    return len(payload) + 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
+def fits(nc: NATS, payload: bytes, headers: dict[str, str] | None) -> bool:
+    """True when ``payload`` with ``headers`` is within the server's max_payload."""
+    return len(payload) <= nc.max_payload - _HEADER_ROOM or wire_size(payload, headers) <= nc.max_payload
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -124,21 +141,29 @@ class Rpc:
         deadline: float,
         ask_id: str | None = None,
         call_id: str | None = None,
+        wait_until: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Msg | m.Failure:
-        """Send ``payload`` and wait for the raw reply until ``deadline``."""
+        """Send ``payload`` and wait for the raw reply until ``deadline`` — or only until
+        ``wait_until`` (one attempt of several: the receiver still works under ``deadline``).
+        ``headers`` are added to the budget and ask id headers."""
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._pending[token] = fut
+        hdrs = headers_for(deadline, ask_id)
+        if headers:
+            hdrs.update(headers)
+        if not fits(self.nc, payload, hdrs):  # the server would close our connection for it
+            self._pending.pop(token, None)
+            return too_large(self.nc, subject, wire_size(payload, hdrs))
         # The deadline resolves the future with None (``Alarms``: cheaper than a timer per request,
         # and a third of that again against an ``asyncio.timeout_at`` scope).
         clock = alarms(loop)
-        timer = clock.at(deadline, _expire, fut)
+        timer = clock.at(deadline if wait_until is None else min(deadline, wait_until), _expire, fut)
         try:
             try:
-                await self.nc.publish(
-                    subject, payload, reply=self._prefix + token, headers=headers_for(deadline, ask_id)
-                )
+                await self.nc.publish(subject, payload, reply=self._prefix + token, headers=hdrs)
             except MaxPayloadError:  # no retry or other provider can carry it: the ask is too large
                 return too_large(self.nc, subject, len(payload))
             except NatsError as exc:  # closed, or the reconnect buffer is full
@@ -148,6 +173,9 @@ class Rpc:
             clock.cancel(timer)
             self._pending.pop(token, None)
         if msg is None:
+            if wait_until is not None and wait_until < deadline:  # one attempt's share: the work goes on
+                return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within this attempt's share "
+                                                         "of the budget", retryable=True)
             if ask_id and call_id:  # this call only: never the whole ask from a call's timeout
                 await self.cancel(ask_id, call_id, reason="caller deadline passed")
             return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within the budget")
@@ -165,16 +193,19 @@ class Rpc:
         deadline: float,
         ask_id: str | None = None,
         call_id: str | None = None,
+        wait_until: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Encode ``request``, send it, and decode the reply with ``reply`` (a union with Failure)."""
         got = await self.request(
-            subject, codec.encode(request), deadline=deadline, ask_id=ask_id, call_id=call_id
+            subject, codec.encode(request), deadline=deadline, ask_id=ask_id, call_id=call_id,
+            wait_until=wait_until, headers=headers,
         )
         if isinstance(got, m.Failure):
             return got
         try:
             return reply.decode(got.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as exc:
             return m.Failure(kind=m.INTERNAL, message=f"malformed reply from {subject}: {exc}")
 
     async def service(
@@ -192,9 +223,12 @@ class Rpc:
                                deadline=deadline, ask_id=ask_id, call_id=call_id)
 
     async def tell(self, row: Service, request: msgspec.Struct, *, name: str = "", ask_id: str | None = None) -> None:
-        """Publish a one-way message of the RPC table (no reply is awaited)."""
-        await self.nc.publish(row.subject(self.subjects, name), codec.encode(request),
-                              headers={ASK_ID_HEADER: ask_id} if ask_id else None)
+        """Publish a one-way message of the RPC table (no reply is awaited); one too large for the
+        server is not sent (the server would close the connection for it)."""
+        data = codec.encode(request)
+        hdrs = {ASK_ID_HEADER: ask_id} if ask_id else None
+        if fits(self.nc, data, hdrs):
+            await self.nc.publish(row.subject(self.subjects, name), data, headers=hdrs)
 
     # --- a streamed reply ----------------------------------------------------------------------
     async def stream(
@@ -214,11 +248,13 @@ class Rpc:
         self._streams[token] = queue
         final = False
         try:
+            payload, hdrs = codec.encode(request), headers_for(deadline, ask_id)
+            if not fits(self.nc, payload, hdrs):
+                final = True
+                yield too_large(self.nc, subject, wire_size(payload, hdrs))
+                return
             try:
-                await self.nc.publish(
-                    subject, codec.encode(request), reply=self._prefix + token,
-                    headers=headers_for(deadline, ask_id),
-                )
+                await self.nc.publish(subject, payload, reply=self._prefix + token, headers=hdrs)
             except NatsError as exc:
                 final = True
                 yield m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")

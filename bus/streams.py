@@ -1,9 +1,25 @@
-"""JetStream streams and KV buckets the bus keeps (names derived from the subject root)."""
+"""JetStream streams and KV buckets the bus keeps (names derived from the subject root).
+
+Failures of JetStream and KV calls come in two sorts. **Transient** (``TRANSIENT``: a timeout, the
+connection reconnecting or closed, no responders while JetStream comes back after a server
+restart, the server's 503/500): the same call may work in a moment, so ``retrying`` calls again
+with backoff (10 ms doubling to 1 s) within the caller's deadline, and a consumer gives the event
+back and tries again later — no actor exits for one. **Everything else** (the server refused the
+request, the event does not decode or fails validation): trying again cannot help; a consumer
+acknowledges such an event, logs it once and counts it (``on_skip``), and goes on with the next.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import anyio
 import msgspec
+import structlog
 from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -17,11 +33,68 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats import errors as nats_errors
+from nats.js import errors as js_errors
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from bus import codec
+from bus.deadline import now
 from bus.subjects import Subjects
+
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError is one too
+    OSError,
+    nats_errors.ConnectionClosedError,
+    nats_errors.ConnectionReconnectingError,
+    nats_errors.NoRespondersError,
+    nats_errors.OutboundBufferLimitError,
+    nats_errors.StaleConnectionError,
+    nats_errors.FlushTimeoutError,
+    js_errors.ServiceUnavailableError,
+    js_errors.ServerError,
+    js_errors.NoStreamResponseError,
+)
+_BACKOFF_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a JetStream/KV failure that the same call may not meet again in a moment."""
+    return isinstance(exc, TRANSIENT)
+
+
+async def retrying(op: Callable[[], Awaitable[T]], *, deadline: float) -> T:
+    """``await op()``, called again after a transient failure with backoff while ``deadline``
+    (``bus.deadline.now`` seconds) allows; the last failure, or any other, is raised."""
+    for attempt in range(1 << 30):
+        try:
+            return await op()
+        except TRANSIENT:
+            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+            if now() + pause >= deadline:
+                raise
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+class Skipped:
+    """Counts events a consumer skipped, and logs each kind of problem at most every ``every_s``."""
+
+    def __init__(self, log, every_s: float = 10.0) -> None:
+        self.log = log
+        self.every_s = every_s
+        self.count = 0
+        self._said: dict[str, float] = {}
+
+    def __call__(self, why: str, **fields) -> None:
+        self.count += 1
+        t = time.monotonic()
+        key = why.split(":", 1)[0]
+        if t - self._said.get(key, -math.inf) >= self.every_s:
+            self._said[key] = t
+            self.log.warning("event_skipped", why=why, skipped=self.count, **fields)
 
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 EVENTS_MAX_BYTES = 1 << 30
@@ -76,13 +149,21 @@ class KvMirror:
         self.values: dict[str, bytes] = {}
         self.kv: KeyValue | None = None
         self.on_change = on_change
+        self.skipped = 0  # values on_change could not take
         self._restart = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         self.kv = await ensure_kv(self.nc, self.bucket)
         ready = False
+        pause = 0.01
         while True:
-            watcher = await self.kv.watch(self.pattern)
+            try:
+                watcher = await self.kv.watch(self.pattern)
+            except TRANSIENT:  # the server is restarting: watch again shortly, never give up
+                await anyio.sleep(pause)
+                pause = min(1.0, pause * 2)
+                continue
+            pause = 0.01
             self._restart = anyio.Event()
             async with anyio.create_task_group() as tg:
 
@@ -91,20 +172,32 @@ class KvMirror:
                     await watcher.stop()
 
                 tg.start_soon(stop_on_restart)
-                async for entry in watcher:
-                    if entry is None:  # the initial values are all in
-                        if not ready:
-                            ready = True
-                            task_status.started()
-                        continue
-                    value = entry.value or None  # a delete or purge leaves no value
-                    if value is None:
-                        self.values.pop(entry.key, None)
-                    else:
-                        self.values[entry.key] = value
-                    if self.on_change is not None:
-                        self.on_change(entry.key, value)
+                try:
+                    async for entry in watcher:
+                        if entry is None:  # the initial values are all in
+                            if not ready:
+                                ready = True
+                                task_status.started()
+                            continue
+                        self._apply(entry.key, entry.value or None)  # a delete or purge leaves no value
+                except TRANSIENT:  # the connection went away under the watch: watch again
+                    await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.values.pop(key, None)
+        else:
+            self.values[key] = value
+        if self.on_change is not None:
+            try:
+                self.on_change(key, value)
+            except Exception as exc:  # a value this reader cannot take must not stop the mirror
+                self.skipped += 1
+                if self.skipped == 1 or self.skipped % 1000 == 0:
+                    structlog.get_logger("llmbus.streams").warning(
+                        "kv_value_skipped", bucket=self.bucket, key=key[:80], skipped=self.skipped,
+                        error=f"{type(exc).__name__}: {exc}"[:300])
 
     def restart(self) -> None:
         self._restart.set()
@@ -120,47 +213,71 @@ async def consume(
     handle,
     log,
     ack_wait_s: float = 5.0,
+    on_skip: Skipped | None = None,
     task_status: TaskStatus = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Feed every message of ``subject`` in ``stream``, decoded as ``type_``, to ``await handle(msg)``
-    (a message that does not decode is skipped) through a durable pull consumer: a message is
-    acknowledged after ``handle`` returns, so none is lost while the
-    consumer is down (it starts with messages published after its creation). Messages fetched but
-    not handled when this is cancelled are given back at once (nak); after a crash the server
-    redelivers them after ``ack_wait_s``."""
+    through a durable pull consumer: a message is acknowledged after ``handle`` returns, so none is
+    lost while the consumer is down (it starts with messages published after its creation).
+
+    A message that does not decode, or whose ``handle`` raises anything but a transient failure,
+    is poison: acknowledged, counted and logged by ``on_skip`` — it never crashes the consumer or
+    comes back. A transient failure gives the message (and the rest of its batch) back and fetches
+    again after a backoff. Messages fetched but not handled when this is cancelled are given back
+    at once (nak); after a crash the server redelivers them after ``ack_wait_s``."""
+    skip = on_skip or Skipped(log)
     js = nc.jetstream()
-    psub = await js.pull_subscribe(
-        subject,
-        durable=durable,
-        stream=stream,
-        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=ack_wait_s),
-    )
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=ack_wait_s)
+    psub = await retrying(lambda: js.pull_subscribe(subject, durable=durable, stream=stream, config=config),
+                          deadline=now() + 30.0)
     task_status.started()
     decode = codec.decoder(type_).decode
+    pause = 0.0
     while True:
+        if pause:
+            await anyio.sleep(pause)
         try:
             batch = await psub.fetch(batch=256, timeout=0.5)
         except NatsTimeoutError:
             continue
         except Exception as exc:  # the server is restarting: try again shortly
-            log.warning("fetch_failed", stream=stream, error=str(exc) or type(exc).__name__)
-            await anyio.sleep(0.5)
+            pause = min(1.0, max(0.05, 2 * pause))
+            skip.log.info("fetch_failed", stream=stream, error=str(exc) or type(exc).__name__, retry_in_s=pause)
             continue
+        pause = 0.0
         for i, msg in enumerate(batch):
             try:
                 try:
                     item = decode(msg.data)
-                except msgspec.DecodeError:
-                    item = None  # not ours to count
-                if item is not None:
+                except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as exc:
+                    skip(f"undecodable: {exc}", subject=msg.subject)
+                else:
                     await handle(item)
+            except TRANSIENT as exc:  # give it back; the next fetch brings it again
+                await _give_back(nc, batch[i:])
+                pause = 0.2
+                skip.log.info("event_retry", stream=stream, error=str(exc) or type(exc).__name__)
+                break
+            except Exception as exc:  # a bug or a refused request: retrying the same event cannot help
+                skip(f"handler failed: {type(exc).__name__}: {exc}", subject=msg.subject)
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    for rest in batch[i:]:
-                        if not nc.is_closed:
-                            await rest.nak()
+                    await _give_back(nc, batch[i:])
                 raise
-            await msg.ack()
+            try:
+                await msg.ack()
+            except Exception:  # noqa: S110 — disconnected: it is redelivered, and handlers count it once
+                pass
+
+
+async def _give_back(nc: NATS, msgs) -> None:
+    for msg in msgs:
+        if nc.is_closed:
+            return
+        try:
+            await msg.nak()
+        except Exception:  # disconnected: the server redelivers after ack_wait
+            return
 
 
 async def delete_root(nc: NATS, root: str) -> list[str]:

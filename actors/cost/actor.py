@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -38,10 +39,13 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from bus import codec
 from bus import messages as m
+from bus import names
+from bus.deadline import now as monotonic
 from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
-from bus.streams import KvMirror, consume, ensure_events_stream
+from bus.streams import KvMirror, Skipped, consume, ensure_events_stream, retrying
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_COMMIT, COST_REPORT, COST_RESERVE
+from actors.pure.facts import usage_problem
 from actors.pure.pricing import Pricing
 from actors.providers.events import each
 from actors.runtime import Actor
@@ -49,6 +53,7 @@ from actors.runtime import Actor
 DIMENSIONS = ("provider", "model", "tier", "user", "day", "strategy")
 SCOPES, PERIODS = ("user", "tier"), ("day", "month")
 COMMITTED_KEEP_S = 300.0  # a committed call whose usage never reaches the ledger is forgotten then
+KV_RETRY_S = 5.0  # a ledger or reservation write is retried this long (a restarting server)
 
 
 def ledger_key(ask_id: str, call_id: str) -> str:
@@ -163,6 +168,7 @@ class CostActor(Actor):
         self._holds_cache: tuple[dict, int | None] | None = None  # (holds, KV revision) as last written
         self.kv = None
         self.mirror: KvMirror | None = None
+        self.skipped = Skipped(self.log)  # poison usage events: acknowledged, counted, logged (rate-limited)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -225,13 +231,18 @@ class CostActor(Actor):
 
     async def record_all(self, event: m.UsageEvent) -> None:
         for usage in each(event):  # a provider sends its usage in batches
+            bad = usage_problem(usage)
+            if bad is not None:  # forged or broken (negative tokens, absurd times): never billed
+                self.skipped(f"bad usage: {bad}")
+                continue
             await self.record(usage)
 
     async def record(self, usage: m.Usage) -> bool:
         """Write the priced entry once; False when this (ask id, call id) was already counted."""
         key = ledger_key(usage.ask_id, usage.call_id)
-        try:
-            await self.kv.create(key, codec.encode(self.price(usage)))
+        data = codec.encode(self.price(usage))
+        try:  # a transient failure (the server restarting) is retried; a write that did land is then "exists"
+            await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
         except KeyWrongLastSequenceError:
             return False
         return True
@@ -239,7 +250,7 @@ class CostActor(Actor):
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         await consume(self.nc, stream=self.subjects.events_stream, subject=self.subjects.usage(">"),
                       durable=f"{self.subjects.root}_cost", type_=m.UsageEvent, handle=self.record_all, log=self.log,
-                      task_status=task_status)
+                      on_skip=self.skipped, task_status=task_status)
 
     # --- budgets ------------------------------------------------------------------------------
     def applicable(self, user: str | None, tier: str | None, now: float) -> list[tuple[str, tuple, float]]:
@@ -284,7 +295,7 @@ class CostActor(Actor):
         while True:
             if self._holds_cache is None:
                 try:
-                    entry = await self.kv.get("reservations")
+                    entry = await retrying(lambda: self.kv.get("reservations"), deadline=monotonic() + KV_RETRY_S)
                     self._holds_cache = (decode_holds(entry.value), entry.revision)
                 except KeyNotFoundError:
                     self._holds_cache = ({}, None)
@@ -293,10 +304,12 @@ class CostActor(Actor):
             holds = {cid: h for cid, h in cached.items() if h.expires_at > now and cid not in self.totals.calls}
             results = [change(holds, now) for change, _ in batch]
             try:
-                if revision is None:
-                    revision = await self.kv.create("reservations", codec.encode(holds))
+                data, last = codec.encode(holds), revision
+                if last is None:
+                    revision = await retrying(lambda: self.kv.create("reservations", data), deadline=monotonic() + KV_RETRY_S)
                 else:
-                    revision = await self.kv.update("reservations", codec.encode(holds), last=revision)
+                    revision = await retrying(lambda: self.kv.update("reservations", data, last=last),
+                                              deadline=monotonic() + KV_RETRY_S)
             except KeyWrongLastSequenceError:
                 self._holds_cache = None  # another cost actor wrote first: read again, decide again
                 continue
@@ -304,6 +317,10 @@ class CostActor(Actor):
             return results
 
     async def reserve(self, req: m.Reserve, ctx: Context) -> m.Reserved:
+        if not (math.isfinite(req.amount_usd) and req.amount_usd >= 0 and math.isfinite(req.expires_at)):
+            raise BadRequest(f"a reservation needs a finite amount_usd >= 0 (got {req.amount_usd!r}) and expires_at")
+        if bad := names.problem(req.call_id, "call_id", "label"):
+            raise BadRequest(bad)
         def change(holds: dict[str, Hold], now: float) -> m.Reserved | m.Failure:
             budgets = self.applicable(req.user, req.tier, now)
             for budget, spent_key, limit in budgets:
@@ -325,6 +342,8 @@ class CostActor(Actor):
         return result
 
     async def commit(self, req: m.Commit, ctx: Context) -> m.Reserved:
+        if not (math.isfinite(req.actual_usd) and req.actual_usd >= 0):
+            raise BadRequest(f"actual_usd must be finite and >= 0 (got {req.actual_usd!r})")
         def change(holds: dict[str, Hold], now: float) -> m.Reserved:
             hold = holds.get(req.call_id)
             if hold is not None:
@@ -338,9 +357,11 @@ class CostActor(Actor):
         return await self._update_holds(change)
 
     async def budget_set(self, req: m.BudgetSet, ctx: Context) -> m.BudgetReport:
+        if bad := names.problem(req.name, "a budget's name", "label"):
+            raise BadRequest(bad)
         if req.scope not in SCOPES or req.period not in PERIODS or not req.name:
             raise BadRequest(f"a budget is scope ({'|'.join(SCOPES)}), name and period ({'|'.join(PERIODS)})")
-        if req.limit_usd is not None and req.limit_usd < 0:
+        if req.limit_usd is not None and not (math.isfinite(req.limit_usd) and req.limit_usd >= 0):
             raise BadRequest("a budget's limit cannot be negative")
         key = limit_key(req.scope, req.name, req.period)
         name = budget_name(req.scope, req.name, req.period)

@@ -34,14 +34,19 @@ from nats.js.errors import NoKeysError
 
 from bus import codec
 from bus import messages as m
+from bus import names
+from bus.deadline import now as monotonic
 from bus.endpoint import Context, Endpoint
-from bus.streams import consume, ensure_events_stream, ensure_kv
+from bus.errors import BadRequest
+from bus.streams import Skipped, consume, ensure_events_stream, ensure_kv, retrying
 from bus.subjects import HEALTH_RESET, HEALTH_STATUS
 from actors.pure import breaker as br
+from actors.pure.facts import outcome_problem
 from actors.pure.quantiles import Sketch
 from actors.providers.events import each
 from actors.runtime import Actor
 
+KV_RETRY_S = 5.0  # a KV write is retried this long (a restarting server) before the event is given back
 TRANSITIONS_KEPT = 20
 FLUSH_EVERY_S = 1.0
 
@@ -114,6 +119,7 @@ class HealthActor(Actor):
         self._dirty: set[str] = set()
         self._wake = anyio.Event()
         self.kv = None
+        self.skipped = Skipped(self.log)  # poison events: acknowledged, counted, logged (rate-limited)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -154,6 +160,8 @@ class HealthActor(Actor):
         )
 
     async def reset(self, request: m.HealthReset, ctx: Context) -> m.HealthReport:
+        if request.provider is not None and (bad := names.problem(request.provider, "provider")) is not None:
+            raise BadRequest(bad)
         now = self.clock()
         for provider in [request.provider] if request.provider else list(self.breakers):
             await self._store(self.breakers.get(provider, br.reset(provider, now)), br.reset(provider, now), now, "reset")
@@ -165,7 +173,8 @@ class HealthActor(Actor):
         self.breakers[after.provider] = after
         if after == before:
             return
-        await self.kv.put(f"state.{after.provider}", codec.encode(after))
+        data = codec.encode(after)
+        await retrying(lambda: self.kv.put(f"state.{after.provider}", data), deadline=monotonic() + KV_RETRY_S)
         if after.state != before.state:
             reason = why or after.reason or ("success" if after.state == br.CLOSED else "")
             self.log.info("breaker_changed", provider=after.provider, before=before.state, after=after.state,
@@ -181,6 +190,10 @@ class HealthActor(Actor):
 
     async def apply_all(self, event: m.OutcomeEvent) -> None:
         for outcome in each(event):  # a provider sends its outcomes in batches
+            bad = outcome_problem(outcome)
+            if bad is not None:  # forged or broken: skipped, never obeyed (see actors.pure.facts)
+                self.skipped(f"bad outcome: {bad}")
+                continue
             await self.apply(outcome)
 
     async def apply(self, outcome: m.Outcome) -> None:
@@ -197,7 +210,7 @@ class HealthActor(Actor):
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         await consume(self.nc, stream=self.subjects.events_stream, subject=self.subjects.outcome(">"),
                       durable=f"{self.subjects.root}_health", type_=m.OutcomeEvent, handle=self.apply_all, log=self.log,
-                      task_status=task_status)
+                      on_skip=self.skipped, task_status=task_status)
 
     async def _tick(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """Turn OPEN into HALF_OPEN when a cooldown ends, so the KV shows it without an outcome
@@ -209,7 +222,11 @@ class HealthActor(Actor):
             with anyio.move_on_after(min([max(0.0, t - now) for t in opens], default=60.0)):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            await self.end_cooldowns()
+            try:
+                await self.end_cooldowns()
+            except Exception as exc:  # KV unreachable for long: the next tick tries again
+                self.log.warning("cooldowns_not_stored", error=str(exc) or type(exc).__name__)
+                await anyio.sleep(1.0)
 
     async def end_cooldowns(self) -> None:
         """Store HALF_OPEN for every OPEN breaker whose cooldown has ended by ``clock()``."""
@@ -222,13 +239,20 @@ class HealthActor(Actor):
         task_status.started()
         while True:
             await anyio.sleep(FLUSH_EVERY_S)
-            await self.flush_metrics()
+            try:
+                await self.flush_metrics()
+            except Exception as exc:  # KV unreachable now: the metrics stay dirty for the next flush
+                self.log.info("metrics_not_flushed", error=str(exc) or type(exc).__name__)
 
     async def flush_metrics(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for provider in dirty:
             report = self.metrics[provider].report(self.breakers[provider], detailed=True)
-            await self.kv.put(f"metrics.{provider}", codec.encode(report))
+            try:
+                await self.kv.put(f"metrics.{provider}", codec.encode(report))
+            except BaseException:
+                self._dirty |= dirty  # not flushed: next time
+                raise
 
     async def teardown(self) -> None:
         if self.kv is not None and not self.nc.is_closed:

@@ -19,6 +19,7 @@ import asyncio
 import msgspec
 
 from bus import messages as m
+from bus import names
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
 from bus.subjects import ASK, ASK_STREAM, CONTROL_STRATEGY, PROVIDER_COMPLETE
@@ -46,6 +47,12 @@ def reply_margin_s(budget_s: float) -> float:
 
 def check_ask(ask: m.Ask) -> m.Failure | None:
     """A Failure(bad_request) naming what is wrong with ``ask``, or None."""
+    if not names.is_label(ask.id):  # it travels in a header and in subjects: checked at the edge
+        return m.Failure(kind=m.BAD_REQUEST, message=names.problem(ask.id, "the ask id", "label"))
+    for value, what, kind in ((ask.tier, "tier", "token"), (ask.cache_namespace, "cache_namespace", "token"),
+                              (ask.user, "user", "label"), (ask.strategy, "strategy", "token")):
+        if value is not None and (bad := names.problem(value, what, kind)) is not None:
+            return m.Failure(kind=m.BAD_REQUEST, message=bad)
     if not ask.messages:
         return m.Failure(kind=m.BAD_REQUEST, message="the ask has no messages")
     for i, msg in enumerate(ask.messages):
