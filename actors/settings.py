@@ -129,6 +129,10 @@ class ProviderSettings(_Table, frozen=True, kw_only=True):
     retry_after_s: float | None = None  # sent with rate_limited failures
     answer: Literal["echo", "canned"] = "echo"
     canned: str = "This is a canned answer."
+    # structured asks: these fields replace the schema example's, and each field in ``variants`` is
+    # drawn (seeded) from its list per call, so mocks can disagree deterministically (ensembles)
+    data: dict[str, Any] = {}
+    variants: dict[str, list[Any]] = {}
     confidence: float = 0.9
     seed: int | None = None
 

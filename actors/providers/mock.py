@@ -11,7 +11,8 @@ answer), ``malformed_output`` (structured output that is not valid JSON), ``empt
 answer). Latency never outlives the deadline: the endpoint's deadline ends a sleep that would.
 
 A structured ask (with a schema) is answered with ``actors.pure.examples.example_for`` of the schema,
-its strings the prompt: data the ask's schema accepts, the same for the same ask.
+its strings the prompt: data the ask's schema accepts, the same for the same ask — with the
+provider's ``data`` fields put over it and each ``variants`` field drawn (seeded) from its list.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class MockProvider(ProviderActor):
             if fault == MALFORMED:
                 raise InvalidOutput(f"mock {self.provider}: structured output is not valid JSON: '{{\"answer\": '")
             data = example_for(request.schema, text=prompt)
+            if isinstance(data, dict) and (cfg.data or cfg.variants):
+                data = {**data, **cfg.data, **{k: self.rng.choice(v) for k, v in cfg.variants.items() if v}}
             text = json.dumps(data)
         else:
             text = f"[{self.provider}] {prompt}" if cfg.answer == "echo" else cfg.canned
