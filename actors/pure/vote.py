@@ -11,7 +11,7 @@ Per field (``merge_field``):
 3. **Vote** in log-odds: a voter with accuracy ``p`` (its learned reliability on the field, then
    calibrated by the confidence it stated) adds ``log(p / (1 - p)) + log(alternatives)`` to its
    cluster — the one-coin Dawid–Skene model with ``alternatives`` wrong values it may pick. Repeated
-   samples of one provider (self-consistency) share one vote: each adds ``1/n`` of it.
+   samples of one provider (self-consistency) are not independent: each adds ``1/sqrt(n)`` of a vote.
    The posterior of cluster ``c`` is ``e^s_c / (sum_k e^s_k + unproposed)``, where ``unproposed``
    counts the values nobody proposed (each weighs ``e^0``): one voter alone with accuracy p gets
    posterior p, as it should.
@@ -132,6 +132,16 @@ class Reliability:
             p = p * in_bin / base if base > 0 else p
         return min(0.995, max(0.005, p))
 
+    def stated_worth(self, provider: str, stated: float | None) -> float:
+        """What a stated confidence has been worth for this provider (the accuracy of its bin); the
+        stated value itself while its bin has no data, the provider's accuracy when it said nothing."""
+        if stated is None:
+            return self._overall(provider)
+        b = self.bins.get((provider, _bin(stated)))
+        if b is None or b[1] <= 0:
+            return min(1.0, max(0.0, stated))
+        return (b[0] + stated * self.prior_n) / (b[1] + self.prior_n)
+
     def observe(self, provider: str, name: str, stated: float | None, correct: float, weight: float = 1.0) -> None:
         """One answer whose probability of being right is ``correct`` (a posterior, or 0/1 from a label)."""
         d = self.decay
@@ -210,18 +220,19 @@ def _complete_linkage(clusters: list[Cluster], close) -> list[Cluster]:
 # --- voting ------------------------------------------------------------------------------------------
 
 
-def _shares(votes: Sequence[Vote]) -> list[float]:
-    """Each vote's share of its voter's one vote (1/n for n samples of the same provider)."""
+def vote_shares(votes: Sequence[Vote]) -> list[float]:
+    """Each vote's weight: 1/sqrt(n) for n samples of the same provider (they are not independent,
+    but their agreement still says something), 1 for a provider asked once."""
     n: dict[str, int] = {}
     for v in votes:
         n[v.voter] = n.get(v.voter, 0) + 1
-    return [1.0 / n[v.voter] for v in votes]
+    return [1.0 / math.sqrt(n[v.voter]) for v in votes]
 
 
 def score(clusters: list[Cluster], votes: Sequence[Vote], name: str, reliability: Reliability,
           options: VoteOptions = VoteOptions()) -> None:
     """Set each cluster's score, reliability and posterior (in place)."""
-    shares = _shares(votes)
+    shares = vote_shares(votes)
     log_alt = math.log(max(options.alternatives, 1.0))
     for c in clusters:
         s = r = 0.0
@@ -357,7 +368,7 @@ def learn(items: Sequence[dict[str, tuple[str, list[Vote]]]], *, iterations: int
                 continue
             clusters = cluster(kind, votes, options)
             if clusters:
-                prepared.append((name, votes, clusters, _shares(votes)))
+                prepared.append((name, votes, clusters, vote_shares(votes)))
     rel = Reliability(prior, prior_n)
     for _ in range(iterations):
         new = Reliability(prior, prior_n)
