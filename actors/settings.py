@@ -19,6 +19,7 @@ import msgspec
 from bus import messages as m
 from bus.errors import ConfigError
 from bus.subjects import check_token
+from actors.routing_settings import Preset, TierSettings, check_routing, load_presets
 
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
@@ -52,6 +53,8 @@ class RouterSettings(_Table, frozen=True, kw_only=True):
     # each strategy's options: [router.strategies.<name>] (``llmbus strategies`` lists them and their
     # defaults); an Ask's ``strategy_options`` override them for that ask
     strategies: dict[str, dict[str, Any]] = {}
+    # presets (config/presets/<name>.toml, an Ask's labels["preset"]); empty: presets/ beside the config
+    presets_dir: str = ""
 
 
 class HealthSettings(_Table, frozen=True, kw_only=True):
@@ -153,6 +156,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     health: HealthSettings = HealthSettings()
     cost: CostSettings = CostSettings()
     cache: CacheSettings = CacheSettings()
+    tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
     providers: dict[str, ProviderSettings] = msgspec.field(
         default_factory=lambda: {"mock": ProviderSettings()}
     )
@@ -204,6 +208,9 @@ class Settings(_Table, frozen=True, kw_only=True):
             if b.limit_usd < 0:
                 raise ConfigError(f"{where}: cost.budgets: the limit of {b.scope} {b.name!r} is negative")
         self._check_cache(where)
+        bad = check_routing(self, known)
+        if bad is not None:
+            raise ConfigError(f"{where}: {bad}")
         if not self.providers:
             raise ConfigError(f"{where}: no [providers.*] table: configure at least one provider")
         return self
@@ -250,6 +257,20 @@ class Settings(_Table, frozen=True, kw_only=True):
             if candidate.is_file():
                 return candidate
         return None
+
+
+    def presets(self) -> dict[str, Preset]:
+        """Every preset: ``router.presets_dir`` (relative to this config file), else ``presets/``
+        beside it, else the source tree's ``config/presets``."""
+        here = Path(self.source).parent if self.source != "built-in defaults" else Path(".")
+        if self.router.presets_dir:
+            directory = here / self.router.presets_dir
+        else:
+            directory = here / "presets" if (here / "presets").is_dir() else SHIPPED_CONFIG.parent / "presets"
+        try:
+            return load_presets(directory)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llmbus.toml"

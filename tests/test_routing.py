@@ -156,3 +156,151 @@ async def test_hedged_end_to_end_the_loser_is_cancelled_and_the_delay_comes_from
         assert answer.metadata["hedge"]["delay_ms"] == pytest.approx(router.live.p95_ms["steady"], abs=0.01)
         assert 15 <= answer.metadata["hedge"]["delay_ms"] <= 40
         assert answer.providers == ["steady"]
+
+
+# --- cascade ----------------------------------------------------------------------------------------
+
+from actors.strategies.cascade import Cascade  # noqa: E402
+
+SCORE = {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}},
+         "required": ["score"]}
+
+
+def cascade(candidates, ask=ASK, live=None, **opts) -> Cascade:
+    return Cascade(Plan(ask, list(candidates), options_for(Cascade, opts), 10.0, live))
+
+
+def test_cascade_escalates_on_low_confidence_invalid_output_and_failure_and_says_why():
+    ask = m.Ask(id="q", messages=ASK.messages, schema=SCORE)
+    p = cascade(["cheap", "mid", "strong", "last"], ask, min_confidence=0.7)
+    [first] = p.start(0.0)
+    assert first.provider == "cheap" and first.deadline == pytest.approx(7.0)
+    [second] = p.step(Reply("0", ok("cheap", data={"score": 0.5}, confidence=0.4), 1.0, "cheap"), 0.1)
+    assert second.provider == "mid"
+    [third] = p.step(Reply("1", ok("mid", data={"score": 1.5}, confidence=0.9), 1.0, "mid"), 0.2)
+    assert third.provider == "strong"
+    [fourth] = p.step(Reply("2", fail("strong"), 1.0, "strong"), 0.3)
+    assert fourth.provider == "last" and fourth.deadline is None
+    good = ok("last", data={"score": 0.9}, confidence=0.95)
+    [done] = p.step(Reply("3", good, 1.0, "last"), 0.4)
+    assert done.result == good
+    rungs = done.metadata["cascade"]["rungs"]
+    assert [(r["provider"], r["outcome"]) for r in rungs] == [
+        ("cheap", "escalated"), ("mid", "escalated"), ("strong", "escalated"), ("last", "accepted")]
+    assert rungs[0]["why"] == "confidence 0.40 < 0.70"
+    assert rungs[1]["why"].startswith("invalid: $.score: 1.5 is greater than the maximum of 1")
+    assert rungs[2]["why"] == "failed: overloaded"
+
+
+def test_cascade_retries_a_rung_orders_by_price_and_returns_the_best_when_exhausted():
+    live = Live()
+    live.prices = {"strong": 10.0, "cheap": 0.5}
+    p = cascade(["strong", "cheap"], live=live, cheapest_first=True, retries=1)
+    [first] = p.start(0.0)
+    assert first.provider == "cheap"
+    [again] = p.step(Reply("0", fail("cheap"), 1.0, "cheap"), 0.1)
+    assert again.provider == "cheap"  # retried once
+    [up] = p.step(Reply("1", ok("cheap", confidence=0.6), 1.0, "cheap"), 0.2)
+    assert up.provider == "strong"
+    [done] = p.step(Reply("2", ok("strong", confidence=0.5), 1.0, "strong"), 0.3)
+    assert done.result.provider == "cheap" and done.metadata["cascade"]["exhausted"] is True
+
+
+CASCADE = """
+[router]
+providers = ["cheap", "strong"]
+[providers.cheap]
+confidence = 0.4
+[providers.strong]
+confidence = 0.95
+"""
+
+
+async def test_cascade_and_a_preset_end_to_end(stack, tmp_path):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "careful.toml").write_text(
+        'strategy = "cascade"\nproviders = ["cheap", "strong", "nowhere"]\ncache = "skip"\n'
+        '[options]\nmin_confidence = 0.3\n')
+    toml = CASCADE + f'\n[router.presets]\n' if False else CASCADE.replace(
+        "[router]\n", f'[router]\npresets_dir = "{presets}"\n')
+    async with stack(toml) as s:
+        answer = await s.client.ask("go", strategy="cascade", cache="skip", budget_ms=3000)
+        assert answer.providers == ["strong"] and [st.provider for st in answer.route] == ["cheap", "strong"]
+        assert answer.metadata["cascade"]["rungs"][0]["why"] == "confidence 0.40 < 0.70"
+        # the preset: cascade with min_confidence 0.3, so the cheap answer is good enough
+        answer = await s.client.ask("go", labels={"preset": "careful"}, budget_ms=3000)
+        assert answer.strategy == "cascade" and answer.providers == ["cheap"]
+        with pytest.raises(Exception, match="unknown preset 'nope'"):
+            await s.client.ask("go", labels={"preset": "nope"}, budget_ms=3000)
+
+
+def test_shipped_presets_and_tiers_load():
+    from actors import settings as settings_mod
+    from actors.settings import SHIPPED_CONFIG
+
+    shipped = settings_mod.load(SHIPPED_CONFIG)
+    assert set(shipped.presets()) == {"fast", "cheap", "balanced", "reliable"}
+    assert {"free", "pro", "premium"} <= set(shipped.tiers)
+    assert [r.name for r in shipped.tiers["premium"].routes] == ["primary", "a", "b", "c", "emergency"]
+
+
+# --- tiers and fallback routes -------------------------------------------------------------------
+
+TIERS = """
+[router]
+strategy = "failover"
+providers = ["a", "b", "c", "down"]
+[providers.a]
+latency = { dist = "fixed", ms = 5 }
+[providers.b]
+latency = { dist = "fixed", ms = 5 }
+[providers.c]
+latency = { dist = "fixed", ms = 5 }
+[providers.down]
+failures = { unavailable = 1.0 }
+[tiers.free]
+strategy = "single"
+retries = 0
+[tiers.premium]
+strategy = "hedged"
+fallback_routes = true
+cache = "dedicated"
+options = { delay_s = 0.5 }
+[[tiers.premium.routes]]
+name = "primary"
+strategy = "failover"
+providers = ["down", "a"]
+options = { on = ["timeout"] }
+[[tiers.premium.routes]]
+name = "b-route"
+strategy = "single"
+providers = ["b"]
+[[tiers.premium.routes]]
+name = "emergency"
+rules = "actors.pure.rules:emergency"
+"""
+
+
+async def test_tiers_pick_the_strategy_and_a_failed_route_falls_back_to_the_next(stack):
+    async with stack(TIERS) as s:
+        free = await s.client.ask("go", tier="free", cache="skip", budget_ms=2000)
+        assert free.strategy == "single" and free.providers == ["a"]
+        # primary fails at run time ("down" says unavailable, and this route fails over only on timeout)
+        answer = await s.client.ask("go", tier="premium", cache="skip", budget_ms=2000)
+        assert answer.metadata["route_name"] == "b-route" and answer.providers == ["b"]
+        assert answer.metadata["routes_tried"] == [{"route": "primary", "failure": m.UNAVAILABLE}]
+        assert [st.provider for st in answer.route] == ["down", "b"]
+        router = s.actor("router")
+        assert router.routing.uses[("premium", "b-route")] == 1
+        # breakers: with b open, b-route is skipped without a call; with a and b open, the rules answer
+        health = s.actor("health")
+        for provider in ("down", "b"):
+            for _ in range(5):
+                await health.apply(m.Outcome(provider=provider, ok=False, kind=m.UNAVAILABLE, at=health.clock()))
+        await wait_until(lambda: {"down", "b"} <= {p for p, st in router.breakers.states.items() if st.state == "open"},
+                         what="breakers seen by the router")
+        answer = await s.client.ask("go", tier="premium", cache="skip", budget_ms=2000)
+        assert answer.metadata["route_name"] == "emergency" and answer.metadata["degraded"] is True
+        assert answer.metadata["routes_skipped"] == ["primary", "b-route"] and answer.providers == []
+        assert "unavailable" in answer.text

@@ -29,6 +29,8 @@ from actors.router.cache_step import CacheStep
 from actors.router.calls import AskCalls, gone
 from actors.router.choice import StrategyChoice
 from actors.router.dedup import RecentAsks
+from actors.router.live import Live
+from actors.router.routing import Routing
 from actors.router.stream import Relay, serve_stream
 from actors.pure.pricing import Pricing
 from actors.runtime import Actor
@@ -77,22 +79,25 @@ class Router(Actor):
         self.order = settings.provider_order()
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
         self.breakers: BreakerView | None = None
+        self.live = Live()  # latency estimates and the hedge budget, shared by this router's asks
         self.budgets: Budgets | None = None
         self.policies = strategies()
         # each strategy's options from the config, converted once (an ask's overrides go on top)
         self.options = {name: options_for(cls, settings.router.strategies.get(name, {}))
                         for name, cls in self.policies.items()}
         self.choice = StrategyChoice(self, configured=settings.router.strategy)
+        self.routing = Routing(self)  # tiers, presets, fallback routes (actors.router.routing)
         self._unpriced: set[tuple[str, str]] = set()
         self.complete_subjects: dict[str, str] = {}  # provider -> its complete subject
         path = settings.pricing_path() if settings.cost.enabled else None
         self.pricing = Pricing.load(path) if path is not None else None
+        self.live.price_providers(settings, self.pricing)
         # the cache step (actors.router.cache_step): lookup, coalescing of identical asks, store
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     def background(self):
         jobs = [self.choice.run]
-        jobs += [self._watch_breakers] if self.settings.health.enabled else []
+        jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
     async def _watch_budgets(self, *, task_status) -> None:
@@ -103,8 +108,11 @@ class Router(Actor):
         self.breakers = BreakerView(self.nc, self.subjects, stale_after_s=self.settings.health.cooldown_s)
         await self.breakers.run(task_status=task_status)
 
+    async def _watch_latency(self, *, task_status) -> None:
+        await self.live.watch(self.nc, self.subjects, task_status=task_status)
+
     async def on_reconnect(self) -> None:
-        for view in (self.breakers, self.budgets, self.choice):
+        for view in (self.breakers, self.budgets, self.choice, self.live):
             if view is not None and view.mirror is not None:
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
@@ -124,6 +132,12 @@ class Router(Actor):
         bad = check_ask(ask)
         if bad is not None:
             return bad
+        route = self.route
+        if self.routing.applies(ask):  # a preset, a tier, a switch: the ask's routing fields rewritten
+            ask = self.routing.prepare(ask)
+            if type(ask) is m.Failure:
+                return ask
+            route = self.routing.runner(ask, route)  # the tier's fallback routes, if any
         seen = self.recent.lookup(ask.id)
         if seen is not None:
             return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
@@ -132,9 +146,9 @@ class Router(Actor):
         cache = self.cache
         try:
             if cache is None or cache.bypassed(ask):
-                result = await self.route(ask, ctx)
+                result = await route(ask, ctx)
             else:
-                result = await cache.run(ask, ctx, self.route)
+                result = await cache.run(ask, ctx, route)
         finally:
             kept = self.recent.finish(ask.id, result)
         return result if kept is None else Encoded(result, kept)
@@ -176,7 +190,7 @@ class Router(Actor):
                 )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
         calls = AskCalls(self, ask, strategy, relay)
-        outcome = await runner.run(cls(Plan(ask, order, options, deadline)), calls, deadline=deadline, clock=now)
+        outcome = await runner.run(cls(Plan(ask, order, options, deadline, self.live)), calls, deadline=deadline, clock=now)
         if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
             self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
         return finish(ask, strategy, outcome, skipped, calls.cost_usd)

@@ -32,7 +32,18 @@ class Live:
         self.p95_ms: dict[str, float] = {}
         self.first_answer: dict[str, Sketch] = {}
         self.hedge = HedgeBudget()
+        self.prices: dict[str, float] = {}  # provider -> USD per million tokens in + out (cascade's order)
         self.mirror: KvMirror | None = None
+
+    def price_providers(self, settings, pricing) -> None:
+        """``prices`` from the pricing table: each provider's configured model, input + output."""
+        self.prices = {}
+        if pricing is None:
+            return
+        for name, config in settings.providers.items():
+            price = pricing.price(config.kind, config.model or f"{name}-1")
+            if price is not None:
+                self.prices[name] = price.input + price.output
 
     def observe_first(self, provider: str, seconds: float) -> None:
         sketch = self.first_answer.get(provider)

@@ -1,0 +1,109 @@
+"""The routing tables of the config: tiers with fallback routes, presets, and the environment switches.
+
+``[tiers.<name>]`` (an Ask selects one with ``tier``) and ``[[tiers.<name>.routes]]`` (its fallback
+routes, in order); presets are files ``config/presets/<name>.toml`` (an Ask selects one with
+``labels["preset"]``, ``llmbus ask --preset``). Each fixes a strategy, its candidates and options,
+and what the router does around it; none is a policy itself (``actors.router.routing`` applies
+them before dispatch). Loaded and checked by ``actors.settings`` like every other table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+
+class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class RouteSettings(_Table, frozen=True, kw_only=True):
+    """One fallback route: a strategy with its candidates (a pipeline route is a chain of stages),
+    or ``rules = "module:function"``: no LLM at all, the function answers (``degraded``)."""
+
+    name: str
+    strategy: str = "failover"
+    providers: list[str] = []
+    options: dict[str, Any] = {}
+    rules: str | None = None  # "module:function(ask) -> str | dict": the emergency route
+
+
+class TierSettings(_Table, frozen=True, kw_only=True):
+    strategy: str | None = None  # None: the router's (live or configured)
+    providers: list[str] = []  # candidates, in order; empty: the router's order
+    fanout: int = 1  # providers asked at once (consensus-like strategies); candidates = fanout + retries
+    supervision: int = 0  # review cycles (read by the review strategy)
+    retries: int = 1  # providers tried after the first one(s)
+    max_cost_usd: float | None = None  # the per-ask ceiling (an ask's own lower one wins)
+    fallback_routes: bool = False  # may the routes below be used
+    cache: Literal["shared", "dedicated"] = "shared"  # dedicated: namespace "tier-<name>"
+    priority: int = 0  # higher first (reported; admission by priority is left to the runtime)
+    options: dict[str, Any] = {}  # the strategy's options for this tier
+    routes: list[RouteSettings] = []
+
+    def candidates(self, order: list[str]) -> list[str]:
+        wanted = [p for p in self.providers if p in order] if self.providers else list(order)
+        return wanted[: max(1, self.fanout + self.retries)] or list(order)
+
+
+class Preset(_Table, frozen=True, kw_only=True):
+    description: str = ""
+    strategy: str
+    providers: list[str] = []  # a preference list: those not usable here are left out
+    options: dict[str, Any] = {}
+    cache: Literal["use", "refresh", "skip"] = "use"
+    budget_ms: int | None = None  # used when the ask gives no budget header
+
+
+def load_presets(directory: Path) -> dict[str, Preset]:
+    """Every ``<name>.toml`` in ``directory`` (none: no presets); a bad file raises ValueError naming it."""
+    presets = {}
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.toml")):
+            try:
+                presets[path.stem] = msgspec.toml.decode(path.read_bytes(), type=Preset)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise ValueError(f"{path}: {exc}") from None
+    return presets
+
+
+def multi_llm(tier: str | None, environ=os.environ) -> bool:
+    """``LLMBUS_MULTI_LLM_<TIER>`` (else ``LLMBUS_MULTI_LLM``) = 0 turns a tier's orchestration off."""
+    if tier is not None:
+        value = environ.get(f"LLMBUS_MULTI_LLM_{tier.upper().replace('-', '_')}")
+        if value is not None:
+            return value.strip() not in ("0", "false", "off", "no")
+    value = environ.get("LLMBUS_MULTI_LLM")
+    return value is None or value.strip() not in ("0", "false", "off", "no")
+
+
+def check_routing(settings, known: dict) -> str | None:
+    """What is wrong with the tiers' strategies, providers and routes (None: nothing)."""
+    for name, tier in settings.tiers.items():
+        where = f"tiers.{name}"
+        if tier.strategy is not None and tier.strategy not in known:
+            return f"{where}.strategy {tier.strategy!r} is not one of {', '.join(known)}"
+        for p in tier.providers:
+            if p not in settings.providers:
+                return f"{where}.providers names {p!r}, which has no [providers.{p}] table"
+        if tier.fanout < 1 or tier.retries < 0:
+            return f"{where}: fanout must be 1 or more and retries 0 or more"
+        seen = set()
+        for route in tier.routes:
+            rwhere = f"{where}.routes[{route.name}]"
+            if route.name in seen:
+                return f"{rwhere}: two routes have this name"
+            seen.add(route.name)
+            if route.rules is not None:
+                if ":" not in route.rules:
+                    return f"{rwhere}.rules must be 'module:function' (got {route.rules!r})"
+                continue
+            if route.strategy not in known:
+                return f"{rwhere}.strategy {route.strategy!r} is not one of {', '.join(known)}"
+            for p in route.providers:
+                if p not in settings.providers:
+                    return f"{rwhere}.providers names {p!r}, which has no [providers.{p}] table"
+    return None
