@@ -277,7 +277,7 @@ class Actor:
     # --- NATS micro discovery -----------------------------------------------------------------
     async def _on_discovery(self, msg: Msg) -> None:
         verb = msg.subject.split(".")[1]
-        base = {"name": self.micro_name, "id": self.id, "version": VERSION, "metadata": {"kind": self.kind}}
+        base = {"name": self.micro_name, "id": self.id, "version": VERSION, "metadata": self.micro_metadata()}
         if verb == "PING":
             body = {"type": "io.nats.micro.v1.ping_response", **base}
         elif verb == "INFO":
@@ -298,6 +298,10 @@ class Actor:
                 **base,
                 "started": self._started_at,
                 "endpoints": [
+    def micro_metadata(self) -> dict[str, str]:
+        """What discovery says about this actor besides its name (providers add kind and model)."""
+        return {"kind": self.kind}
+
                     {
                         "name": ep.name,
                         "subject": ep.subject,

@@ -30,13 +30,16 @@ class BusSettings(_Table, frozen=True, kw_only=True):
     nats_url: str = ""  # empty: `llmbus up` runs its own nats-server on host:port
     host: str = "127.0.0.1"
     port: int = 4222
-    store_dir: str = ".llmbus/nats"
+    store_dir: str = ""  # JetStream store of the embedded server; empty: <data dir>/nats (see data_dir)
     default_budget_ms: int = 30_000  # for messages that carry no Llm-Budget-Ms header
     stop_grace_s: float = 10.0
 
     @property
     def url(self) -> str:
         return self.nats_url or f"nats://{self.host}:{self.port}"
+
+    def store_path(self) -> Path:
+        return Path(self.store_dir) if self.store_dir else data_dir() / "nats"
 
 
 class RouterSettings(_Table, frozen=True, kw_only=True):
@@ -80,7 +83,7 @@ class CostSettings(_Table, frozen=True, kw_only=True):
 
 class CacheSettings(_Table, frozen=True, kw_only=True):
     enabled: bool = True  # routers look asks up in the cache actor and store the answers they make
-    dir: str = ".llmbus/cache"  # the diskcache directory; the subject root is appended (a store per root)
+    dir: str = ""  # the diskcache directory (empty: <data dir>/cache); the subject root is appended
     size_limit_mb: float = 1024.0  # beyond it the entries stored longest ago are evicted
     memory_mb: float = 64.0  # entries read or written lately are also kept in memory (0: none)
     default_namespace: str = "llm"  # for asks that name none (Ask.cache_namespace)
@@ -91,6 +94,9 @@ class CacheSettings(_Table, frozen=True, kw_only=True):
     lookup_share: float = 0.05  # … and at most this share of the ask's remaining budget
     lease_s: float = 2.0  # a flight leader that stops renewing its lease this long is replaced
     absent_retry_s: float = 1.0  # after "no cache actor", asks skip the cache this long before looking again
+
+    def path(self) -> Path:
+        return Path(self.dir) if self.dir else data_dir() / "cache"
 
     def ttl_s(self, namespace: str) -> float:
         return self.namespaces.get(namespace, self.namespaces[self.default_namespace])
@@ -274,6 +280,17 @@ class Settings(_Table, frozen=True, kw_only=True):
 
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llmbus.toml"
+
+
+def data_dir() -> Path:
+    """Where state lives when the config names no directory: ``$LLMBUS_DATA_DIR``, else the per-user
+    data directory (``~/.local/share/llmbus`` on Linux), never the current directory."""
+    env = os.environ.get("LLMBUS_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_data_path("llmbus")
 
 
 def default_config_path() -> Path | None:

@@ -69,7 +69,7 @@ def _health(settings: Settings, common: dict[str, Any]) -> Actor:
 def _cache(settings: Settings, common: dict[str, Any]) -> Actor:
     from actors.cache.actor import CacheActor
 
-    return CacheActor(settings=settings.cache, directory=Path(settings.cache.dir) / settings.bus.root, **common)
+    return CacheActor(settings=settings.cache, directory=settings.cache.path() / settings.bus.root, **common)
 
 
 def _cost(settings: Settings, common: dict[str, Any]) -> Actor:

@@ -397,6 +397,7 @@ class BudgetReport(_Msg, frozen=True, kw_only=True):
 class CostQuery(_Msg, frozen=True, kw_only=True):
     by: str = "provider"  # provider | model | tier | user | day | strategy
     since: str | None = None  # YYYY-MM-DD (UTC), inclusive
+    until: str | None = None  # YYYY-MM-DD (UTC), inclusive
 
 
 class CostLine(_Value, frozen=True, kw_only=True):
@@ -581,6 +582,7 @@ class StrategyReport(_Msg, frozen=True, kw_only=True):
     tiers: dict[str, str] = {}
     configured: str = ""  # the config file's router.strategy, used when nothing is set live
     available: list[str] = []
+    order: list[str] = []  # the router's provider order (failover's), as its own config and keys make it
 
 
 # Reply unions: what each request subject answers with.

@@ -238,7 +238,7 @@ async def consume(
             await anyio.sleep(pause)
         try:
             batch = await psub.fetch(batch=256, timeout=0.5)
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):  # idle: nothing to fetch is not worth a log line
             continue
         except Exception as exc:  # the server is restarting: try again shortly
             pause = min(1.0, max(0.05, 2 * pause))

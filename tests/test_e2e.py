@@ -93,7 +93,7 @@ async def test_up_then_ask_then_sigint(tmp_path, root):
             [str(LLMBUS), "ask", "x", "--strategy", "nope", "--nats-url", url, "--config", str(config)],
             env=env, check=False,
         )
-        assert bad.returncode == 1
+        assert bad.returncode == 2  # a request the fleet refuses as bad is bad usage
         assert "bad_request" in bad.stderr.decode()
         assert "nope" in bad.stderr.decode()
         assert bad.stdout == b""

@@ -1,84 +1,202 @@
-"""``llmbus ask`` (one ask through the router) and ``llmbus test`` (one request to one provider actor)."""
+"""``llmbus ask`` (one ask through the router) and ``llmbus test`` (one request to one provider actor).
+
+The answer goes to stdout exactly as the model wrote it (a newline added only when it has none at
+its end); the route and any diagnostics go to stderr. Exit 0 on an answer, 1 on a Failure, 2 on bad
+usage (an option out of range, a file that cannot be read, or an ask the fleet refused as bad).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import base64
+import json
+import mimetypes
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
 
 import anyio
+import msgspec
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, err, load_settings, out, print_json, run_async, with_client
+from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, err, exit_code, group, load_settings, on_fleet, out,
+                               print_failure, print_json, write_out)
 from bus import messages as m
 from bus.errors import LlmError
 
-app = typer.Typer()
+app = group()
+
+PromptArg = Annotated[Optional[str], typer.Argument(
+    help="the question; - reads it from stdin (omit it with --messages)", show_default=False)]
+FileOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--file", "-f", help="attach a file as a document part (repeatable)", exists=True, dir_okay=False)]
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint=what) from None
+
+
+def _json_file(path: Path, what: str) -> Any:
+    try:
+        return json.loads(_read(path, what))
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{path} is not JSON: {exc}", param_hint=what) from None
+
+
+def attachment(path: Path) -> m.Document | m.Image:
+    """A file as a message part: text files as text, images as images, anything else as base64."""
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    data = path.read_bytes()
+    if media_type.startswith("image/"):
+        return m.Image(data=base64.b64encode(data).decode(), media_type=media_type)
+    try:
+        return m.Document(text=data.decode(), media_type=media_type if "/" in media_type else "text/plain", name=path.name)
+    except UnicodeDecodeError:
+        return m.Document(data=base64.b64encode(data).decode(), media_type=media_type, name=path.name)
+
+
+def build_messages(prompt: str | None, *, system: str | None, system_file: Path | None,
+                   files: list[Path], messages_file: Path | None) -> list[m.Message]:
+    """The conversation of one ``llmbus ask``, from its arguments (``typer.BadParameter`` when it is empty)."""
+    msgs: list[m.Message] = []
+    if messages_file is not None:
+        try:
+            msgs = msgspec.convert(_json_file(messages_file, "--messages"), list[m.Message])
+        except msgspec.ValidationError as exc:
+            raise typer.BadParameter(f"{messages_file}: not a list of messages ({exc})", param_hint="--messages") from None
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if prompt is not None and not prompt.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="PROMPT")
+    if prompt is not None or files:
+        parts: list[m.Part] = [attachment(f) for f in files]
+        if prompt is not None:
+            parts.append(m.Text(text=prompt))
+        msgs.append(m.Message(role="user", content=prompt if not files else parts))
+    if not msgs:
+        raise typer.BadParameter("give a prompt (or - for stdin), --file or --messages", param_hint="PROMPT")
+    if system_file is not None:
+        system = _read(system_file, "--system-file")
+    if system:
+        msgs.insert(0, m.Message(role="system", content=system))
+    return msgs
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be above 0 (got {value:g})")
+    return value
 
 
 @app.command()
 def ask(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Argument(help="the question")],
-    strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="single | failover")] = None,
-    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="provider(s), in order")] = None,
-    budget_ms: Annotated[int, typer.Option("--budget-ms", "-b", help="time budget for the whole ask")] = 30_000,
+    prompt: PromptArg = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="see `llmbus strategies`")] = None,
+    provider: Annotated[Optional[list[str]], typer.Option("--provider", "-p", help="provider(s), in order (repeatable)")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="a model hint for the provider")] = None,
+    budget_ms: Annotated[int, typer.Option("--budget-ms", "-b", min=1, help="time budget for the whole ask, ms")] = 30_000,
     system: Annotated[Optional[str], typer.Option(help="a system prompt")] = None,
-    retries: Annotated[int, typer.Option(help="resend the same ask id on no-responders / retryable failures")] = 0,
+    system_file: Annotated[Optional[Path], typer.Option("--system-file", exists=True, dir_okay=False, help="the system prompt from a file")] = None,
+    files: FileOpt = None,
+    messages_file: Annotated[Optional[Path], typer.Option("--messages", exists=True, dir_okay=False, help="a whole conversation: a JSON list of {role, content}")] = None,
+    schema_file: Annotated[Optional[Path], typer.Option("--schema", exists=True, dir_okay=False, help="a JSON Schema file: ask for structured output (printed as JSON)")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1)] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="print the answer as it is written")] = False,
+    retries: Annotated[int, typer.Option(min=0, help="resend the same ask id on no-responders / retryable failures")] = 0,
     user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
-    max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", help="a ceiling for this ask")] = None,
-    cache: Annotated[str, typer.Option(help="use | refresh | skip: the answer cache")] = "use",
+    max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", callback=_positive, help="a ceiling for this ask, USD (above 0)")] = None,
+    cache: Annotated[Literal["use", "refresh", "skip"], typer.Option(help="the answer cache")] = "use",
     namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Publish one ask and print the answer. With nothing running, starts the embedded stack for it."""
+    """Publish one ask and print the answer. With nothing running (and no URL given), runs it on a
+    private stack and says so on stderr."""
+    messages = build_messages(prompt, system=system, system_file=system_file, files=files or [],
+                              messages_file=messages_file)
+    schema = _json_file(schema_file, "--schema") if schema_file is not None else None
     settings = load_settings(ctx, config, nats_url)
+    params = m.Params(temperature=temperature, max_tokens=max_tokens, model=model)
+    fields = dict(strategy=strategy, providers=provider or None, budget_ms=budget_ms, retries=retries, user=user,
+                  tier=tier, max_cost_usd=max_cost_usd, cache=cache, cache_namespace=namespace, schema=schema,
+                  params=params)
+    printed: list[str] = []
 
     async def send(client):
         try:
-            return await client.ask(
-                prompt, system=system, strategy=strategy, providers=provider or None,
-                budget_ms=budget_ms, retries=retries, user=user, tier=tier, max_cost_usd=max_cost_usd,
-                cache=cache, cache_namespace=namespace,
-            )
+            if not stream:
+                return await client.ask(messages, **fields)
+            final = None
+            async for item in client.stream(messages, **fields):
+                if isinstance(item, m.Chunk):
+                    if item.stage == "restart" and printed and not json_out:
+                        err.print("\n[the provider's stream broke: the answer starts again]", markup=False)
+                    if item.delta and not json_out:
+                        sys.stdout.write(item.delta)
+                        sys.stdout.flush()
+                        printed.append(item.delta)
+                else:
+                    final = item
+            return final
         except LlmError as exc:
             return exc.failure
 
-    reply = run_async(with_client, settings, send)
+    reply = on_fleet(settings, send, json_out=json_out, private=True)
     if json_out:
         print_json(reply)
     elif isinstance(reply, m.Answer):
-        out.print(reply.text, highlight=False, markup=False)
-        err.print(_route_line(reply.route), highlight=False)
+        if schema is not None and reply.data is not None:
+            write_out(msgspec.json.encode(reply.data).decode())
+        elif printed:
+            if not "".join(printed).endswith("\n"):
+                write_out("")
+        else:
+            write_out(reply.text)
+        err.print(route_line(reply), markup=False)
     if isinstance(reply, m.Failure):
         if not json_out:
-            err.print(f"[red]{reply.kind}[/red]: {reply.message}", highlight=False)
+            print_failure(reply, hint_for(reply, settings))
             if reply.route:
-                err.print(_route_line(reply.route), highlight=False)
-        raise typer.Exit(1)
+                err.print(route_line(reply), markup=False)
+        raise typer.Exit(exit_code(reply))
 
 
-def _route_line(route: list[m.Step]) -> str:
-    return "route: " + " → ".join(f"{s.provider} {s.outcome} {s.ms:.1f}ms" for s in route)
+def route_line(reply: m.Answer | m.Failure) -> str:
+    line = "route: " + " → ".join(f"{s.provider} {s.outcome} {s.ms:.1f}ms" for s in reply.route)
+    if isinstance(reply, m.Answer) and reply.model:
+        line += f" · model {reply.model}"
+    return line
+
+
+def hint_for(failure: m.Failure, settings) -> str:
+    """What to try, for a Failure that says too little by itself."""
+    gone = [s.provider for s in failure.route if "no responders" in (s.detail or "")]
+    if "no responders" in failure.message or gone:
+        names = ", ".join(gone) or "it"
+        return (f"no actor serves {names}: start it where the providers' keys are set "
+                "(`llmbus actor provider.<name>`, or `llmbus up` there); `llmbus providers` lists what runs")
+    return ""
 
 
 @app.command("test")
 def test_provider(
     ctx: typer.Context,
     provider: Annotated[str, typer.Argument(help="the provider name, as in [providers.<name>]")],
-    budget_ms: Annotated[int, typer.Option("--budget-ms", "-b")] = 30_000,
+    budget_ms: Annotated[int, typer.Option("--budget-ms", "-b", min=1)] = 30_000,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Send one small request through the bus to one provider actor; print what it answered."""
     settings = load_settings(ctx, config, nats_url)
-    if provider not in settings.providers:
-        err.print(f"[red]unknown provider {provider!r}[/red]; configured: {', '.join(settings.providers)}", highlight=False)
-        raise typer.Exit(2)
     from bus.deadline import deadline_in
     from bus.rpc import new_id
     from bus.subjects import PROVIDER_COMPLETE
@@ -95,11 +213,11 @@ def test_provider(
         )
         return reply, (anyio.current_time() - started) * 1000.0
 
-    reply, ms = run_async(with_client, settings, call)
+    reply, ms = on_fleet(settings, call, json_out=json_out)
     if json_out:
         print_json(reply)
     elif isinstance(reply, m.Completion):
-        table = Table(title=f"llmbus test {provider}", show_header=False)
+        table = Table(title=f"llmbus test {escape(provider)}", show_header=False)
         for key, value in [("model", reply.model), ("answer", reply.text[:80]), ("round trip", f"{ms:.1f} ms"),
                            ("provider latency", f"{reply.latency_ms:.1f} ms"), ("input tokens", str(reply.usage.input_tokens)),
                            ("output tokens", str(reply.usage.output_tokens)), ("cached tokens", str(reply.usage.cached_tokens)),
@@ -108,7 +226,10 @@ def test_provider(
         out.print(table)
     if isinstance(reply, m.Failure):
         if not json_out:
-            err.print(f"[red]{reply.kind}[/red]: {reply.message}", highlight=False)
-            if reply.kind == m.UNAVAILABLE and (env := settings.providers[provider].missing_key()):
-                err.print(f"provider {provider} is not configured here: set {env}", highlight=False)
-        raise typer.Exit(1)
+            hint = ""
+            if reply.kind == m.UNAVAILABLE and "no responders" in reply.message:
+                known = f" (this config names {', '.join(settings.providers)})" if provider not in settings.providers else ""
+                hint = (f"no provider.{provider} actor runs on this fleet{known}; a real provider's actor starts "
+                        "only where its API key is set: `llmbus providers` lists what runs")
+            print_failure(reply, hint)
+        raise typer.Exit(exit_code(reply))

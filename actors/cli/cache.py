@@ -8,12 +8,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, load_settings, one_request, out, printed_as_json
+from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, group, human_bytes, load_settings,
+                               one_request, out, printed_as_json, write_out)
 from bus import messages as m
 from bus.subjects import CACHE_CLEAR, CACHE_STATS
 
-app = typer.Typer()
-cache_app = typer.Typer(help="the answer cache", no_args_is_help=True)
+app = group()
+cache_app = group(help="the answer cache", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
@@ -25,12 +26,11 @@ def cache_stats(
     config: ConfigOpt = None,
 ) -> None:
     """Entries and size on disk; hits, misses, coalesced asks and stores per namespace (since start)."""
-    report = one_request(load_settings(ctx, config, nats_url), CACHE_STATS, m.CacheStatsQuery())
+    report = one_request(load_settings(ctx, config, nats_url), CACHE_STATS, m.CacheStatsQuery(), json_out=json_out)
     if printed_as_json(report, json_out, "cache"):
         return
-    mib = 2**20
-    table = Table(title=f"llmbus cache — {report.entries} entries, {report.bytes / mib:.1f} of "
-                        f"{report.size_limit_bytes / mib:.0f} MiB", caption=report.directory)
+    table = Table(title=f"llmbus cache — {report.entries} entries, {human_bytes(report.bytes)} of "
+                        f"{human_bytes(report.size_limit_bytes)}", caption=escape(report.directory))
     for col in ("namespace", "TTL", "hits", "misses", "hit rate", "coalesced", "stored"):
         table.add_column(col, justify="left" if col == "namespace" else "right")
     total = report.total
@@ -45,15 +45,17 @@ def cache_stats(
 def cache_clear(
     ctx: typer.Context,
     namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="only this namespace")] = None,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Remove every cached answer, or those of one namespace."""
-    report = one_request(load_settings(ctx, config, nats_url), CACHE_CLEAR, m.CacheClear(namespace=namespace))
+    """Remove every cached answer, or those of one namespace (after confirmation, unless --yes)."""
+    settings = load_settings(ctx, config, nats_url)
+    confirm(f"remove every cached answer{f' of namespace {namespace}' if namespace else ''}?", yes)
+    report = one_request(settings, CACHE_CLEAR, m.CacheClear(namespace=namespace), json_out=json_out)
     if not printed_as_json(report, json_out, "cache"):
-        out.print(f"removed {report.removed} entries" + (f" of namespace {namespace}" if namespace else ""),
-                  highlight=False, markup=False)
+        write_out(f"removed {report.removed} entries" + (f" of namespace {namespace}" if namespace else ""))
 
 
 def hit_rate(hits: int, misses: int) -> str:

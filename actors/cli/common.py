@@ -1,13 +1,25 @@
-"""What every ``llmbus`` command shares: the shared options, the consoles, settings, the event loop,
-a client on the bus (or a private embedded stack), requests to service actors and failure output."""
+"""What every ``llmbus`` command shares: the shared options, the output rules, settings, the event
+loop, where the fleet is, requests to service actors, and failure output.
+
+Output: answers and ``--json`` go to stdout byte for byte (no wrapping, no markup); tables, progress
+and diagnostics go to stderr through rich, coloured only on a terminal (``NO_COLOR`` is respected),
+with every user or provider text escaped and emoji codes off (``tier:free:month`` stays as it is).
+
+Where the fleet is: commands that read or change fleet state never start a private stack; with
+nothing reachable they print one line naming the URL tried and exit 1 (``--json``: a Failure on
+stdout). Only ``ask`` may run on a private stack, and says so on stderr.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
+from urllib.parse import urlparse
 
 import anyio
 import msgspec
@@ -17,11 +29,25 @@ from rich.console import Console
 
 from actors import settings as settings_mod
 from bus import messages as m
-from bus.errors import ConfigError
+from bus.errors import ConfigError, LlmError
 from bus.subjects import Service
 
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+
+def _console(stream) -> Console:
+    tty = stream.isatty()
+    # Off a terminal nothing is wrapped (a log or a pipe keeps each line whole).
+    return Console(file=stream, emoji=False, highlight=False, width=None if tty else 10_000)
+
+
+err = _console(sys.stderr)
+out = err  # tables and reports are for a person: stderr (programs read --json on stdout)
+
+
+def group(**kwargs: Any) -> typer.Typer:
+    """A command group: plain help (no rich markup, so ``[providers.<name>]`` stays), ``-h`` too."""
+    return typer.Typer(rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+                       **kwargs)
+
 
 # Each option is declared once. --config, --nats-url and -v are options of `llmbus` itself (before the
 # command); the commands that took them after their name still do, through the same alias.
@@ -30,8 +56,11 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(
 UrlOpt = Annotated[Optional[str], typer.Option(
     "--nats-url", help="NATS server URL (default: $LLMBUS_NATS_URL, bus.nats_url, else nats://bus.host:bus.port)")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the reply as JSON (for programs)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the reply as JSON on stdout (for programs)")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
 UvloopOpt = Annotated[bool, typer.Option("--uvloop/--no-uvloop", help="run on uvloop (if installed)")]
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 @dataclass(frozen=True)
@@ -51,16 +80,41 @@ class Options:
         )
 
     def settings(self) -> settings_mod.Settings:
-        """The settings of ``--config``, with ``--nats-url`` as ``bus.nats_url``; exit 2 on a bad file."""
+        """The settings of ``--config``, with ``--nats-url`` as ``bus.nats_url``; exit 2 on a bad
+        file or a URL that is not a NATS URL."""
         try:
             settings = settings_mod.load(self.config)
         except ConfigError as exc:
-            err.print(f"[red]config error:[/red] {exc}", highlight=False)
+            err.print(f"config error: {exc}", markup=False)
             raise typer.Exit(2) from None
         if self.nats_url:
             bus = msgspec.structs.replace(settings.bus, nats_url=self.nats_url)
             settings = msgspec.structs.replace(settings, bus=bus)
+        if settings.bus.nats_url and (problem := url_problem(settings.bus.nats_url)):
+            err.print(f"{url_origin(self)} {settings.bus.nats_url!r}: {problem}", markup=False)
+            raise typer.Exit(2)
         return settings
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a NATS URL (None when it is one)."""
+    parsed = urlparse(url if "://" in url else f"nats://{url}")
+    if parsed.scheme not in NATS_SCHEMES:
+        return f"not a NATS URL (scheme {parsed.scheme}://; use nats://host:port)"
+    try:
+        parsed.port
+    except ValueError:
+        return "the port is not a number"
+    return None
+
+
+def url_origin(opts: Options | None) -> str:
+    """Which setting gave the NATS URL: ``--nats-url``, ``$LLMBUS_NATS_URL`` or the config."""
+    if opts is not None and opts.nats_url:
+        return "--nats-url"
+    if os.environ.get("LLMBUS_NATS_URL"):
+        return "$LLMBUS_NATS_URL"
+    return "bus.nats_url"
 
 
 def options(ctx: typer.Context, config: Path | None = None, nats_url: str | None = None,
@@ -92,49 +146,149 @@ def _has_uvloop() -> bool:
     return True
 
 
-async def with_client(settings: settings_mod.Settings, work):
-    """Run ``work(client)`` against the running bus, or — when nothing answers at the default URL
-    and none was given — against a private embedded stack started for this one command."""
+class NoFleet(Exception):
+    """Nothing answers at the fleet's URL (or the connection failed): one line for a person."""
+
+    def __init__(self, url: str, why: str = "") -> None:
+        super().__init__(url)
+        self.url = url
+        self.why = why
+
+    def failure(self) -> m.Failure:
+        why = f" ({self.why})" if self.why else ""
+        return m.Failure(kind=m.UNAVAILABLE, message=f"no llmbus fleet answers at {self.url}{why}; start one "
+                         "with `llmbus up`, or point --nats-url / $LLMBUS_NATS_URL at a running one")
+
+
+async def with_client(settings: settings_mod.Settings, work, *, private: bool = False):
+    """Run ``work(client)`` against the fleet at ``settings.bus.url``; raise NoFleet when nothing
+    answers there. With ``private`` (``ask`` only), no URL given and nothing answering at the default
+    one, run it on a private embedded stack instead, and say so on stderr."""
     from bus.client import Client
     from bus.server import url_greets
 
     url = settings.bus.url
-    if not (settings.bus.nats_url or url_greets(url)):
+    if not await anyio.to_thread.run_sync(url_greets, url):
+        if not (private and not settings.bus.nats_url):
+            raise NoFleet(url)
         from actors.stack import embedded
 
+        err.print(f"no fleet at {url}: this ask runs on a private stack (cache in {settings.cache.path()}); "
+                  "`llmbus up` starts one that stays", markup=False)
         async with embedded(settings) as stack:
             async with Client(stack.url, root=settings.bus.root, name="llmbus-cli") as client:
                 return await work(client)
-    async with Client(url, root=settings.bus.root, name="llmbus-cli") as client:
+    try:
+        client = await Client(url, root=settings.bus.root, name="llmbus-cli").__aenter__()
+    except (LlmError, OSError, TimeoutError) as exc:
+        raise NoFleet(url, str(exc) or type(exc).__name__) from None
+    try:
         return await work(client)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.__aexit__(None, None, None)
 
 
-def service(row: Service, request: msgspec.Struct, *, budget_ms: int = 2_000):
+def on_fleet(settings: settings_mod.Settings, work, *, json_out: bool = False, private: bool = False):
+    """``work(client)`` on the fleet, from synchronous code: its result, or (nothing reachable) one
+    line on stderr — a Failure on stdout with ``--json`` — and exit 1."""
+    try:
+        return run_async(lambda: with_client(settings, work, private=private))
+    except NoFleet as exc:
+        failure = exc.failure()
+        if json_out:
+            print_json(failure)
+        else:
+            err.print(f"{failure.kind}: {failure.message}", markup=False)
+        raise typer.Exit(1) from None
+
+
+def service(row: Service, request: msgspec.Struct, *, budget_ms: int = 2_000, **names: str):
     """The work (for ``with_client``) of one request of the RPC table: its reply, or a Failure."""
     from bus.deadline import deadline_in
 
     async def call(client):
-        return await client.rpc.service(row, request, deadline=deadline_in(budget_ms))
+        return await client.rpc.service(row, request, deadline=deadline_in(budget_ms), **names)
 
     return call
 
 
-def one_request(settings: settings_mod.Settings, row: Service, request: msgspec.Struct):
-    """Send ``request`` to a service actor: its reply, or a Failure."""
-    return run_async(with_client, settings, service(row, request))
+def one_request(settings: settings_mod.Settings, row: Service, request: msgspec.Struct, *, json_out: bool = False):
+    """Send ``request`` to a service actor of the fleet: its reply, or a Failure."""
+    return on_fleet(settings, service(row, request), json_out=json_out)
 
 
-def print_json(reply: msgspec.Struct) -> None:
-    sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
+def write_out(text: str) -> None:
+    """``text`` on stdout exactly as it is (a newline added only when it has none at its end)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+# Fields holding unix times: --json puts an ISO-8601 UTC twin beside each (``<name>_iso``).
+TIME_FIELDS = frozenset({"at", "last_success", "last_failure", "open_until", "changed_at", "stored_at",
+                         "expires_at", "started_at", "since_at"})
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def with_iso_times(value: Any) -> Any:
+    """``value`` (plain JSON data) with ``<name>_iso`` beside every unix-time field that is set."""
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            result[key] = with_iso_times(item)
+            if key in TIME_FIELDS and isinstance(item, (int, float)) and not isinstance(item, bool) and item > 0:
+                result[f"{key}_iso"] = iso(item)
+        return result
+    if isinstance(value, list):
+        return [with_iso_times(item) for item in value]
+    return value
+
+
+def print_json(reply: Any) -> None:
+    """One JSON document on stdout: a wire Struct (with ISO twins of its times) or plain data."""
+    data = with_iso_times(msgspec.to_builtins(reply))
+    sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
+    sys.stdout.flush()
+
+
+def exit_code(failure: m.Failure) -> int:
+    """2 for a request the fleet refused as bad (bad usage), 1 for every other Failure."""
+    return 2 if failure.kind == m.BAD_REQUEST else 1
+
+
+def print_failure(failure: m.Failure, hint: str = "") -> None:
+    err.print(f"{failure.kind}: {failure.message}" + (f" ({hint})" if hint else ""), markup=False)
 
 
 def printed_as_json(report, json_out: bool, actor: str) -> bool:
-    """Print ``report`` as JSON when asked; exit 1 on a Failure; True when nothing is left to print."""
+    """Print ``report`` as JSON when asked; exit non-zero on a Failure; True when nothing is left to print."""
     if json_out:
         print_json(report)
     if isinstance(report, m.Failure):
         if not json_out:
-            hint = f" (is the {actor} actor running? `llmbus up` runs it)" if report.kind == m.UNAVAILABLE else ""
-            err.print(f"[red]{report.kind}[/red]: {report.message}{hint}", highlight=False)
-        raise typer.Exit(1)
+            hint = f"is the {actor} actor running? `llmbus up` runs it" if report.kind == m.UNAVAILABLE else ""
+            print_failure(report, hint)
+        raise typer.Exit(exit_code(report))
     return json_out
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on only when ``--yes`` was given or the person at the terminal says yes; else exit 1."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        err.print(f"{question} — refusing without --yes (stdin is not a terminal)", markup=False)
+        raise typer.Exit(1)
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(1)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import datetime as dt
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, err, load_settings, one_request, out, printed_as_json
+from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, err, group, load_settings, one_request,
+                               out, printed_as_json)
 from bus import messages as m
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_REPORT
 
-app = typer.Typer()
-budget_app = typer.Typer(help="spending budgets per user or tier", no_args_is_help=True)
+app = group()
+budget_app = group(help="spending budgets per user or tier", no_args_is_help=True)
+DayOpt = Optional[dt.datetime]
+DAY_FORMATS = ["%Y-%m-%d"]
+
+
+def _day(value: dt.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%d") if value is not None else None
 app.add_typer(budget_app, name="budget")
 
 
 @app.command()
 def cost(
     ctx: typer.Context,
-    by: Annotated[str, typer.Option(help="provider | model | tier | user | day | strategy")] = "provider",
-    since: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD (UTC); with --by day")] = None,
+    by: Annotated[Literal["provider", "model", "tier", "user", "day", "strategy"], typer.Option(help="group by")] = "provider",
+    since: Annotated[DayOpt, typer.Option(formats=DAY_FORMATS, metavar="YYYY-MM-DD", help="from this UTC day (inclusive)")] = None,
+    until: Annotated[DayOpt, typer.Option(formats=DAY_FORMATS, metavar="YYYY-MM-DD", help="to this UTC day (inclusive)")] = None,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Spend and tokens from the ledger, grouped."""
-    report = one_request(load_settings(ctx, config, nats_url), COST_REPORT, m.CostQuery(by=by, since=since))
+    """Spend and tokens from the ledger, grouped; the total counts exactly the lines shown."""
+    report = one_request(load_settings(ctx, config, nats_url), COST_REPORT,
+                         m.CostQuery(by=by, since=_day(since), until=_day(until)), json_out=json_out)
     if printed_as_json(report, json_out, "cost"):
         return
     table = Table(title=f"llmbus cost — by {report.by}")
@@ -40,30 +50,34 @@ def cost(
                       style="bold" if line is report.total else None)
     out.print(table)
     if report.avg_cost_per_ask_usd is not None:
-        out.print(f"average per ask: ${report.avg_cost_per_ask_usd:.6f}")
+        out.print(f"average per ask: ${report.avg_cost_per_ask_usd:.6f}", markup=False)
     if report.total.unpriced_calls:
-        err.print(f"[yellow]{report.total.unpriced_calls} calls used models with no price: their cost is "
-                  "unknown (add them to config/pricing.toml)[/yellow]")
+        err.print(f"{report.total.unpriced_calls} calls used models with no price: their cost is "
+                  "unknown (add them to config/pricing.toml)", style="yellow", markup=False)
 
 
 @budget_app.command("set")
 def budget_set(
     ctx: typer.Context,
-    limit_usd: Annotated[Optional[float], typer.Argument(help="the limit in USD (omit with --remove)")] = None,
+    limit_usd: Annotated[Optional[float], typer.Argument(min=0.0, help="the limit in USD (omit with --remove)")] = None,
     user: Annotated[Optional[str], typer.Option(help="a user's budget")] = None,
     tier: Annotated[Optional[str], typer.Option(help="a tier's budget")] = None,
-    period: Annotated[str, typer.Option(help="day | month (UTC)")] = "day",
-    remove: Annotated[bool, typer.Option("--remove", help="remove this budget")] = False,
+    period: Annotated[Literal["day", "month"], typer.Option(help="the period (UTC)")] = "day",
+    remove: Annotated[bool, typer.Option("--remove", help="remove this budget (after confirmation)")] = False,
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Set (or remove) the budget of one user or tier."""
     if (user is None) == (tier is None) or (limit_usd is None) != remove:
-        err.print("give exactly one of --user/--tier, and a limit (or --remove)")
-        raise typer.Exit(2)
-    request = m.BudgetSet(scope="user" if user else "tier", name=user or tier, period=period,
-                          limit_usd=None if remove else limit_usd)
-    _print_budgets(one_request(load_settings(ctx, config, nats_url), COST_BUDGET_SET, request), json_out=False)
+        raise typer.BadParameter("give exactly one of --user/--tier, and a limit (or --remove)")
+    settings = load_settings(ctx, config, nats_url)
+    scope = "user" if user else "tier"
+    if remove:
+        confirm(f"remove the {period} budget of {scope} {user or tier}?", yes)
+    request = m.BudgetSet(scope=scope, name=user or tier, period=period, limit_usd=None if remove else limit_usd)
+    _print_budgets(one_request(settings, COST_BUDGET_SET, request, json_out=json_out), json_out=json_out)
 
 
 @budget_app.command("show")
@@ -74,7 +88,7 @@ def budget_show(
     config: ConfigOpt = None,
 ) -> None:
     """Every budget: limit, spent, reserved."""
-    report = one_request(load_settings(ctx, config, nats_url), COST_BUDGETS, m.BudgetQuery())
+    report = one_request(load_settings(ctx, config, nats_url), COST_BUDGETS, m.BudgetQuery(), json_out=json_out)
     _print_budgets(report, json_out=json_out)
 
 

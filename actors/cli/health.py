@@ -1,24 +1,43 @@
-"""``llmbus status`` and ``llmbus health reset``: the providers' circuit breakers, from the health actor."""
+"""``llmbus status`` and ``llmbus health reset``: the providers' circuit breakers, from the health
+actor, with what the fleet's provider actors report (discovery) and the router's provider order."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Optional
 
+import msgspec
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from actors import settings as settings_mod
 from actors.cli.cache import hit_rate
-from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, load_settings, one_request, out, printed_as_json,
-                               run_async, service, with_client)
+from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, err, group, load_settings, on_fleet, out,
+                               print_json, printed_as_json, service)
 from bus import messages as m
-from bus.subjects import CACHE_STATS, HEALTH_RESET, HEALTH_STATUS
+from bus.subjects import CACHE_STATS, CONTROL_STRATEGY, HEALTH_RESET, HEALTH_STATUS
 
-app = typer.Typer()
-health_app = typer.Typer(help="circuit breakers", no_args_is_help=True)
+app = group()
+health_app = group(help="circuit breakers", no_args_is_help=True)
 app.add_typer(health_app, name="health")
+
+
+class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One provider in ``llmbus status --json``: its health, and whether an actor serves it."""
+
+    provider: str
+    configured: bool  # a provider actor for it answers discovery (it starts only where it can run)
+    health: m.ProviderHealth
+
+
+class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
+    """``llmbus status --json``: everything the table shows."""
+
+    providers: list[ProviderStatus] = []
+    order: list[str] = []  # the router's failover order (empty: no router answered)
+    strategy: str | None = None  # the default strategy routers use now
+    cache: m.CacheStats | None = None  # None: no cache actor answered
+    at: float = 0.0
 
 
 @app.command()
@@ -29,39 +48,75 @@ def status(
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Providers' health: breaker state, success rate, latency, errors, time to retry."""
+    """Providers' health: breaker state, success rate, latency, errors, time to retry; the router's
+    order and strategy; the cache's figures."""
     settings = load_settings(ctx, config, nats_url)
+    from actors.cli.fleet import discover
+
     health = service(HEALTH_STATUS, m.HealthQuery(detailed=detailed))
     cache = service(CACHE_STATS, m.CacheStatsQuery(), budget_ms=500)
+    strategy = service(CONTROL_STRATEGY, m.StrategyQuery(), budget_ms=500)
 
     async def calls(client):
-        return await health(client), await cache(client)
+        return await health(client), await cache(client), await strategy(client), await discover(client)
 
-    report, cache_report = run_async(with_client, settings, calls)
-    _print_health(report, detailed=detailed, json_out=json_out, settings=settings)
-    if not json_out and isinstance(cache_report, m.CacheStats):
-        c = cache_report.total
-        out.print(f"cache: {cache_report.entries} entries, {c.hits} hits / {c.misses} misses ({hit_rate(c.hits, c.misses)}), "
-                  f"{c.coalesced} coalesced, {c.stores} stored — `llmbus cache stats` for more", highlight=False)
+    report, cache_report, choice, infos = on_fleet(settings, calls, json_out=json_out)
+    if isinstance(report, m.Failure):
+        printed_as_json(report, json_out, "health")
+    running = {(i.get("metadata") or {}).get("provider") for i in infos}
+    full = StatusReport(
+        providers=[ProviderStatus(provider=p.breaker.provider, configured=p.breaker.provider in running, health=p)
+                   for p in report.providers],
+        order=choice.order if isinstance(choice, m.StrategyReport) else [],
+        strategy=choice.default if isinstance(choice, m.StrategyReport) else None,
+        cache=cache_report if isinstance(cache_report, m.CacheStats) else None,
+        at=report.at or time.time(),
+    )
+    if json_out:
+        print_json(full)
+        return
+    _print_health(full.providers, detailed=detailed)
+    if full.order:
+        err.print(f"strategy {full.strategy}; provider order: {' → '.join(full.order)}", markup=False)
+    if full.cache is not None:
+        c = full.cache.total
+        err.print(f"cache: {full.cache.entries} entries, {c.hits} hits / {c.misses} misses ({hit_rate(c.hits, c.misses)}), "
+                  f"{c.coalesced} coalesced, {c.stores} stored — `llmbus cache stats` for more", markup=False)
 
 
 @health_app.command("reset")
 def health_reset(
     ctx: typer.Context,
-    provider: Annotated[Optional[str], typer.Argument(help="one provider (default: all)")] = None,
+    provider: Annotated[Optional[str], typer.Argument(help="one provider (default: all, after confirmation)")] = None,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Close a provider's breaker (or every breaker) now."""
+    """Close a provider's breaker (or every breaker) now. Names the fleet does not know are refused."""
     settings = load_settings(ctx, config, nats_url)
-    report = one_request(settings, HEALTH_RESET, m.HealthReset(provider=provider))
-    _print_health(report, detailed=False, json_out=json_out, settings=settings)
+    from bus.deadline import deadline_in
 
+    if provider is None:
+        confirm("close every provider's breaker?", yes)
 
-def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_mod.Settings) -> None:
+    async def reset(client):
+        known = await client.rpc.service(HEALTH_STATUS, m.HealthQuery(), deadline=deadline_in(2_000))
+        if provider is not None and isinstance(known, m.HealthReport):
+            names = [p.breaker.provider for p in known.providers]
+            if provider not in names:
+                return m.Failure(kind=m.BAD_REQUEST, message=f"the fleet has no provider {provider!r}; it has: "
+                                 f"{', '.join(names) or '(none)'}")
+        return await client.rpc.service(HEALTH_RESET, m.HealthReset(provider=provider), deadline=deadline_in(2_000))
+
+    report = on_fleet(settings, reset, json_out=json_out)
     if printed_as_json(report, json_out, "health"):
         return
+    _print_health([ProviderStatus(provider=p.breaker.provider, configured=True, health=p) for p in report.providers],
+                  detailed=False)
+
+
+def _print_health(rows: list[ProviderStatus], *, detailed: bool) -> None:
     now = time.time()
     table = Table(title="llmbus status — provider health")
     columns = ["provider", "state", "success", "p50 ms", "p95 ms", "errors", "last success", "last failure", "retry in"]
@@ -69,40 +124,30 @@ def _print_health(report, *, detailed: bool, json_out: bool, settings: settings_
         columns += ["errors by kind", "recent transitions"]
     for col in columns:
         table.add_column(col)
-    colour = {"closed": "green", "half_open": "yellow", "open": "red", "misconfigured": "magenta"}
-    for p in report.providers:
+    colour = {"closed": "green", "half_open": "yellow", "open": "red"}
+    for row in rows:
+        p = row.health
         b = p.breaker
-        config = settings.providers.get(b.provider)
-        missing = config.missing_key() if config is not None else None
-        shown = f"{b.state} ({b.reason})" if b.state == "misconfigured" and b.reason else b.state
-        state = (f"[dim]not configured (set {missing})[/]" if missing and not p.calls
-                 else f"[{colour.get(b.state, 'white')}]{escape(shown)}[/]")
-        row = [
-            b.provider,
+        if not row.configured and not p.calls:
+            state = "[dim]no actor runs (not configured where the actors run)[/dim]"
+        else:
+            state = f"[{colour.get(b.state, 'white')}]{escape(b.state)}[/]"
+        cells = [
+            escape(b.provider),
             state,
             f"{100.0 * p.successes / p.calls:.1f}% of {p.calls}" if p.calls else "—",
             f"{p.latency_p50_ms:.1f}" if p.latency_p50_ms is not None else "—",
             f"{p.latency_p95_ms:.1f}" if p.latency_p95_ms is not None else "—",
             str(p.calls - p.successes),
             _ago(p.last_success, now),
-            _ago(p.last_failure, now) + (f" ({p.last_error})" if p.last_error else ""),
-            retry_in(b, now),
+            _ago(p.last_failure, now) + (escape(f" ({p.last_error})") if p.last_error else ""),
+            f"{max(0.0, b.open_until - now):.1f}s" if b.state == "open" else "—",
         ]
         if detailed:
-            row += [", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items())) or "—", escape("\n".join(p.transitions)) or "—"]
-        table.add_row(*row)
+            cells += [escape(", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items()))) or "—",
+                      escape("\n".join(p.transitions)) or "—"]
+        table.add_row(*cells)
     out.print(table)
-    for p in report.providers:  # what a misconfigured provider said, in full (its key already cut out)
-        if p.breaker.state == "misconfigured" and p.breaker.detail:
-            out.print(f"{p.breaker.provider}: {p.breaker.detail}", highlight=False, markup=False)
-
-
-def retry_in(b: m.BreakerState, now: float) -> str:
-    if b.state == "open":
-        return f"{max(0.0, b.open_until - now):.1f}s"
-    if b.state == "misconfigured":
-        return f"after `llmbus health reset {b.provider}` or a good `llmbus test {b.provider}`"
-    return "—"
 
 
 def _ago(t: float | None, now: float) -> str:

@@ -1,30 +1,50 @@
 """``llmbus``: run the stack, run one actor, ask, demo, bench — one module per command group.
 
-Exit codes: 0 success; 1 the ask failed (a typed Failure, printed as ``kind: message``);
-2 bad usage or configuration (an invalid config file, an unknown actor name).
+Exit codes: 0 success; 1 the ask or request failed (a typed Failure, printed as ``kind: message``,
+or no fleet reachable); 2 bad usage or configuration (an option out of range, an invalid config
+file, an unknown actor name, a request the fleet refused as ``bad_request``).
 """
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
 import typer
 
-from actors.cli import ask, bench, cache, cost, health, run, strategy
-from actors.cli.common import ConfigOpt, Options, UrlOpt, VerboseOpt
+from actors.cli import ask, bench, cache, cost, fleet, health, run, strategy
+from actors.cli.common import ConfigOpt, Options, UrlOpt, VerboseOpt, group
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="llmbus: multi-LLM orchestration over NATS")
+app = group(add_completion=False, no_args_is_help=True, help="llmbus: multi-LLM orchestration over NATS")
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"llmbus {version('llmbus')}")
+        except PackageNotFoundError:
+            typer.echo("llmbus (not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
-def shared(ctx: typer.Context, config: ConfigOpt = None, nats_url: UrlOpt = None, verbose: VerboseOpt = False) -> None:
+def shared(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    nats_url: UrlOpt = None,
+    verbose: VerboseOpt = False,
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="print the version and exit")] = False,
+) -> None:
     """The options of every command, before its name: ``llmbus --config x.toml ask "hi"``."""
     ctx.obj = Options(config=config, nats_url=nats_url, verbose=verbose)
 
 
-# One module per command group, each with its own ``app = typer.Typer()``, listed in the order of
-# ``llmbus --help``. A new group is a module and one more entry here.
-COMMANDS = [run, ask, strategy, health, cost, cache, bench]
-for group in COMMANDS:
-    app.add_typer(group.app)
+# One module per command group, each with its own ``app``, listed in the order of ``llmbus --help``.
+# A new group is a module and one more entry here.
+COMMANDS = [run, ask, strategy, fleet, health, cost, cache, bench]
+for command_group in COMMANDS:
+    app.add_typer(command_group.app)
 
 
 def main() -> None:

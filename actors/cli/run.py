@@ -8,76 +8,110 @@ from typing import Annotated, Optional
 
 import anyio
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from actors import settings as settings_mod
-from actors.cli.common import ConfigOpt, UrlOpt, UvloopOpt, VerboseOpt, err, load_settings, out, run_async
+from actors.cli.common import (ConfigOpt, UrlOpt, UvloopOpt, VerboseOpt, err, group, load_settings, options, out,
+                               run_async, url_origin)
 from bus.errors import ConfigError, LlmError
 
-app = typer.Typer()
+app = group()
 
 
 @app.command()
 def up(
     ctx: typer.Context,
     config: ConfigOpt = None,
-    port: Annotated[Optional[int], typer.Option(help="port of the embedded nats-server (default bus.port)")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="JetStream store dir (default bus.store_dir)")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="run nats-server on this port (default bus.port); wins over a NATS URL")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="JetStream store dir (default bus.store_dir, else the per-user data dir)")] = None,
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run every actor in this process; with no bus.nats_url, start nats-server too. Ctrl-C stops."""
-    settings = load_settings(ctx, config, verbose=verbose, level=logging.INFO)
+    """Run every actor in this process; with no NATS URL given (or with --port), start nats-server
+    too. The banner (first, on stderr) says which URL won and why. Ctrl-C stops."""
+    opts = options(ctx, config, verbose=verbose)
+    opts.log(logging.WARNING)  # the banner comes first; -v for the actors' lines
+    settings = opts.settings()
     from actors.runtime import stop_on_signal
     from actors.stack import build_actors, embedded
+    from bus.server import url_greets
+
+    url_given = settings.bus.nats_url and port is None
+    if port is not None and settings.bus.nats_url:
+        why = f"--port {port} given: {url_origin(opts)}={settings.bus.nats_url} is not used"
+    elif url_given:
+        why = f"the NATS server of {url_origin(opts)}"
+    elif port is not None:
+        why = f"--port {port}"
+    else:
+        why = f"bus.host/bus.port of {settings.source}"
+    if url_given and not url_greets(settings.bus.url):
+        err.print(f"no NATS server answers at {settings.bus.url} ({url_origin(opts)}): start it, or unset "
+                  f"{url_origin(opts)} (or give --port) to let `llmbus up` run its own", markup=False)
+        raise typer.Exit(1)
 
     async def main() -> None:
-        if settings.bus.nats_url:
+        if url_given:
             from actors.runtime import run_actors
 
             actors = build_actors(settings)
             async with anyio.create_task_group() as tg:
                 await tg.start(run_actors, actors, settings.bus.url)
-                _announce(settings.bus.url, actors, settings, embedded_server=False)
+                _announce(settings.bus.url, actors, settings, server="NATS server already running", why=why,
+                          store=None)
                 await stop_on_signal(actors)
             return
-        async with embedded(
-            settings,
-            port=settings.bus.port if port is None else port,
-            store=store or settings.bus.store_dir,
-            reuse=True,
-        ) as stack:
-            _announce(stack.url, stack.actors, settings, embedded_server=stack.server is not None)
+        where = store or settings.bus.store_path()
+        async with embedded(settings, port=settings.bus.port if port is None else port, store=where,
+                            reuse=True) as stack:
+            _announce(stack.url, stack.actors, settings, why=why, store=where if stack.server else None,
+                      server="embedded nats-server" if stack.server is not None else "nats-server already running")
             await stop_on_signal(stack.actors)
 
     try:
         run_async(main, uvloop=uvloop)
-    except LlmError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+    except* LlmError as group:
+        err.print(f"error: {group.exceptions[0]}", markup=False)
         raise typer.Exit(1) from None
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+    except* ConfigError as group:
+        err.print(f"error: {group.exceptions[0]}", markup=False)
         raise typer.Exit(2) from None
-    err.print("[green]stopped cleanly[/green]")
+    except* OSError as group:
+        err.print(f"error: {group.exceptions[0]}", markup=False)
+        raise typer.Exit(1) from None
+    err.print("stopped cleanly", style="green", markup=False)
 
 
-def _announce(url: str, actors, settings: settings_mod.Settings, *, embedded_server: bool) -> None:
+def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str, why: str, store) -> None:
+    """The banner: where the fleet is and what runs in it, one fact per line, never wrapped."""
     from actors.stack import unconfigured
 
-    where = "embedded nats-server" if embedded_server else "the NATS server already running at"
-    err.print(f"[bold green]llmbus up[/bold green] on {where} [cyan]{url}[/cyan] — "
-              f"{len(actors)} actors: {', '.join(a.name for a in actors)}. Ctrl-C stops.", highlight=False)
     missing = unconfigured(settings)
-    if missing:
-        err.print("[yellow]not configured (no API key):[/yellow] "
-                  + ", ".join(f"{name} (set {env})" for name, env in missing.items()), highlight=False)
-    err.print(f"failover order: {' → '.join(settings.provider_order())}", highlight=False)
+    running = {a.name for a in actors}
+    lines = [
+        f"llmbus up: {server} at {url} ({why}) — {len(actors)} actors; Ctrl-C stops",
+        f"  export LLMBUS_NATS_URL={url}",
+        f"  config:    {settings.source}",
+        f"  store:     {store if store is not None else '(the running server keeps its own)'}",
+        f"  cache:     {settings.cache.path() / settings.bus.root if settings.cache.enabled else 'off'}",
+        "  providers:",
+    ]
+    width = max((len(n) for n in settings.providers), default=0)
+    for name, p in settings.providers.items():
+        model = p.model or f"{name}-1" if p.kind == "mock" else p.model
+        state = f"not configured (set {missing[name]})" if name in missing else \
+            "running" if f"provider-{name}" in running else "not running"
+        lines.append(f"    {name:<{width}}  {p.kind:<9} {model:<24} {state}")
+    lines.append(f"  strategy:  {settings.router.strategy}; failover order: {' → '.join(settings.provider_order()) or '(none)'}")
+    for line in lines:
+        err.print(escape(line), soft_wrap=True)
 
 
 @app.command()
 def actor(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="router | provider.<name>")],
+    name: Annotated[str, typer.Argument(help="router | health | cost | cache | provider.<name>")],
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
     uvloop: UvloopOpt = False,
@@ -91,10 +125,10 @@ def actor(
     try:
         one = build_actor(name, settings)
     except KeyError:
-        err.print(f"[red]unknown actor {name!r}[/red]; this config has: {', '.join(actor_names(settings))}", highlight=False)
+        err.print(f"unknown actor {name!r}; this config has: {', '.join(actor_names(settings))}", markup=False)
         raise typer.Exit(2) from None
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
 
     async def main() -> None:
@@ -104,8 +138,8 @@ def actor(
 
     try:
         run_async(main, uvloop=uvloop)
-    except LlmError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+    except* (LlmError, OSError) as group:
+        err.print(f"error: {group.exceptions[0]}", markup=False)
         raise typer.Exit(1) from None
 
 

@@ -11,12 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, load_settings, one_request, out, printed_as_json
+from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, group, load_settings, one_request, out, printed_as_json, write_out
 from actors.strategies.base import describe_options, options_for, strategies as registered
 from bus import messages as m
 from bus.subjects import CONTROL_STRATEGY
 
-app = typer.Typer()
+app = group()
 
 
 @app.command()
@@ -35,7 +35,7 @@ def strategies(ctx: typer.Context, json_out: JsonOpt = False, config: ConfigOpt 
                         for o, t, d in describe_options(cls)],
         })
     if json_out:
-        out.file.write(json.dumps(rows) + "\n")
+        write_out(json.dumps(rows))
         return
     table = Table(title=f"llmbus strategies — default: {settings.router.strategy} ({settings.source})")
     for col in ("strategy", "what it does", "options (default)"):
@@ -61,10 +61,10 @@ def set_strategy(
     if name is not None and clear:
         raise typer.BadParameter("give a NAME or --clear, not both")
     request = m.StrategyQuery() if name is None and not clear else m.StrategySet(strategy=name, tier=tier)
-    report = one_request(load_settings(ctx, config, nats_url), CONTROL_STRATEGY, request)
+    report = one_request(load_settings(ctx, config, nats_url), CONTROL_STRATEGY, request, json_out=json_out)
     if printed_as_json(report, json_out, "router"):
         return
-    out.print(f"default: {report.default}" + ("" if report.default == report.configured
-                                              else f" (config: {report.configured})"), highlight=False, markup=False)
+    write_out(f"default: {report.default}" + ("" if report.default == report.configured
+                                              else f" (config: {report.configured})"))
     for t, s in report.tiers.items():
-        out.print(f"tier {t}: {s}", highlight=False, markup=False)
+        write_out(f"tier {t}: {s}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -51,6 +52,7 @@ from actors.providers.events import each
 from actors.runtime import Actor
 
 DIMENSIONS = ("provider", "model", "tier", "user", "day", "strategy")
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCOPES, PERIODS = ("user", "tier"), ("day", "month")
 COMMITTED_KEEP_S = 300.0  # a committed call whose usage never reaches the ledger is forgotten then
 KV_RETRY_S = 5.0  # a ledger or reservation write is retried this long (a restarting server)
@@ -99,8 +101,10 @@ class Totals:
     """Aggregates of ledger entries, per dimension value and per budget period."""
 
     def __init__(self) -> None:
-        self.by: dict[str, dict[str, list]] = {d: {} for d in DIMENSIONS}
-        self.asks: dict[str, dict[str, set[str]]] = {d: defaultdict(set) for d in DIMENSIONS}
+        # per dimension: (value, UTC day) -> [calls, in, out, cached, usd, unpriced]; the day in the key
+        # lets every grouping take --since/--until and keep its lines and its total consistent
+        self.by: dict[str, dict[tuple[str, str], list]] = {d: {} for d in DIMENSIONS}
+        self.asks: dict[str, dict[tuple[str, str], set[str]]] = {d: defaultdict(set) for d in DIMENSIONS}
         self.spent: dict[tuple, float] = defaultdict(float)  # ("user", "alice", "day", "2026-11-25") -> usd
         self.calls: set[str] = set()  # call ids in the ledger
         self.seen: set[str] = set()  # ledger keys counted (a re-watch must not count twice)
@@ -113,7 +117,7 @@ class Totals:
         values = {"provider": e.provider, "model": e.model, "tier": e.tier or "-", "user": e.user or "-",
                   "day": e.day, "strategy": e.strategy or "-"}
         for dim, value in values.items():
-            line = self.by[dim].setdefault(value, [0, 0, 0, 0, 0.0, 0])  # calls, in, out, cached, usd, unpriced
+            line = self.by[dim].setdefault((value, e.day), [0, 0, 0, 0, 0.0, 0])
             line[0] += 1
             line[1] += e.usage.input_tokens
             line[2] += e.usage.output_tokens
@@ -122,24 +126,34 @@ class Totals:
                 line[5] += 1
             else:
                 line[4] += e.cost_usd
-            self.asks[dim][value].add(e.ask_id)
+            self.asks[dim][(value, e.day)].add(e.ask_id)
         cost = e.cost_usd or 0.0
         for scope, name in (("user", e.user), ("tier", e.tier)):
             if name:
                 self.spent[(scope, name, "day", e.day)] += cost
                 self.spent[(scope, name, "month", e.day[:7])] += cost
 
-    def report(self, by: str, since: str | None) -> m.CostReport:
+    def report(self, by: str, since: str | None, until: str | None = None) -> m.CostReport:
+        """Lines grouped ``by`` one dimension over the UTC days in [since, until] (each optional,
+        YYYY-MM-DD); the total counts exactly the calls and asks of those lines."""
         if by not in DIMENSIONS:
             raise BadRequest(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
-        lines = []
-        for value, (calls, tin, tout, tcached, usd, unpriced) in sorted(self.by[by].items()):
-            if since and by == "day" and value < since:
+        for name, day in (("since", since), ("until", until)):
+            if day is not None and not DAY.fullmatch(day):
+                raise BadRequest(f"{name} must be a date YYYY-MM-DD (got {day!r})")
+        grouped: dict[str, list] = {}
+        asks_of: dict[str, set[str]] = defaultdict(set)
+        for (value, day), figures in self.by[by].items():
+            if (since and day < since) or (until and day > until):
                 continue
-            lines.append(m.CostLine(key=value, calls=calls, asks=len(self.asks[by][value]), input_tokens=tin,
-                                    output_tokens=tout, cached_tokens=tcached, cost_usd=round(usd, 9),
-                                    unpriced_calls=unpriced))
-        asks = len(set().union(*self.asks[by].values())) if self.asks[by] else 0
+            line = grouped.setdefault(value, [0, 0, 0, 0, 0.0, 0])
+            for i, x in enumerate(figures):
+                line[i] += x
+            asks_of[value] |= self.asks[by][(value, day)]
+        lines = [m.CostLine(key=value, calls=calls, asks=len(asks_of[value]), input_tokens=tin, output_tokens=tout,
+                            cached_tokens=tcached, cost_usd=round(usd, 9), unpriced_calls=unpriced)
+                 for value, (calls, tin, tout, tcached, usd, unpriced) in sorted(grouped.items())]
+        asks = len(set().union(*asks_of.values())) if asks_of else 0
         total = m.CostLine(
             key="total", calls=sum(x.calls for x in lines), asks=asks,
             input_tokens=sum(x.input_tokens for x in lines), output_tokens=sum(x.output_tokens for x in lines),
@@ -389,4 +403,4 @@ class CostActor(Actor):
         return m.BudgetReport(budgets=out)
 
     async def report(self, req: m.CostQuery, ctx: Context) -> m.CostReport:
-        return self.totals.report(req.by, req.since)
+        return self.totals.report(req.by, req.since, req.until)

@@ -39,6 +39,12 @@ class ProviderActor(Actor):
         self.model = model
         self.events = EventBatches(lambda: self.nc, self.subjects.outcome(provider), self.subjects.usage(provider))
 
+    def micro_metadata(self) -> dict[str, str]:
+        # what `llmbus providers` shows: as this actor, where it runs, is configured (it runs: it is)
+        config = getattr(self, "config", None)
+        return {"kind": self.kind, "provider": self.provider, "model": self.model,
+                "provider_kind": getattr(config, "kind", "") or ""}
+
     def background(self):
         return [self.events.run]
 

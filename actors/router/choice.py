@@ -71,7 +71,8 @@ class StrategyChoice:
 
     def report(self) -> m.StrategyReport:
         return m.StrategyReport(default=self.default, tiers=dict(sorted(self.tiers.items())),
-                                configured=self.configured, available=list(self.router.policies))
+                                configured=self.configured, available=list(self.router.policies),
+                                order=list(self.router.order))
 
     async def serve(self, request: m.StrategySet | m.StrategyQuery, ctx: Context) -> m.StrategyReport | m.Failure:
         if isinstance(request, m.StrategyQuery):
