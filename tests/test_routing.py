@@ -304,3 +304,77 @@ async def test_tiers_pick_the_strategy_and_a_failed_route_falls_back_to_the_next
         assert answer.metadata["route_name"] == "emergency" and answer.metadata["degraded"] is True
         assert answer.metadata["routes_skipped"] == ["primary", "b-route"] and answer.providers == []
         assert "unavailable" in answer.text
+
+
+# --- pipeline -------------------------------------------------------------------------------------
+
+from actors.strategies.pipeline import Pipeline  # noqa: E402
+
+STATE = {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}},
+         "required": ["score"]}
+TRIP = m.Ask(id="q", messages=[m.Message(role="user", content="5 days in Lisbon for $1200, relaxed")])
+
+
+def pipeline(live=None, ask=TRIP, **opts) -> Pipeline:
+    opts.setdefault("state_schema", STATE)
+    return Pipeline(Plan(ask, ["cheap", "strong"], options_for(Pipeline, opts), 10.0, live))
+
+
+def test_pipeline_retries_bad_state_with_a_clarified_prompt_then_answers_with_the_state():
+    live = Live()
+    p = pipeline(live)
+    [s1] = p.start(0.0)
+    assert (s1.provider, s1.purpose, s1.schema) == ("cheap", "stage1", STATE) and s1.deadline == pytest.approx(3.0)
+    [retry] = p.step(Reply("s1-1", ok("cheap", data={"score": 1.4}), 1.0, "cheap"), 0.1)
+    assert "1.4 is greater than the maximum of 1" in retry.messages[-1].text()
+    [s2] = p.step(Reply("s1-2", ok("cheap", data={"score": 0.8}), 1.0, "cheap"), 0.2)
+    assert s2.provider == "strong" and '{"score": 0.8}' in s2.messages[-1].text() and "Lisbon" in s2.messages[-1].text()
+    [done] = p.step(Reply("s2-1", ok("strong"), 1.0, "strong"), 0.5)
+    stage1 = done.metadata["stage1"]
+    assert stage1["state"] == {"score": 0.8} and stage1["source"] == "llm" and stage1["attempts"] == 2
+    assert stage1["latency_ms"] == pytest.approx(200.0)
+    again = pipeline(live)  # the same question: the state is reused
+    [s2] = again.start(1.0)
+    assert s2.provider == "strong" and again.meta["stage1"]["source"] == "cache"
+    fresh = pipeline(live, ask=msgspec_replace(TRIP, cache="skip"))
+    assert fresh.start(1.0)[0].purpose == "stage1"
+
+
+def msgspec_replace(ask, **kw):
+    import msgspec
+
+    return msgspec.structs.replace(ask, **kw)
+
+
+def test_pipeline_stage1_failure_uses_the_rules_and_never_fails_the_ask():
+    p = pipeline(fallback="actors.pure.rules:trip_state", state_schema={"type": "object"})
+    p.start(0.0)
+    [s2] = p.step(Reply("s1-1", fail("cheap", m.TIMEOUT), 3.0, "cheap"), 3.0)
+    assert '"destination": "Lisbon"' in s2.messages[-1].text() and '"days": 5' in s2.messages[-1].text()
+    assert p.meta["stage1"]["source"] == "fallback" and p.meta["stage1"]["problems"] == ["the call failed: timeout"]
+    p = pipeline(fallback="nowhere.at_all:fn")
+    p.start(0.0)
+    [s2] = p.step(Reply("s1-1", fail("cheap"), 1.0, "cheap"), 0.1)
+    assert s2.messages[-1].text() == TRIP.messages[0].text() and p.meta["stage1"]["source"] == "none"
+
+
+PIPELINE = """
+[router]
+providers = ["cheap", "strong"]
+[providers.cheap]
+latency = { dist = "fixed", ms = 5 }
+failures = { unavailable = 1.0 }
+[providers.strong]
+latency = { dist = "fixed", ms = 5 }
+[router.strategies.pipeline]
+fallback = "actors.pure.rules:trip_state"
+"""
+
+
+async def test_pipeline_end_to_end_with_stage1_down(stack):
+    async with stack(PIPELINE) as s:
+        answer = await s.client.ask("3 days to Kyoto, packed", strategy="pipeline", cache="skip", budget_ms=3000)
+        assert answer.providers == ["strong"] and answer.metadata["stage1"]["source"] == "fallback"
+        assert answer.metadata["stage1"]["state"]["destination"] == "Kyoto"
+        assert [(st.provider, st.purpose) for st in answer.route] == [("cheap", "stage1"), ("strong", None)]
+        assert "Kyoto" in answer.text and '"pace": "packed"' in answer.text  # the echo mock shows its prompt

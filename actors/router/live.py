@@ -8,6 +8,8 @@
   to answer (infinite when it never did), which only this router can see: stalled calls publish
   no outcome.
 - ``hedge``: the extra-call token bucket (``actors.pure.hedging.HedgeBudget``).
+- ``prices``: USD per million tokens of each provider's model (cascade's ``cheapest_first``).
+- ``stage1``: the pipeline's good stage-1 states, by question (bounded, oldest out first).
 
 Nothing here does I/O on the ask path; a policy reads and records through these plain objects, so
 table tests and the bench's virtual clock use a ``Live()`` of their own.
@@ -25,6 +27,7 @@ from actors.pure.hedging import HedgeBudget
 from actors.pure.quantiles import Sketch
 
 _decode = msgspec.json.Decoder(m.ProviderHealth).decode
+STAGE1_KEPT = 4096
 
 
 class Live:
@@ -34,6 +37,12 @@ class Live:
         self.hedge = HedgeBudget()
         self.prices: dict[str, float] = {}  # provider -> USD per million tokens in + out (cascade's order)
         self.mirror: KvMirror | None = None
+        self.stage1: dict[str, tuple[object, float]] = {}  # pipeline: question key -> (state, good until)
+
+    def keep_stage1(self, key: str, state: object, until: float) -> None:
+        if len(self.stage1) >= STAGE1_KEPT:  # the oldest kept goes first (dicts keep insertion order)
+            del self.stage1[next(iter(self.stage1))]
+        self.stage1[key] = (state, until)
 
     def price_providers(self, settings, pricing) -> None:
         """``prices`` from the pricing table: each provider's configured model, input + output."""
