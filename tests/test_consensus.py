@@ -246,6 +246,9 @@ failures = { malformed_output = 1.0 }
 [providers.solo]
 seed = 7
 variants = { name = ["Ann Lee", "Ann Lee", "Lee, Ann", "Bob Stone"], amount = ["$5", "5 USD", "$5.00", "$50"] }
+[providers.synth]
+[providers.down]
+failures = { unavailable = 1.0 }
 [router.strategies.consensus]
 learn = false
 """
@@ -292,6 +295,26 @@ async def test_self_consistency_and_best_match_end_to_end(stack):
                                   providers=["a", "b", "c"])
         assert best.providers == ["a"] and best.data["name"] == "Dr. Ann Lee"
         assert best.metadata["best_match"]["winner"] == "a"
+
+
+@pytest.mark.anyio
+async def test_synthesis_merges_with_its_own_call_and_degrades_when_the_synthesizer_is_down(stack):
+    async with stack(TRIO) as s:
+        answer = await s.client.ask("what is llmbus?", strategy="synthesis", budget_ms=3000,
+                                    providers=["synth", "a", "b", "c"], strategy_options={"synthesizer": "synth"})
+        assert answer.providers == ["a", "b", "c", "synth"] or sorted(answer.providers) == ["a", "b", "c", "synth"]
+        steps = [(st.provider, st.purpose) for st in answer.route]
+        assert steps[-1] == ("synth", "synthesis") and len(steps) == 4
+        # the synthesizer (an echo mock) got the template, the question and every candidate
+        assert "## Candidates" in answer.text and "what is llmbus?" in answer.text
+        assert all(f"({p})" in answer.text for p in "abc") and "degraded" not in answer.metadata
+        down = await s.client.ask("what is llmbus?", strategy="synthesis", budget_ms=3000,
+                                  providers=["a", "b"], strategy_options={"synthesizer": "down"})
+        assert down.metadata["degraded"]["to"] == "best_match" and "down failed" in down.metadata["degraded"]["reason"]
+        assert [(st.provider, st.outcome) for st in down.route][-1] == ("down", "unavailable")
+        structured = await s.client.ask("extract", strategy="synthesis", schema=SCHEMA, budget_ms=3000,
+                                        providers=["a", "b", "c"], strategy_options={"synthesizer": "synth"})
+        assert set(structured.data) == {"name", "amount"} and structured.route[-1].purpose == "synthesis"
 
 
 # --- offline: scripts/consensus_eval.py and the simulation -------------------------------------------
