@@ -378,3 +378,19 @@ async def test_pipeline_end_to_end_with_stage1_down(stack):
         assert answer.metadata["stage1"]["state"]["destination"] == "Kyoto"
         assert [(st.provider, st.purpose) for st in answer.route] == [("cheap", "stage1"), ("strong", None)]
         assert "Kyoto" in answer.text and '"pace": "packed"' in answer.text  # the echo mock shows its prompt
+
+
+def test_llmbus_tiers_prints_the_matrix_with_the_switches():
+    import json
+    import subprocess
+
+    from actors.settings import SHIPPED_CONFIG
+    from tests.helpers import LLMBUS, cli_env
+
+    done = subprocess.run([str(LLMBUS), "tiers", "--json", "--config", str(SHIPPED_CONFIG)], capture_output=True,
+                          text=True, timeout=30, env=cli_env(LLMBUS_MULTI_LLM_PRO="0"))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert list(rows) == ["free", "pro", "premium"]
+    assert rows["premium"]["fallback routes"][-1] == "emergency (rules)" and rows["premium"]["retries"] == 3
+    assert rows["pro"]["strategy"].startswith("single") and rows["premium"]["cache namespace"] == "tier-premium"

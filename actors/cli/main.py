@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from actors.cli import ask, bench, cache, cost, fleet, health, run, strategy
+from actors.cli import ask, bench, cache, cost, fleet, health, routing, run, strategy
 from actors.cli.common import ConfigOpt, Options, UrlOpt, VerboseOpt, group
 
 app = group(add_completion=False, no_args_is_help=True, help="llmbus: multi-LLM orchestration over NATS")
@@ -42,7 +42,7 @@ def shared(
 
 # One module per command group, each with its own ``app``, listed in the order of ``llmbus --help``.
 # A new group is a module and one more entry here.
-COMMANDS = [run, ask, strategy, fleet, health, cost, cache, bench]
+COMMANDS = [run, ask, strategy, fleet, health, cost, cache, bench, routing]
 for command_group in COMMANDS:
     app.add_typer(command_group.app)
 
