@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from actors.cli.common import ConfigOpt, JsonOpt, group, load_settings, out
+from actors.cli.common import ConfigOpt, JsonOpt, group, load_settings, out, write_out
 from actors.routing_settings import TierSettings, multi_llm
 
 app = group()
@@ -46,7 +46,7 @@ def tiers(ctx: typer.Context, json_out: JsonOpt = False, config: ConfigOpt = Non
     settings = load_settings(ctx, config)
     rows = matrix(settings)
     if json_out:
-        out.file.write(json.dumps(rows) + "\n")
+        write_out(json.dumps(rows))
         return
     if not rows:
         out.print(f"no [tiers.*] in {settings.source}")
