@@ -36,9 +36,10 @@ import structlog
 from rich.console import Console
 
 from bus.server import NatsServer
-from actors.bench import adapters, cache, core, cost, health
+from actors.bench import adapters, cache, core, cost, health, routing
 
-SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost}
+SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
+            "routing": routing}  # routing: the policies on a virtual clock (actors.bench.routing)
 err = Console(stderr=True)
 
 
