@@ -112,9 +112,9 @@ def compare(layouts: dict[str, dict[str, dict]]) -> dict:
         ratios[layout] = {p: over(flat(fig[p]), bare) for p in ("llmbus single", "llmbus failover")}
         adds[layout] = round(fig["llmbus failover"]["p50_ms"] - fig["llmbus single"]["p50_ms"], 4)
         r = ratios[layout]["llmbus single"]
-        goals.append(goal(f"{layout}: ask p50 ≤ 1.3× bare two-hop", r["p50_ms"], 1.3, "≤", "×"))
+        goals.append(goal(f"{layout}: ask p50 ≤ 1.1× bare two-hop", r["p50_ms"], 1.1, "≤", "×"))
         for c in fig["llmbus single"]["asks_per_s"]:
-            goals.append(goal(f"{layout}: throughput @{c} ≥ 0.7× bare", r[f"asks_per_s@{c}"], 0.7, "≥", "×"))
+            goals.append(goal(f"{layout}: throughput @{c} ≥ 0.8× bare", r[f"asks_per_s@{c}"], 0.8, "≥", "×"))
         goals.append(goal(f"{layout}: failover adds ≤ 1 ms over single", adds[layout], 1.0, "≤", " ms"))
     return {"ratios": ratios, "failover_adds_ms": adds, "goals": goals}
 
