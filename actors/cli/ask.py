@@ -111,6 +111,7 @@ def ask(
     retries: Annotated[int, typer.Option(min=0, help="resend the same ask id on no-responders / retryable failures")] = 0,
     user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="fast | cheap | balanced | reliable (config/presets/)")] = None,
     max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", callback=_positive, help="a ceiling for this ask, USD (above 0)")] = None,
     cache: Annotated[Literal["use", "refresh", "skip"], typer.Option(help="the answer cache")] = "use",
     namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
@@ -127,7 +128,7 @@ def ask(
     params = m.Params(temperature=temperature, max_tokens=max_tokens, model=model)
     fields = dict(strategy=strategy, providers=provider or None, budget_ms=budget_ms, retries=retries, user=user,
                   tier=tier, max_cost_usd=max_cost_usd, cache=cache, cache_namespace=namespace, schema=schema,
-                  params=params)
+                  params=params, **({"labels": {"preset": preset}} if preset else {}))
     printed: list[str] = []
 
     async def send(client):
