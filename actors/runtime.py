@@ -22,6 +22,10 @@ flight. ``statistics()`` and ``in_flight()`` are the public view of both and of 
 counters; ``$SRV.STATS`` is built from the same ``statistics()``.
 
 Every actor answers NATS micro discovery on ``$SRV.PING|INFO|STATS[.<name>[.<id>]]``.
+
+An actor is never alive and deaf: its connection reconnects forever (``bus.connection``), and if
+it is closed all the same (not by ``stop()``), the actor stops at once and ``run`` raises
+``ConnectionLost``, so the process exits non-zero and its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ from bus import messages as m
 from bus.connection import ConnectOptions, connect
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint, EndpointStatistics
+from bus.errors import Unavailable
 from bus.rpc import Rpc, new_id
+from bus.streams import Skipped
 from bus.subjects import Subjects
 
 log = structlog.get_logger("llmbus.runtime")
@@ -64,6 +70,11 @@ class ActorStatistics:
     in_flight: int  # handler tasks running now
     rejected: int  # requests refused at admission (answered ``overloaded``)
     endpoints: dict[str, EndpointStatistics]  # by endpoint name: "ask", "complete", "stream", …
+    skipped_events: int = 0  # poison events a consumer acknowledged and skipped (health, cost)
+
+
+class ConnectionLost(Unavailable):
+    """The actor's connection was closed for good while it served (the process should exit non-zero)."""
 
 
 class Actor:
@@ -102,6 +113,8 @@ class Actor:
         self._started_at = ""
         self._endpoints: list[Endpoint] = []
         self._rejected = 0  # admission refusals
+        self._lost = False  # the connection closed under us: run raises ConnectionLost
+        self.skipped = Skipped(self.log)  # events a consumer skipped as poison
 
     # --- to override --------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -127,6 +140,7 @@ class Actor:
             in_flight=len(self._inflight),
             rejected=self._rejected,
             endpoints={ep.name: ep.statistics() for ep in self._endpoints},
+            skipped_events=self.skipped.count,
         )
 
     def in_flight(self, ask_id: str | None = None) -> int:
@@ -149,7 +163,8 @@ class Actor:
 
     async def run(self, url: str, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         self.nc = nc = await connect(
-            url, name=self.micro_name, options=self.connect_options, on_reconnect=self.on_reconnect
+            url, name=self.micro_name, options=self.connect_options, on_reconnect=self.on_reconnect,
+            on_closed=self._on_closed,
         )
         try:
             self.rpc = await Rpc(nc, self.subjects).start()
@@ -167,6 +182,15 @@ class Actor:
                 if not nc.is_closed:
                     await nc.close()
                 self.log.info("actor_stopped")
+        if self._lost:
+            await anyio.lowlevel.checkpoint()  # being cancelled (the owner stops us anyway): that wins
+            raise ConnectionLost(f"{self.name}: the NATS connection was closed and could not be reopened")
+
+    async def _on_closed(self) -> None:
+        if not self._stopping.is_set():  # not our own close: never stay alive and deaf
+            self._lost = True
+            self.log.error("connection_lost", hint="stopping; the process exits non-zero")
+            self._stopping.set()
 
     async def _serve(self, nc: NATS, task_status: TaskStatus) -> None:
         """Subscribe, report ready, wait for stop, then drain."""

@@ -12,9 +12,10 @@
 ``ask`` returns an ``Answer`` or raises the ``bus.errors`` exception of the Failure (``RateLimited``,
 ``DeadlineExceeded``, ``AllFailed``…); ``stream`` yields the Failure as its last item instead. The
 budget becomes a deadline here, at the edge; it travels in the ``Llm-Budget-Ms`` header. With
-``retries=N`` an ask that met no responders (routers restarting) or a retryable failure is sent
-again with the same ask id, while budget remains — the router deduplicates by ask id, so the work
-is done once. A caller that gives up (deadline, or the task is cancelled) publishes a ``Cancel`` so
+``retries=N`` an ask that met no responders (routers restarting), a retryable failure, or no reply
+within its attempt's share of the budget (``bus.rpc.attempt_until``: what is left, split evenly
+over the attempts left — a router killed mid-ask costs one share) is sent again with the same ask
+id, while budget remains — routers deduplicate by ask id fleet-wide, so the work is done once. A caller that gives up (deadline, or the task is cancelled) publishes a ``Cancel`` so
 the work behind it stops.
 """
 
@@ -33,7 +34,7 @@ from bus import messages as m
 from bus.connection import ConnectOptions, connect
 from bus.deadline import deadline_in, now
 from bus.errors import error_for
-from bus.rpc import Rpc, new_id
+from bus.rpc import ATTEMPT_HEADER, Rpc, attempt_until, new_id
 from bus.subjects import Subjects
 
 DEFAULT_BUDGET_MS = 30_000
@@ -226,9 +227,11 @@ class Client:
         assert self.rpc is not None, "use `async with Client(...)`"
         attempt = 0
         while True:
-            try:
+            try:  # each attempt waits for its share of the budget (rpc.attempt_until); the ask keeps all of it
                 reply = await self.rpc.call(
-                    self.subjects.ask, request, codec.ask_reply, deadline=deadline, ask_id=request.id
+                    self.subjects.ask, request, codec.ask_reply, deadline=deadline, ask_id=request.id,
+                    wait_until=attempt_until(deadline, attempt, retries) if retries else None,
+                    headers={ATTEMPT_HEADER: str(attempt + 1)} if attempt else None,
                 )
             except asyncio.CancelledError:
                 await asyncio.shield(self.rpc.cancel(request.id, reason="the client gave up"))

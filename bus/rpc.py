@@ -37,6 +37,7 @@ from bus.subjects import Service, Subjects
 
 T = TypeVar("T")
 
+ATTEMPT_HEADER = "Llm-Attempt"  # on a retry only: "2", "3"… (the first attempt carries none)
 _NO_RESPONDERS_STATUS = "503"
 _NO_RESPONDERS = "no responders on"
 
@@ -78,6 +79,18 @@ def fits(nc: NATS, payload: bytes, headers: dict[str, str] | None) -> bool:
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def attempt_until(deadline: float, attempt: int, retries: int) -> float:
+    """How long attempt ``attempt`` (0 = the first) of ``retries + 1`` waits for its reply: an equal
+    share of what is left, ``(deadline - now) / (attempts left)``, the last one until ``deadline``.
+    The request itself still carries the whole deadline, so the work is never cut short: a retry
+    of the same ask id reaches a router that waits for the first run's result (``actors.router.
+    dedup``) instead of running it again, and a router killed mid-ask costs one share, not the ask."""
+    left = retries + 1 - attempt
+    if left <= 1:
+        return deadline
+    return now() + (deadline - now()) / left
 
 
 def new_id() -> str:

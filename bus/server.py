@@ -72,7 +72,11 @@ class NatsServer:
     """A nats-server child process. Use as a context manager (sync), or ``start()``/``stop()``.
 
     ``port=None`` lets the server pick a free port. ``store`` is the JetStream directory
-    (a temporary one, removed on stop, when None).
+    (a temporary one, removed on stop, when None). Auth (optional): ``token``, or ``user`` and
+    ``password``; ``config`` is the text of a nats-server config file (e.g. ``authorization`` with
+    per-user permissions, see the README's Security section), passed with ``-c``; TLS with
+    ``tls_cert``/``tls_key`` (and ``tls_ca`` to verify client certificates). Readiness does not need
+    the credentials: the server greets every TCP client with INFO before auth.
     """
 
     def __init__(
@@ -82,8 +86,17 @@ class NatsServer:
         port: int | None = None,
         store: str | os.PathLike | None = None,
         ready_within_s: float = 20.0,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        config: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         self.host = host
+        self.token, self.user, self.password, self.config = token, user, password, config
+        self.tls_cert, self.tls_key, self.tls_ca = tls_cert, tls_key, tls_ca
         self.port = port
         self._store = Path(store) if store is not None else None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -94,7 +107,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls_cert else 'nats'}://{self.host}:{self.port}"
 
     @property
     def store(self) -> Path:
@@ -116,6 +129,18 @@ class NatsServer:
             "-ports_file_dir", str(ports_dir),
             "--http_port", "0",
         ]
+        if self.config is not None:
+            conf = ports_dir / "nats.conf"
+            conf.write_text(self.config)
+            cmd += ["-c", str(conf)]
+        if self.token:
+            cmd += ["--auth", self.token]
+        if self.user:
+            cmd += ["--user", self.user, "--pass", self.password or ""]
+        if self.tls_cert:
+            cmd += ["--tls", "--tlscert", self.tls_cert, "--tlskey", self.tls_key or ""]
+            if self.tls_ca:
+                cmd += ["--tlscacert", self.tls_ca, "--tlsverify"]
         # The server's log goes to a file, never a pipe: a full pipe would block the server.
         self.log_path = ports_dir.parent / f"{ports_dir.name}.log"
         self._log = open(self.log_path, "wb")

@@ -17,6 +17,7 @@ subject                                kind                         served by
 ``<root>.health.status`` / ``.reset``  request                      health
 ``<root>.supervisor.review``           request                      supervisor
 ``<root>.control.strategy``            request                      router
+``<root>.router.held``                 request, every router        routers (a retry asks: who runs it?)
 ``<root>.cancel``                      broadcast (no queue)         every actor's runtime
 ``<root>.events.outcome.<name>``       event (stream EVENTS)        health
 ``<root>.events.usage.<name>``         event (stream EVENTS)        cost
@@ -82,6 +83,11 @@ class Subjects:
     @property
     def control_strategy(self) -> str:
         return f"{self.root}.control.strategy"
+
+    @property
+    def router_held(self) -> str:
+        """Where a router asks every other whether one of them runs (or ran) an ask id (a retry)."""
+        return f"{self.root}.router.held"
 
     # --- broadcast and events -----------------------------------------------------------------
     @property

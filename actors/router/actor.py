@@ -22,13 +22,14 @@ from bus import messages as m
 from bus import names
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
+from bus.rpc import ATTEMPT_HEADER
 from bus.subjects import ASK, ASK_STREAM, CONTROL_STRATEGY, PROVIDER_COMPLETE
 from actors.router.breakers import BreakerView
 from actors.router.budgets import Budgets
 from actors.router.cache_step import CacheStep
 from actors.router.calls import AskCalls, gone
 from actors.router.choice import StrategyChoice
-from actors.router.dedup import RecentAsks
+from actors.router.dedup import FleetAsks, RecentAsks
 from actors.router.live import Live
 from actors.router.routing import Routing
 from actors.router.stream import Relay, serve_stream
@@ -78,6 +79,7 @@ class Router(Actor):
         self.settings = settings
         self.order = settings.provider_order()
         self.recent = RecentAsks(window_s=settings.router.dedup_window_s, max_kept=settings.router.dedup_max)
+        self.fleet = FleetAsks(self.recent, self.subjects, lambda: self.nc)  # a retry asks the other routers
         self.breakers: BreakerView | None = None
         self.live = Live()  # latency estimates and the hedge budget, shared by this router's asks
         self.budgets: Budgets | None = None
@@ -96,7 +98,7 @@ class Router(Actor):
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     def background(self):
-        jobs = [self.choice.run]
+        jobs = [self.fleet.run, self.choice.run]
         jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
@@ -141,6 +143,13 @@ class Router(Actor):
         seen = self.recent.lookup(ask.id)
         if seen is not None:
             return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
+        if ctx.headers and ATTEMPT_HEADER in ctx.headers:  # a retry: another router may run it (dedup.py)
+            held = await self.fleet.find(ask.id, ctx.deadline - reply_margin_s(ctx.deadline - now()))
+            if held is not None:
+                return held
+            seen = self.recent.lookup(ask.id)  # a retry of our own may have started it meanwhile
+            if seen is not None:
+                return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
         self.recent.start(ask.id)
         result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
         cache = self.cache
@@ -151,6 +160,8 @@ class Router(Actor):
                 result = await cache.run(ask, ctx, route)
         finally:
             kept = self.recent.finish(ask.id, result)
+            if self.fleet.waiting:  # other routers wait for this ask's result (a retry reached them)
+                await self.fleet.finished(ask.id, result, kept)
         return result if kept is None else Encoded(result, kept)
 
     def _serve_stream(self, ask: m.Ask, ctx: Context):
