@@ -299,6 +299,10 @@ class Actor:
             task.cancel()
 
     # --- NATS micro discovery -----------------------------------------------------------------
+    def micro_metadata(self) -> dict[str, str]:
+        """What discovery says about this actor besides its name (providers add kind and model)."""
+        return {"kind": self.kind}
+
     async def _on_discovery(self, msg: Msg) -> None:
         verb = msg.subject.split(".")[1]
         base = {"name": self.micro_name, "id": self.id, "version": VERSION, "metadata": self.micro_metadata()}
@@ -322,10 +326,6 @@ class Actor:
                 **base,
                 "started": self._started_at,
                 "endpoints": [
-    def micro_metadata(self) -> dict[str, str]:
-        """What discovery says about this actor besides its name (providers add kind and model)."""
-        return {"kind": self.kind}
-
                     {
                         "name": ep.name,
                         "subject": ep.subject,
