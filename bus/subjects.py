@@ -15,6 +15,8 @@ subject                                kind                         served by
 ``<root>.cache.done.<key>``            broadcast (no queue)         routers waiting on that key
 ``<root>.cost.reserve|commit|report``  request                      cost
 ``<root>.health.status`` / ``.reset``  request                      health
+``<root>.health.status.each``          request (no queue: all)      every health copy
+``<root>.cache.stats.each``            request (no queue: all)      every cache copy
 ``<root>.supervisor.review``           request                      supervisor
 ``<root>.control.strategy``            request                      router
 ``<root>.router.held``                 request, every router        routers (a retry asks: who runs it?)
@@ -172,6 +174,9 @@ COST_REPORT = Service("report", "{root}.cost.report", m.CostQuery, m.CostReport 
 COST_BUDGET_SET = Service("budget_set", "{root}.cost.budget.set", m.BudgetSet, m.BudgetReport | m.Failure, COST_QUEUE)
 COST_BUDGETS = Service("budgets", "{root}.cost.budgets", m.BudgetQuery, m.BudgetReport | m.Failure, COST_QUEUE)
 HEALTH_STATUS = Service("status", "{root}.health.status", m.HealthQuery, m.HealthReport | m.Failure, HEALTH_QUEUE)
+# every copy answers these (no queue group): `llmbus status` and `cache stats` merge the copies' figures
+HEALTH_STATUS_EACH = Service("status_each", "{root}.health.status.each", m.HealthQuery, m.HealthReport | m.Failure)
+CACHE_STATS_EACH = Service("stats_each", "{root}.cache.stats.each", m.CacheStatsQuery, m.CacheStats | m.Failure)
 HEALTH_RESET = Service("reset", "{root}.health.reset", m.HealthReset, m.HealthReport | m.Failure, HEALTH_QUEUE)
 CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet | m.StrategyQuery, m.StrategyReport | m.Failure,
                            ROUTER_QUEUE)
@@ -179,5 +184,6 @@ CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet 
 RPC_TABLE: tuple[Service, ...] = (
     ASK, ASK_STREAM, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
     COST_RESERVE, COST_COMMIT, COST_REPORT, COST_BUDGET_SET, COST_BUDGETS, HEALTH_STATUS, HEALTH_RESET,
+    HEALTH_STATUS_EACH, CACHE_STATS_EACH,
     CONTROL_STRATEGY,
 )

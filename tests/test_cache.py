@@ -387,9 +387,9 @@ async def test_cli_cache_stats_and_clear(stack):
         report = json.loads((await run("stats", "--json")).stdout)
         total = report["total"]
         assert (total["hits"], total["misses"], total["stores"], report["entries"]) == (1, 2, 2, 2)
-        table = (await run("stats")).stdout.decode()
+        table = (await run("stats")).stderr.decode()  # a table is for a person: stderr
         assert "locations" in table and "hits" in table
-        cleared = json.loads((await run("clear", "--namespace", "llm", "--json")).stdout)
+        cleared = json.loads((await run("clear", "--namespace", "llm", "--yes", "--json")).stdout)
         assert cleared["removed"] == 1
         assert (await stats(s)).entries == 1
         assert not (await s.client.ask("q", budget_ms=3000)).cached

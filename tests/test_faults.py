@@ -429,6 +429,7 @@ async def test_nats_micro_discovery(stack):
         assert info["id"] == s.actor("router").id
         assert info["endpoints"] == [
             {"name": "ask", "subject": f"{s.root}.ask", "queue_group": "router", "metadata": None},
+            {"name": "ask_stream", "subject": f"{s.root}.ask.stream", "queue_group": "router", "metadata": None},
             {"name": "strategy", "subject": f"{s.root}.control.strategy", "queue_group": "router", "metadata": None},
         ]
 
@@ -445,7 +446,7 @@ async def test_nats_micro_discovery(stack):
                 seen[body["name"]] = body
         await sub.unsubscribe()
         assert seen[router_name]["type"] == "io.nats.micro.v1.ping_response"
-        assert seen[a_name]["metadata"] == {"kind": "provider"}
+        assert seen[a_name]["metadata"] == {"kind": "provider", "provider": "a", "model": "a-1", "provider_kind": "mock"}
 
         # STATS counts requests per endpoint; by id too
         a = s.actor("provider.a")

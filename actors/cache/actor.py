@@ -48,7 +48,7 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
-from bus.subjects import CACHE_CLEAR, CACHE_COALESCED, CACHE_GET, CACHE_PUT, CACHE_STATS
+from bus.subjects import CACHE_CLEAR, CACHE_COALESCED, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_STATS_EACH
 from actors.runtime import Actor
 from actors.settings import CacheSettings
 
@@ -223,6 +223,7 @@ class CacheActor(Actor):
                 (CACHE_GET, self.get),
                 (CACHE_PUT, self.put),
                 (CACHE_STATS, self.stats),
+                (CACHE_STATS_EACH, self.stats),  # every copy answers
                 (CACHE_CLEAR, self.clear),
                 (CACHE_COALESCED, self.coalesced),
             )

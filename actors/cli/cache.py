@@ -9,9 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, group, human_bytes, load_settings,
-                               one_request, out, printed_as_json, write_out)
+                               on_fleet, one_request, out, printed_as_json, write_out)
 from bus import messages as m
-from bus.subjects import CACHE_CLEAR, CACHE_STATS
+from bus.subjects import CACHE_CLEAR
 
 app = group()
 cache_app = group(help="the answer cache", no_args_is_help=True)
@@ -25,8 +25,11 @@ def cache_stats(
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Entries and size on disk; hits, misses, coalesced asks and stores per namespace (since start)."""
-    report = one_request(load_settings(ctx, config, nats_url), CACHE_STATS, m.CacheStatsQuery(), json_out=json_out)
+    """Entries and size on disk; hits, misses, coalesced asks and stores per namespace (since start),
+    summed over every copy of the cache actor."""
+    from actors.cli.copies import fleet_cache
+
+    report = on_fleet(load_settings(ctx, config, nats_url), fleet_cache, json_out=json_out)
     if printed_as_json(report, json_out, "cache"):
         return
     table = Table(title=f"llmbus cache — {report.entries} entries, {human_bytes(report.bytes)} of "

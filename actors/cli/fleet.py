@@ -13,7 +13,7 @@ from rich.table import Table
 
 from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, err, group, load_settings, on_fleet, out, print_json
 from bus import messages as m
-from bus.subjects import HEALTH_STATUS
+from actors.cli.copies import fleet_health
 
 app = group()
 
@@ -80,7 +80,7 @@ def providers(
 
     async def gather(client):
         infos = await discover(client)
-        health = await client.rpc.service(HEALTH_STATUS, m.HealthQuery(), deadline=deadline_in(1_000))
+        health = await fleet_health(client, m.HealthQuery())
         return infos, health
 
     infos, health = on_fleet(settings, gather, json_out=json_out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Optional
 
+import anyio
 import msgspec
 import typer
 from rich.markup import escape
@@ -15,7 +16,7 @@ from actors.cli.cache import hit_rate
 from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, err, group, load_settings, on_fleet, out,
                                print_json, printed_as_json, service)
 from bus import messages as m
-from bus.subjects import CACHE_STATS, CONTROL_STRATEGY, HEALTH_RESET, HEALTH_STATUS
+from bus.subjects import CONTROL_STRATEGY, HEALTH_RESET, HEALTH_STATUS
 
 app = group()
 health_app = group(help="circuit breakers", no_args_is_help=True)
@@ -53,12 +54,22 @@ def status(
     settings = load_settings(ctx, config, nats_url)
     from actors.cli.fleet import discover
 
-    health = service(HEALTH_STATUS, m.HealthQuery(detailed=detailed))
-    cache = service(CACHE_STATS, m.CacheStatsQuery(), budget_ms=500)
+    from actors.cli.copies import fleet_cache, fleet_health
+
     strategy = service(CONTROL_STRATEGY, m.StrategyQuery(), budget_ms=500)
 
     async def calls(client):
-        return await health(client), await cache(client), await strategy(client), await discover(client)
+        results = {}
+
+        async def one(key, work):
+            results[key] = await work
+
+        async with anyio.create_task_group() as tg:  # each waits on its own replies: wait once
+            tg.start_soon(one, "health", fleet_health(client, m.HealthQuery(detailed=detailed)))
+            tg.start_soon(one, "cache", fleet_cache(client))
+            tg.start_soon(one, "strategy", strategy(client))
+            tg.start_soon(one, "actors", discover(client))
+        return results["health"], results["cache"], results["strategy"], results["actors"]
 
     report, cache_report, choice, infos = on_fleet(settings, calls, json_out=json_out)
     if isinstance(report, m.Failure):

@@ -39,7 +39,7 @@ from bus.deadline import now as monotonic
 from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest
 from bus.streams import Skipped, consume, ensure_events_stream, ensure_kv, retrying
-from bus.subjects import HEALTH_RESET, HEALTH_STATUS
+from bus.subjects import HEALTH_RESET, HEALTH_STATUS, HEALTH_STATUS_EACH
 from actors.pure import breaker as br
 from actors.pure.facts import outcome_problem
 from actors.pure.quantiles import Sketch
@@ -124,6 +124,7 @@ class HealthActor(Actor):
     def endpoints(self) -> list[Endpoint]:
         return [
             Endpoint.serving(HEALTH_STATUS, self.subjects, self.status),
+            Endpoint.serving(HEALTH_STATUS_EACH, self.subjects, self.status),  # every copy answers
             Endpoint.serving(HEALTH_RESET, self.subjects, self.reset),
         ]
 
