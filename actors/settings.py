@@ -17,12 +17,43 @@ from typing import Any, Literal
 import msgspec
 
 from bus import messages as m
+from bus.connection import ConnectOptions
 from bus.errors import ConfigError
 from bus.subjects import check_token
 from actors.routing_settings import Preset, TierSettings, check_routing, load_presets
 
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
+
+
+class NatsAuth(_Table, frozen=True, kw_only=True):
+    """``[bus.auth]``: how every client and actor authenticates to NATS (all optional). Secrets are
+    never in the file: the token and the password are read from the environment variables named
+    here (``token_env``, ``password_env``); creds and nkey seeds are files. TLS: ``tls_ca_file`` to
+    verify the server, ``tls_cert_file`` + ``tls_key_file`` for a client certificate."""
+
+    token_env: str | None = None  # e.g. "LLMBUS_NATS_TOKEN"
+    user: str | None = None
+    password_env: str | None = None  # e.g. "LLMBUS_NATS_PASSWORD"
+    creds_file: str | None = None
+    nkey_seed_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def options(self) -> ConnectOptions:
+        def secret(env: str | None, what: str) -> str | None:
+            if env is None:
+                return None
+            value = os.environ.get(env)
+            if not value:
+                raise ConfigError(f"bus.auth.{what} names ${env}, which is not set")
+            return value
+
+        return ConnectOptions(user=self.user, password=secret(self.password_env, "password_env"),
+                              token=secret(self.token_env, "token_env"), creds_file=self.creds_file,
+                              nkey_seed_file=self.nkey_seed_file, tls_ca_file=self.tls_ca_file,
+                              tls_cert_file=self.tls_cert_file, tls_key_file=self.tls_key_file)
 
 
 class BusSettings(_Table, frozen=True, kw_only=True):
@@ -33,10 +64,14 @@ class BusSettings(_Table, frozen=True, kw_only=True):
     store_dir: str = ""  # JetStream store of the embedded server; empty: <data dir>/nats (see data_dir)
     default_budget_ms: int = 30_000  # for messages that carry no Llm-Budget-Ms header
     stop_grace_s: float = 10.0
+    auth: NatsAuth = msgspec.field(default_factory=lambda: NatsAuth())
 
     @property
     def url(self) -> str:
         return self.nats_url or f"nats://{self.host}:{self.port}"
+
+    def connect_options(self) -> ConnectOptions:
+        return self.auth.options()
 
     def store_path(self) -> Path:
         return Path(self.store_dir) if self.store_dir else data_dir() / "nats"

@@ -103,7 +103,7 @@ def build_actor(name: str, settings: Settings) -> Actor:
     ``provider.<name>``; ``KeyError`` for any other name. A provider whose API key is not set raises
     ``ConfigError`` naming the variable."""
     common = dict(subjects=Subjects(settings.bus.root), default_budget_ms=settings.bus.default_budget_ms,
-                  stop_grace_s=settings.bus.stop_grace_s)
+                  stop_grace_s=settings.bus.stop_grace_s, connect_options=settings.bus.connect_options())
     if name.startswith("provider."):
         return _provider(name.removeprefix("provider."), settings, common)
     builder = BUILDERS.get(name)

@@ -258,3 +258,47 @@ async def test_the_same_ask_id_through_two_routers_runs_once(stack):
         assert [type(r) for r in results] == [m.Answer, m.Answer]
         assert results[0].text == results[1].text
         assert provider.statistics().endpoints["complete"].num_requests == 1
+
+
+# --- security -----------------------------------------------------------------------------------------
+
+PERMISSIONS = """
+authorization {
+  users = [
+    { user: fleet, password: fleet-pw }
+    { user: client, password: client-pw, permissions: {
+        publish: { allow: ["ROOT.ask", "ROOT.ask.stream", "ROOT.cancel"] }
+        subscribe: { allow: ["ROOT.reply.>", "_INBOX.>"] }
+    } }
+  ]
+}
+"""
+
+
+@pytest.mark.anyio
+async def test_a_client_user_may_ask_but_not_forge_events_or_reset_health(root, monkeypatch):
+    from actors.runtime import run_actors
+    from actors.stack import build_actors
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv("T_FLEET_PW", "fleet-pw")
+    settings = make_settings(STACK + '\n[bus.auth]\nuser = "fleet"\npassword_env = "T_FLEET_PW"\n', root)
+    with NatsServer(config=PERMISSIONS.replace("ROOT", root)) as server:
+        async with anyio.create_task_group() as tg:
+            actors = await tg.start(run_actors, build_actors(settings, ["router", "provider.a", "health"]), server.url)
+            health = next(a for a in actors if a.kind == "health")
+            client_user = ConnectOptions(user="client", password="client-pw")
+            async with Client(server.url, root=root, options=client_user) as client:
+                answer = await client.ask("allowed", budget_ms=5000)
+                assert isinstance(answer, m.Answer)
+                await client.nc.publish(f"{root}.events.outcome.a", codec.encode(m.Outcome(provider="a", ok=False)))
+                reply = await client.rpc.service(HEALTH_RESET, m.HealthReset(), deadline=deadline_in(500))
+                assert isinstance(reply, m.Failure) and reply.kind == m.TIMEOUT  # the server dropped it
+                assert health.statistics().endpoints["reset"].num_requests == 0
+                assert client.nc.is_connected  # a permissions violation does not cut the client off
+                assert isinstance(await client.ask("still allowed", budget_ms=5000), m.Answer)
+            with pytest.raises(ConnectAuthError):
+                async with Client(server.url, root=root, options=ConnectOptions(user="client", password="wrong")):
+                    pass
+            for a in actors:
+                a.stop()
