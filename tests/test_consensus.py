@@ -275,7 +275,7 @@ async def test_consensus_end_to_end_merges_and_cancels_the_straggler(stack):
 async def test_consensus_with_too_few_answers_is_all_failed(stack):
     async with stack(TRIO) as s:
         with pytest.raises(AllFailed) as info:
-            await s.client.ask("extract", strategy="consensus", schema=SCHEMA, budget_ms=400,
+            await s.client.ask("extract", strategy="consensus", schema=SCHEMA, budget_ms=1200,
                                providers=["a", "slow", "broken"], strategy_options={"quorum": 2})
         failure = info.value.failure
         assert "1 usable answer(s), quorum 2" in failure.message and "broken: invalid_output" in failure.message
