@@ -30,17 +30,19 @@ import json
 import logging
 import os
 import sys
+import time
 
 import anyio
 import structlog
 from rich.console import Console
+from rich.markup import escape
 
 from bus.server import NatsServer
 from actors.bench import adapters, cache, core, cost, health, routing
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
             "routing": routing}  # routing: the policies on a virtual clock (actors.bench.routing)
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 
 
 def figures_of(name: str, result: dict) -> dict | None:
@@ -50,12 +52,29 @@ def figures_of(name: str, result: dict) -> dict | None:
     return result.get(name)
 
 
-async def run_loop(url: str, loop: str, plans: dict[str, object]) -> dict:
+class Progress:
+    """How far the run is: sections done of all (every loop's), elapsed time and a rough ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.monotonic()
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        eta = f", ~{elapsed / self.done * (self.total - self.done):.0f}s left" if self.done else ""
+        return f"{100 * self.done // self.total:3d}% {elapsed:5.1f}s{eta}"
+
+
+async def run_loop(url: str, loop: str, plans: dict[str, object], progress: Progress | None = None) -> dict:
     """Every section of ``plans`` in turn, on this event loop: the loop's result."""
-    say = lambda s: err.print(f"[dim]\\[{loop}][/dim] {s}", highlight=False)  # noqa: E731
+    def say(s: str) -> None:
+        where = f"{progress.line()} " if progress is not None else ""
+        err.print(f"[dim]{where}\\[{loop}][/dim] {escape(s)}", highlight=False)
+
     top, goals, nested = {}, [], {}
     for name, plan in plans.items():
         figures = await SECTIONS[name].run(url, plan, say)
+        if progress is not None:
+            progress.done += 1
         goals += SECTIONS[name].goals(figures)
         if name == "core":
             top = figures
@@ -93,7 +112,8 @@ def parse_sections(only: str) -> tuple[str, ...] | None:
     return tuple(s for s in SECTIONS if s in wanted)
 
 
-def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTIONS)) -> int:
+def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTIONS), check: bool = False) -> int:
+    """Run the bench; exit code 0, or 1 when an ask failed (or, with ``check``, a goal was missed)."""
     loops = {"both": ["asyncio", "uvloop"], "asyncio": ["asyncio"], "uvloop": ["uvloop"]}.get(loop)
     if loops is None:
         err.print(f"[red]unknown loop {loop!r}[/red]: asyncio | uvloop | both")
@@ -119,11 +139,12 @@ def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTION
            "python": sys.version.split()[0], "cpus": os.cpu_count(), "loops": {}}
     try:
         with NatsServer() as server:
-            err.print(f"nats-server at {server.url}; sections {', '.join(sections)}; plan {described}",
-                      highlight=False)
+            err.print(f"nats-server at {server.url}; sections {', '.join(sections)}; loops {', '.join(loops)}"
+                      + (" (--quick: a smoke run)" if quick else ""), highlight=False)
+            progress = Progress(len(loops) * len(plans))
             for name in loops:
                 options = {"use_uvloop": True} if name == "uvloop" else {}
-                out["loops"][name] = anyio.run(run_loop, server.url, name, plans,
+                out["loops"][name] = anyio.run(run_loop, server.url, name, plans, progress,
                                                backend="asyncio", backend_options=options)
     except Exception as exc:  # a role that did not start, a lost connection…: say what, exit 1
         err.print(f"[red]bench failed:[/red] {exc!r}", highlight=False)
@@ -137,4 +158,7 @@ def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTION
             report(name, result, Console())
     if failed:
         err.print(f"[red]{failed} asks failed[/red]")
-    return 1 if failed else 0
+    missed = [g for r in out["loops"].values() for g in r["goals"] if not g["pass"]]
+    if check and missed:
+        err.print(f"[red]{len(missed)} goals missed[/red] (--check)")
+    return 1 if failed or (check and missed) else 0

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from actors.cli.common import JsonOpt, options
+from actors.cli.common import JsonOpt, group, options
 
-app = typer.Typer()
+app = group()
 
 
 @app.command()
 def bench(
     ctx: typer.Context,
     json_out: JsonOpt = False,
-    quick: Annotated[bool, typer.Option(help="fewer samples (a smoke run)")] = False,
-    loop: Annotated[str, typer.Option(help="asyncio | uvloop | both")] = "both",
+    quick: Annotated[bool, typer.Option("--quick", help="fewer samples and one loop (a smoke run)")] = False,
+    loop: Annotated[Optional[Literal["asyncio", "uvloop", "both"]], typer.Option(
+        help="event loop(s) to measure on (default: both; asyncio with --quick)")] = None,
     only: Annotated[str, typer.Option(help="sections to run, a comma list: core, health, adapters, cache, cost")] = "core,health,adapters,cache,cost",
+    check: Annotated[bool, typer.Option("--check", help="exit 1 when a goal is missed (for CI)")] = False,
 ) -> None:
-    """Measure llmbus against a bare nats-py path, the breaker check and SDK adapters; print ratios."""
-    options(ctx).log()
+    """Measure llmbus against a bare nats-py path, the breaker check and SDK adapters; print ratios.
+    Progress (percentage, elapsed, time left) on stderr; the figures and the plan with --json."""
+    options(ctx).log(logging.ERROR)  # a warning in the middle of the progress helps nobody
     from actors.bench.main import main as bench_main
 
-    raise typer.Exit(bench_main(json_out=json_out, quick=quick, loop=loop, only=only))
+    chosen = loop or ("asyncio" if quick else "both")
+    raise typer.Exit(bench_main(json_out=json_out, quick=quick, loop=chosen, only=only, check=check))
