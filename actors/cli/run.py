@@ -92,7 +92,7 @@ def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str,
     lines = [
         f"llmbus up: {server} at {url} ({why}) — {len(actors)} actors; Ctrl-C stops",
         f"  export LLMBUS_NATS_URL={url}",
-        f"  config:    {settings.source}",
+        f"  config:    {Path(settings.source).resolve() if Path(settings.source).is_file() else settings.source}",
         f"  store:     {store if store is not None else '(the running server keeps its own)'}",
         f"  cache:     {settings.cache.path() / settings.bus.root if settings.cache.enabled else 'off'}",
         "  providers:",
