@@ -17,6 +17,9 @@ console)``), all measuring with ``actors.bench.measure``:
   zero-latency provider path (goal: a hit is no slower).
 - ``cost`` (``actors.bench.cost``): an ask whose user has a budget (a reservation round trip) against
   one without.
+- ``chaos`` (``actors.bench.chaos``, only with ``--only chaos``): a multi-process stack under kill -9,
+  SIGTERM and nats-server restarts (lost, failed by kind, billed twice, p50/p99), a fuzz of every
+  RPC-table subject and poison events, and 10,000 asks in flight against a 1 s provider.
 
 The bench runs its own nats-server (temporary store). A loop's result holds the core figures at
 its top level (``layouts``, ``ratios``, ``failover_adds_ms``), then ``goals`` (every section's),
@@ -38,10 +41,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus.server import NatsServer
-from actors.bench import adapters, cache, core, cost, health, routing
+from actors.bench import adapters, cache, chaos, core, cost, health, routing
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
-            "routing": routing}  # routing: the policies on a virtual clock (actors.bench.routing)
+            "routing": routing,  # routing: the policies on a virtual clock (actors.bench.routing)
+            "chaos": chaos}  # chaos: kill -9, restarts, fuzz, overload — minutes, so only when named
+DEFAULT = tuple(s for s in SECTIONS if s != "chaos")
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 
 
@@ -112,7 +117,7 @@ def parse_sections(only: str) -> tuple[str, ...] | None:
     return tuple(s for s in SECTIONS if s in wanted)
 
 
-def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(SECTIONS), check: bool = False) -> int:
+def main(*, json_out: bool, quick: bool, loop: str, only: str = ",".join(DEFAULT), check: bool = False) -> int:
     """Run the bench; exit code 0, or 1 when an ask failed (or, with ``check``, a goal was missed)."""
     loops = {"both": ["asyncio", "uvloop"], "asyncio": ["asyncio"], "uvloop": ["uvloop"]}.get(loop)
     if loops is None:
