@@ -295,6 +295,9 @@ async def test_tiers_pick_the_strategy_and_a_failed_route_falls_back_to_the_next
         assert router.routing.uses[("premium", "b-route")] == 1
         # breakers: with b open, b-route is skipped without a call; with a and b open, the rules answer
         health = s.actor("health")
+        # the asks' own outcomes first (b's success would close its breaker again if it came after)
+        await wait_until(lambda: health.metrics["b"].successes == 1 and health.metrics["down"].calls == 1,
+                         what="outcomes of the asks consumed")
         for provider in ("down", "b"):
             for _ in range(5):
                 await health.apply(m.Outcome(provider=provider, ok=False, kind=m.UNAVAILABLE, at=health.clock()))
