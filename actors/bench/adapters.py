@@ -48,7 +48,7 @@ KINDS = {  # kind: (model, what the SDK's base_url adds to the WireServer's URL)
     "gemini": ("gemini-2.5-flash", ""),
 }
 FULL = Plan(warmup=100, samples=1000, concurrency=())  # sequential only
-QUICK = Plan(warmup=20, samples=200, concurrency=())
+QUICK = Plan(warmup=5, samples=50, concurrency=())
 
 
 def raw_sdk(kind: str, url: str) -> tuple[Send, Callable]:

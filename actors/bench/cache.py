@@ -49,7 +49,7 @@ from actors.stack import build_actors
 ROOT, DISK_ROOT = "bench-cache", "bench-cache-disk"
 PATHS = ("provider (cache skip)", "cache hit", "cache hit (disk)", "cache miss")
 FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
-QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
+QUICK = Plan(warmup=20, samples=100, seconds=0.3, rounds=1, concurrency=(64,))
 BASE = m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"])
 
 

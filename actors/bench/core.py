@@ -53,7 +53,7 @@ ASKS = {  # the prepared Ask of each two-hop path (a fresh id per ask)
     "llmbus single": m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"]),
     "llmbus failover": m.Ask(id="", messages=PROMPT, strategy="failover", providers=["fail", "zero"]),
 }
-FULL, QUICK = Plan(), Plan(warmup=50, samples=300, seconds=1.0, rounds=2)
+FULL, QUICK = Plan(), Plan(warmup=20, samples=100, seconds=0.5, rounds=1, concurrency=(64,))
 
 
 def failed_over(answer: m.Answer) -> bool:

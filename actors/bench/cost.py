@@ -41,7 +41,7 @@ from actors.stack import build_actors
 ROOT = "bench-cost"
 PATHS = ("no budget", "budget")
 FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
-QUICK = Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,))
+QUICK = Plan(warmup=20, samples=100, seconds=0.3, rounds=1, concurrency=(64,))
 PRICES = '[mock."zero-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "bench"\n'
 
 

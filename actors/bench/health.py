@@ -67,7 +67,7 @@ class HealthPlan:
 
 
 FULL = HealthPlan()
-QUICK = HealthPlan(health=Plan(warmup=50, samples=300, seconds=0.6, rounds=2, concurrency=(64,)), transitions=30)
+QUICK = HealthPlan(health=Plan(warmup=20, samples=100, seconds=0.3, rounds=1, concurrency=(64,)), transitions=20)
 
 
 # --- health (a): the breaker check on the ask path ----------------------------------------------
