@@ -22,6 +22,10 @@ from bus.errors import ConfigError
 from bus.subjects import check_token
 from actors.routing_settings import Preset, TierSettings, check_routing, load_presets
 
+# the NATS token's variable when [bus.auth] names none (`llmbus up --auth` says to export it)
+TOKEN_ENV = "LLMBUS_NATS_TOKEN"
+
+
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 

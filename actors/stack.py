@@ -137,15 +137,17 @@ async def embedded(
     port: int | None = None,
     store: str | Path | None = None,
     reuse: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[Stack]:
     """Start nats-server (or reuse one answering at ``settings.bus.url`` when ``reuse``) and every
-    actor; yields once all are ready; stops the actors gracefully, then the server."""
+    actor; yields once all are ready; stops the actors gracefully, then the server. With ``token``
+    the server requires it (the actors' own ``[bus.auth]`` must give it)."""
     server = None
     reuse_url = f"nats://{settings.bus.host}:{port}" if port else settings.bus.url
     if reuse and await anyio.to_thread.run_sync(url_greets, reuse_url):
         url = reuse_url
     else:
-        server = NatsServer(host=settings.bus.host, port=port, store=store)
+        server = NatsServer(host=settings.bus.host, port=port, store=store, token=token)
         await anyio.to_thread.run_sync(server.start)
         url = server.url
     try:

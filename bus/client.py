@@ -60,7 +60,8 @@ class Client:
     ``url``: the NATS server (default ``$LLMBUS_NATS_URL``, else ``nats://127.0.0.1:4222``);
     ``root``: the fleet's subject root (default ``$LLMBUS_ROOT``, else ``llm``); ``name``: how this
     connection appears in NATS monitoring; ``options``: auth and TLS; ``nc``: an existing nats-py
-    connection to use instead of opening one (it is not closed on exit). Use it as
+    connection to use instead of opening one (it is not closed on exit); without ``options``,
+    ``$LLMBUS_NATS_TOKEN`` is the token when set. Use it as
     ``async with Client() as client:``; entering raises ``Unavailable`` when no server answers.
     """
 
@@ -76,6 +77,8 @@ class Client:
         self.url = url or default_url()
         self.subjects = Subjects(root or os.environ.get("LLMBUS_ROOT") or "llm")
         self.name = name
+        if options is None and os.environ.get("LLMBUS_NATS_TOKEN"):  # as `llmbus up --auth` says
+            options = ConnectOptions(token=os.environ["LLMBUS_NATS_TOKEN"])
         self.options = options
         self.nc = nc
         self._own_nc = nc is None

@@ -62,6 +62,48 @@ UvloopOpt = Annotated[bool, typer.Option("--uvloop/--no-uvloop", help="run on uv
 
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
+# NATS auth and TLS: options of `llmbus` itself, each overriding its ``[bus.auth]`` key; given after
+# a command's name they are moved before it (``auth_first``), so every command takes them. Secrets
+# never on the command line: the token and the password come from the variables these name.
+AUTH_FLAGS = {
+    "--creds": ("creds_file", "a NATS .creds file (JWT + nkey seed); [bus.auth] creds_file"),
+    "--nkey": ("nkey_seed_file", "a file holding an nkey seed (SU…); [bus.auth] nkey_seed_file"),
+    "--token-env": ("token_env", "the environment variable holding the NATS token; [bus.auth] token_env "
+                                 "(default: LLMBUS_NATS_TOKEN when it is set)"),
+    "--nats-user": ("user", "the NATS user (its password: --password-env); [bus.auth] user"),
+    "--password-env": ("password_env", "the environment variable holding the NATS password; [bus.auth] password_env"),
+    "--tls-ca": ("tls_ca_file", "a CA file to verify the NATS server; [bus.auth] tls_ca_file"),
+    "--tls-cert": ("tls_cert_file", "a client certificate for NATS; [bus.auth] tls_cert_file"),
+    "--tls-key": ("tls_key_file", "the client certificate's key; [bus.auth] tls_key_file"),
+}
+
+
+def _auth_opt(flag: str):
+    return Annotated[Optional[str], typer.Option(flag, help=AUTH_FLAGS[flag][1])]
+
+
+CredsOpt, NkeyOpt, TokenEnvOpt, NatsUserOpt, PasswordEnvOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt = map(_auth_opt, AUTH_FLAGS)
+
+
+def auth_first(argv: list[str]) -> list[str]:
+    """``argv`` with the auth options (and their values) given after the command moved to the front,
+    where ``llmbus`` takes them; nothing after ``--`` is touched."""
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        flag = arg.split("=", 1)[0]
+        if flag in AUTH_FLAGS:
+            took = 1 if "=" in arg else 2
+            front += argv[i:i + took]
+            i += took
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
 
 @dataclass(frozen=True)
 class Options:
@@ -70,6 +112,7 @@ class Options:
     config: Path | None = None
     nats_url: str | None = None
     verbose: bool = False
+    auth: tuple[tuple[str, str], ...] = ()  # (key of [bus.auth], value) from the auth options
 
     def log(self, level: int = logging.WARNING) -> None:
         """Logs at ``level`` (debug with ``-v``), as structlog lines on stderr."""
@@ -90,8 +133,23 @@ class Options:
         if self.nats_url:
             bus = msgspec.structs.replace(settings.bus, nats_url=self.nats_url)
             settings = msgspec.structs.replace(settings, bus=bus)
+        auth = settings.bus.auth
+        if self.auth:
+            auth = msgspec.structs.replace(auth, **dict(self.auth))
+        if auth.token_env is None and not auth.creds_file and not auth.nkey_seed_file and \
+                os.environ.get(settings_mod.TOKEN_ENV):
+            auth = msgspec.structs.replace(auth, token_env=settings_mod.TOKEN_ENV)
+        if auth != settings.bus.auth:
+            settings = msgspec.structs.replace(settings, bus=msgspec.structs.replace(settings.bus, auth=auth))
+        try:
+            settings.bus.connect_options()  # a named variable that is not set: say so now
+        except ConfigError as exc:
+            err.print(f"config error: {exc}", markup=False)
+            raise typer.Exit(2) from None
         if settings.bus.nats_url and (problem := url_problem(settings.bus.nats_url)):
-            err.print(f"{url_origin(self)} {settings.bus.nats_url!r}: {problem}", markup=False)
+            from bus.connection import redact
+
+            err.print(f"{url_origin(self)} {redact(settings.bus.nats_url)!r}: {problem}", markup=False)
             raise typer.Exit(2)
         return settings
 
@@ -122,7 +180,7 @@ def options(ctx: typer.Context, config: Path | None = None, nats_url: str | None
     """The shared options given before the command, overridden by those given after its name."""
     given = ctx.find_object(Options) or Options()
     return Options(config=config or given.config, nats_url=nats_url or given.nats_url,
-                   verbose=verbose or given.verbose)
+                   verbose=verbose or given.verbose, auth=given.auth)
 
 
 def load_settings(ctx: typer.Context, config: Path | None = None, nats_url: str | None = None, *,
@@ -149,12 +207,17 @@ def _has_uvloop() -> bool:
 class NoFleet(Exception):
     """Nothing answers at the fleet's URL (or the connection failed): one line for a person."""
 
-    def __init__(self, url: str, why: str = "") -> None:
-        super().__init__(url)
-        self.url = url
+    def __init__(self, url: str, why: str = "", *, auth: bool = False) -> None:
+        from bus.connection import redact
+
+        super().__init__(redact(url))
+        self.url = redact(url)  # a person reads it: no credentials
         self.why = why
+        self.auth = auth
 
     def failure(self) -> m.Failure:
+        if self.auth:  # the fleet is there; the credentials are not right
+            return m.Failure(kind=m.AUTH, message=f"{self.why}; `llmbus up --auth` prints how to connect")
         why = f" ({self.why})" if self.why else ""
         return m.Failure(kind=m.UNAVAILABLE, message=f"no llmbus fleet answers at {self.url}{why}; start one "
                          "with `llmbus up`, or point --nats-url / $LLMBUS_NATS_URL at a running one")
@@ -165,9 +228,11 @@ async def with_client(settings: settings_mod.Settings, work, *, private: bool = 
     answers there. With ``private`` (``ask`` only), no URL given and nothing answering at the default
     one, run it on a private embedded stack instead, and say so on stderr."""
     from bus.client import Client
+    from bus.connection import ConnectAuthError
     from bus.server import url_greets
 
     url = settings.bus.url
+    auth = settings.bus.connect_options()
     if not await anyio.to_thread.run_sync(url_greets, url):
         if not (private and not settings.bus.nats_url):
             raise NoFleet(url)
@@ -176,10 +241,12 @@ async def with_client(settings: settings_mod.Settings, work, *, private: bool = 
         err.print(f"no fleet at {url}: this ask runs on a private stack (cache in {settings.cache.path()}); "
                   "`llmbus up` starts one that stays", markup=False)
         async with embedded(settings) as stack:
-            async with Client(stack.url, root=settings.bus.root, name="llmbus-cli") as client:
+            async with Client(stack.url, root=settings.bus.root, name="llmbus-cli", options=auth) as client:
                 return await work(client)
     try:
-        client = await Client(url, root=settings.bus.root, name="llmbus-cli").__aenter__()
+        client = await Client(url, root=settings.bus.root, name="llmbus-cli", options=auth).__aenter__()
+    except ConnectAuthError as exc:
+        raise NoFleet(url, exc.message, auth=True) from None
     except (LlmError, OSError, TimeoutError) as exc:
         raise NoFleet(url, str(exc) or type(exc).__name__) from None
     try:
@@ -194,6 +261,9 @@ def on_fleet(settings: settings_mod.Settings, work, *, json_out: bool = False, p
     line on stderr — a Failure on stdout with ``--json`` — and exit 1."""
     try:
         return run_async(lambda: with_client(settings, work, private=private))
+    except ConfigError as exc:  # a bad URL (BadUrl) or TLS, creds or nkey file
+        err.print(f"config error: {exc}", markup=False)
+        raise typer.Exit(2) from None
     except NoFleet as exc:
         failure = exc.failure()
         if json_out:

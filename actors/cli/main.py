@@ -7,13 +7,15 @@ file, an unknown actor name, a request the fleet refused as ``bad_request``).
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
 from actors.cli import ask, bench, cache, cost, fleet, health, routing, run, strategy
-from actors.cli.common import ConfigOpt, Options, UrlOpt, VerboseOpt, group
+from actors.cli.common import (AUTH_FLAGS, ConfigOpt, CredsOpt, NatsUserOpt, NkeyOpt, Options, PasswordEnvOpt, TlsCaOpt,
+                               TlsCertOpt, TlsKeyOpt, TokenEnvOpt, UrlOpt, VerboseOpt, auth_first, group)
 
 app = group(add_completion=False, no_args_is_help=True, help="llmbus: multi-LLM orchestration over NATS")
 
@@ -33,11 +35,21 @@ def shared(
     config: ConfigOpt = None,
     nats_url: UrlOpt = None,
     verbose: VerboseOpt = False,
+    creds: CredsOpt = None,
+    nkey: NkeyOpt = None,
+    token_env: TokenEnvOpt = None,
+    nats_user: NatsUserOpt = None,
+    password_env: PasswordEnvOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="print the version and exit")] = False,
 ) -> None:
     """The options of every command, before its name: ``llmbus --config x.toml ask "hi"``."""
-    ctx.obj = Options(config=config, nats_url=nats_url, verbose=verbose)
+    given = (creds, nkey, token_env, nats_user, password_env, tls_ca, tls_cert, tls_key)  # AUTH_FLAGS' order
+    auth = tuple((key, value) for (key, _), value in zip(AUTH_FLAGS.values(), given) if value is not None)
+    ctx.obj = Options(config=config, nats_url=nats_url, verbose=verbose, auth=auth)
 
 
 # One module per command group, each with its own ``app``, listed in the order of ``llmbus --help``.
@@ -48,6 +60,7 @@ for command_group in COMMANDS:
 
 
 def main() -> None:
+    sys.argv[1:] = auth_first(sys.argv[1:])
     app()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import anyio
+import msgspec
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -25,6 +26,8 @@ def up(
     config: ConfigOpt = None,
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="run nats-server on this port (default bus.port); wins over a NATS URL")] = None,
     store: Annotated[Optional[Path], typer.Option(help="JetStream store dir (default bus.store_dir, else the per-user data dir)")] = None,
+    auth: Annotated[bool, typer.Option("--auth", help="the embedded nats-server requires a token: $LLMBUS_NATS_TOKEN "
+                                       "(or bus.auth.token_env's variable), else one kept in the per-user data dir")] = False,
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -33,13 +36,20 @@ def up(
     opts = options(ctx, config, verbose=verbose)
     opts.log(logging.WARNING)  # the banner comes first; -v for the actors' lines
     settings = opts.settings()
+    token, how = None, ""
+    if auth:
+        if settings.bus.nats_url and port is None:
+            err.print(f"--auth runs its own nats-server: unset {url_origin(opts)} or give --port", markup=False)
+            raise typer.Exit(2)
+        token, how, settings = _up_token(settings)
     from actors.runtime import stop_on_signal
     from actors.stack import build_actors, embedded
+    from bus.connection import redact
     from bus.server import url_greets
 
     url_given = settings.bus.nats_url and port is None
     if port is not None and settings.bus.nats_url:
-        why = f"--port {port} given: {url_origin(opts)}={settings.bus.nats_url} is not used"
+        why = f"--port {port} given: {url_origin(opts)}={redact(settings.bus.nats_url)} is not used"
     elif url_given:
         why = f"the NATS server of {url_origin(opts)}"
     elif port is not None:
@@ -47,7 +57,7 @@ def up(
     else:
         why = f"bus.host/bus.port of {settings.source}"
     if url_given and not url_greets(settings.bus.url):
-        err.print(f"no NATS server answers at {settings.bus.url} ({url_origin(opts)}): start it, or unset "
+        err.print(f"no NATS server answers at {redact(settings.bus.url)} ({url_origin(opts)}): start it, or unset "
                   f"{url_origin(opts)} (or give --port) to let `llmbus up` run its own", markup=False)
         raise typer.Exit(1)
 
@@ -64,9 +74,10 @@ def up(
             return
         where = store or settings.bus.store_path()
         async with embedded(settings, port=settings.bus.port if port is None else port, store=where,
-                            reuse=True) as stack:
+                            reuse=token is None, token=token) as stack:
             _announce(stack.url, stack.actors, settings, why=why, store=where if stack.server else None,
-                      server="embedded nats-server" if stack.server is not None else "nats-server already running")
+                      server="embedded nats-server" if stack.server is not None else "nats-server already running",
+                      auth=how)
             await stop_on_signal(stack.actors)
 
     try:
@@ -83,15 +94,51 @@ def up(
     err.print("stopped cleanly", style="green", markup=False)
 
 
-def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str, why: str, store) -> None:
+TOKEN_FILE = "nats-token"
+
+
+def _up_token(settings: settings_mod.Settings) -> tuple[str, str, settings_mod.Settings]:
+    """The token ``up --auth`` protects the bus with, how clients get it (for the banner: never the
+    token itself), and the settings whose ``[bus.auth]`` gives it to every actor. From the variable
+    ``bus.auth.token_env`` names (or ``$LLMBUS_NATS_TOKEN``), else the per-user data dir's
+    ``nats-token`` file (made once, readable by its owner only)."""
+    import os
+    import secrets
+
+    env = settings.bus.auth.token_env
+    if env and os.environ.get(env):
+        return os.environ[env], f"token from ${env}; clients: the same ${env} (or --token-env {env})", settings
+    path = settings_mod.data_dir() / TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    if not token:
+        raise typer.BadParameter(f"{path} is empty: remove it to get a new token")
+    env = settings_mod.TOKEN_ENV
+    os.environ[env] = token  # the actors' [bus.auth] reads it from here (this process only)
+    bus = msgspec.structs.replace(settings.bus, auth=msgspec.structs.replace(settings.bus.auth, token_env=env))
+    return token, f"token in {path}; clients: export {env}=$(cat {path})", msgspec.structs.replace(settings, bus=bus)
+
+
+def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str, why: str, store,
+              auth: str = "") -> None:
     """The banner: where the fleet is and what runs in it, one fact per line, never wrapped."""
     from actors.stack import unconfigured
+    from bus.connection import redact
 
     missing = unconfigured(settings)
     running = {a.name for a in actors}
+    url = redact(url)  # a URL given with credentials: the banner never shows them
     lines = [
         f"llmbus up: {server} at {url} ({why}) — {len(actors)} actors; Ctrl-C stops",
         f"  export LLMBUS_NATS_URL={url}",
+        *([f"  auth:      {auth}"] if auth else []),
         f"  config:    {Path(settings.source).resolve() if Path(settings.source).is_file() else settings.source}",
         f"  store:     {store if store is not None else '(the running server keeps its own)'}",
         f"  cache:     {settings.cache.path() / settings.bus.root if settings.cache.enabled else 'off'}",
