@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from bus.subjects import check_token
+
 
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
@@ -56,6 +58,21 @@ class Preset(_Table, frozen=True, kw_only=True):
     options: dict[str, Any] = {}
     cache: Literal["use", "refresh", "skip"] = "use"
     budget_ms: int | None = None  # used when the ask gives no budget header
+
+
+class ExperimentSettings(_Table, frozen=True, kw_only=True):
+    """``[experiments.<name>]``: ``strategy`` (with ``providers``, ``options``) for ``percent`` % of
+    users, by a stable hash of the user id (``llmbus experiments set NAME --percent P`` changes it
+    live); ``shadow = true``: it runs beside the real ask on a copy, under ``shadow_budget_ms``, and
+    is only recorded. ``tiers`` limits it to asks of those tiers (empty: every ask)."""
+
+    strategy: str
+    providers: list[str] = []
+    options: dict[str, Any] = {}
+    percent: float = 0.0
+    shadow: bool = False
+    shadow_budget_ms: int = 10_000
+    tiers: list[str] = []
 
 
 def load_presets(directory: Path) -> dict[str, Preset]:
@@ -106,4 +123,17 @@ def check_routing(settings, known: dict) -> str | None:
             for p in route.providers:
                 if p not in settings.providers:
                     return f"{rwhere}.providers names {p!r}, which has no [providers.{p}] table"
+    for name, exp in getattr(settings, "experiments", {}).items():
+        where = f"experiments.{name}"
+        try:
+            check_token(name, where)
+        except ValueError as exc:
+            return str(exc)
+        if exp.strategy not in known:
+            return f"{where}.strategy {exp.strategy!r} is not one of {', '.join(known)}"
+        for p in exp.providers:
+            if p not in settings.providers:
+                return f"{where}.providers names {p!r}, which has no [providers.{p}] table"
+        if not 0.0 <= exp.percent <= 100.0 or exp.shadow_budget_ms <= 0:
+            return f"{where}: percent must be in [0, 100] and shadow_budget_ms above 0"
     return None

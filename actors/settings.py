@@ -20,7 +20,7 @@ from bus import messages as m
 from bus.connection import ConnectOptions
 from bus.errors import ConfigError
 from bus.subjects import check_token
-from actors.routing_settings import Preset, TierSettings, check_routing, load_presets
+from actors.routing_settings import ExperimentSettings, Preset, TierSettings, check_routing, load_presets
 
 # the NATS token's variable when [bus.auth] names none (`llmbus up --auth` says to export it)
 TOKEN_ENV = "LLMBUS_NATS_TOKEN"
@@ -202,6 +202,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     cost: CostSettings = CostSettings()
     cache: CacheSettings = CacheSettings()
     tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
+    experiments: dict[str, ExperimentSettings] = {}  # [experiments.<name>]: rollout, A/B, shadow (routing)
     providers: dict[str, ProviderSettings] = msgspec.field(
         default_factory=lambda: {"mock": ProviderSettings()}
     )

@@ -308,6 +308,7 @@ class Usage(_HotMsg, frozen=True, kw_only=True):
     user: str | None = None
     strategy: str | None = None
     at: float = 0.0  # unix time
+    experiment: str | None = None  # "<experiment>/<arm>" (the Complete's labels["experiment"]): A/B and shadow cost
 
 
 class Outcomes(_HotMsg, frozen=True, kw_only=True):
@@ -345,6 +346,7 @@ class LedgerEntry(_Msg, frozen=True, kw_only=True):
     strategy: str | None = None
     day: str = ""  # UTC date, YYYY-MM-DD
     at: float = 0.0
+    experiment: str | None = None  # "<experiment>/<arm>": control, variant or shadow (counted apart)
 
 
 class Reserve(_Msg, frozen=True, kw_only=True):
@@ -583,6 +585,49 @@ class StrategyReport(_Msg, frozen=True, kw_only=True):
     configured: str = ""  # the config file's router.strategy, used when nothing is set live
     available: list[str] = []
     order: list[str] = []  # the router's provider order (failover's), as its own config and keys make it
+
+
+class ExperimentSet(_Msg, frozen=True, kw_only=True):
+    """Set the rollout share of ``[experiments.<name>]`` live (KV ``<root>_control``,
+    ``experiment.<name>``); ``percent`` None removes the setting (back to the config's)."""
+
+    name: str
+    percent: float | None
+
+
+class ExperimentQuery(_Msg, frozen=True, kw_only=True):
+    pass
+
+
+class ExperimentState(_Msg, frozen=True, kw_only=True):
+    name: str
+    strategy: str  # the variant (or the shadow) strategy
+    shadow: bool = False
+    percent: float = 0.0  # users in the variant (shadow: asks shadowed), as routers apply it now
+    configured: float = 0.0
+
+
+class ExperimentReport(_Msg, frozen=True, kw_only=True):
+    experiments: list[ExperimentState] = []
+    routes: dict[str, int] = {}  # "<tier>/<route>" -> answers, as the router that replied counted them
+    router: str = ""  # that router's id
+
+
+class ExperimentEvent(_Msg, frozen=True, kw_only=True):
+    """One ask of an experiment (``<root>.events.experiment.<name>``) or one shadow run
+    (``<root>.events.shadow.<name>``, with its agreement with the answer returned)."""
+
+    experiment: str
+    arm: str  # "control" | "variant" | "shadow"
+    ask_id: str
+    strategy: str | None = None
+    ok: bool = True
+    kind: str | None = None  # the Failure's kind
+    latency_ms: float = 0.0
+    cost_usd: float | None = 0.0
+    route_name: str | None = None  # the fallback route that answered (tiers)
+    agreement: float | None = None  # shadow: 1.0 same data / rapidfuzz similarity of text; None: nothing to compare
+    at: float = 0.0
 
 
 # Reply unions: what each request subject answers with.

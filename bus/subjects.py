@@ -19,10 +19,13 @@ subject                                kind                         served by
 ``<root>.cache.stats.each``            request (no queue: all)      every cache copy
 ``<root>.supervisor.review``           request                      supervisor
 ``<root>.control.strategy``            request                      router
+``<root>.control.experiment``          request                      router (rollout share in KV)
 ``<root>.router.held``                 request, every router        routers (a retry asks: who runs it?)
 ``<root>.cancel``                      broadcast (no queue)         every actor's runtime
 ``<root>.events.outcome.<name>``       event (stream EVENTS)        health
 ``<root>.events.usage.<name>``         event (stream EVENTS)        cost
+``<root>.events.experiment.<e>``       event (stream EVENTS)        ``llmbus experiments``
+``<root>.events.shadow.<e>``           event (stream EVENTS)        ``llmbus experiments``
 ``<root>.reply.<client>.<token>``      replies to our requests      the requesting client
 =====================================  ===========================  ==============================
 """
@@ -102,6 +105,10 @@ class Subjects:
     def usage(self, provider: str) -> str:
         return f"{self.root}.events.usage.{provider}"
 
+    def experiment_event(self, name: str, shadow: bool = False) -> str:
+        """``<root>.events.experiment.<name>`` (each ask of an experiment) or ``.events.shadow.<name>``."""
+        return f"{self.root}.events.{'shadow' if shadow else 'experiment'}.{name}"
+
     def health_event(self, provider: str) -> str:
         """Where the health actor announces a breaker's change (``BreakerChange``)."""
         return f"{self.root}.events.health.{provider}"
@@ -180,10 +187,12 @@ CACHE_STATS_EACH = Service("stats_each", "{root}.cache.stats.each", m.CacheStats
 HEALTH_RESET = Service("reset", "{root}.health.reset", m.HealthReset, m.HealthReport | m.Failure, HEALTH_QUEUE)
 CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet | m.StrategyQuery, m.StrategyReport | m.Failure,
                            ROUTER_QUEUE)
+CONTROL_EXPERIMENT = Service("experiment", "{root}.control.experiment", m.ExperimentSet | m.ExperimentQuery,
+                             m.ExperimentReport | m.Failure, ROUTER_QUEUE)
 
 RPC_TABLE: tuple[Service, ...] = (
     ASK, ASK_STREAM, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
     COST_RESERVE, COST_COMMIT, COST_REPORT, COST_BUDGET_SET, COST_BUDGETS, HEALTH_STATUS, HEALTH_RESET,
     HEALTH_STATUS_EACH, CACHE_STATS_EACH,
-    CONTROL_STRATEGY,
+    CONTROL_STRATEGY, CONTROL_EXPERIMENT,
 )

@@ -241,7 +241,7 @@ class CostActor(Actor):
         at = usage.at or time.time()
         return m.LedgerEntry(ask_id=usage.ask_id, call_id=usage.call_id, provider=usage.provider, model=usage.model,
                              usage=usage.usage, cost_usd=cost, tier=usage.tier, user=usage.user,
-                             strategy=usage.strategy, day=day_of(at), at=at)
+                             strategy=usage.strategy, day=day_of(at), at=at, experiment=usage.experiment)
 
     async def record_all(self, event: m.UsageEvent) -> None:
         for usage in each(event):  # a provider sends its usage in batches

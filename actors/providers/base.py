@@ -152,5 +152,6 @@ class ProviderActor(Actor):
                 user=request.user,
                 strategy=request.strategy,
                 at=wall,
+                experiment=request.labels.get("experiment") if request.labels else None,
             )
         self.events.add(outcome, usage)

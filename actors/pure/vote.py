@@ -154,12 +154,61 @@ class Reliability:
                 c[0] = c[0] * d + correct * weight
                 c[1] = c[1] * d + weight
 
+    def export(self, provider: str) -> dict[str, Any]:
+        """One provider's soft counts as plain JSON data (``load`` reads it back): what the router
+        keeps in KV, one key per provider."""
+        return {"fields": {n: c for (p, n), c in self.fields.items() if p == provider},
+                "bins": {str(b): c for (p, b), c in self.bins.items() if p == provider},
+                "overall": self.overall.get(provider)}
+
+    def load(self, provider: str, data: dict[str, Any] | None) -> None:
+        """Replace one provider's counts by ``data`` (``export``'s shape; None forgets the provider)."""
+        for table in (self.fields, self.bins):
+            for k in [k for k in table if k[0] == provider]:
+                del table[k]
+        self.overall.pop(provider, None)
+        if not data:
+            return
+        for n, c in (data.get("fields") or {}).items():
+            self.fields[(provider, n)] = [float(c[0]), float(c[1])]
+        for b, c in (data.get("bins") or {}).items():
+            self.bins[(provider, int(b))] = [float(c[0]), float(c[1])]
+        if data.get("overall"):
+            self.overall[provider] = [float(data["overall"][0]), float(data["overall"][1])]
+
+    def providers(self) -> list[str]:
+        return sorted(self.overall)
+
     def table(self) -> dict[str, dict[str, float]]:
         """provider -> field -> accuracy (for status reports)."""
         out: dict[str, dict[str, float]] = {}
         for (provider, name) in self.fields:
             out.setdefault(provider, {})[name] = round(self.accuracy(provider, name), 4)
         return out
+
+
+def combine(stored: dict[str, Any] | None, delta: dict[str, Any], decay: float = 1.0) -> dict[str, Any]:
+    """``stored`` (``Reliability.export`` data) with ``delta``'s counts added, each stored count first
+    faded by ``decay`` per unit of weight the delta adds to it (older asks fade as they would
+    online). Pure: what a compare-and-set writer computes."""
+    stored = stored or {}
+    out: dict[str, Any] = {"fields": dict(stored.get("fields") or {}), "bins": dict(stored.get("bins") or {}),
+                           "labels": dict(stored.get("labels") or {}), "overall": stored.get("overall")}
+
+    def add(old, new):
+        if not new:
+            return old
+        if not old:
+            return [float(new[0]), float(new[1])]
+        f = decay ** new[1]
+        return [old[0] * f + new[0], old[1] * f + new[1]]
+
+    for part in ("fields", "bins", "labels"):  # labels: the labelled answers alone (right, n), never faded
+        for k, c in (delta.get(part) or {}).items():
+            out[part][k] = add(out[part].get(k), c) if part != "labels" else [
+                out[part].get(k, [0.0, 0.0])[0] + c[0], out[part].get(k, [0.0, 0.0])[1] + c[1]]
+    out["overall"] = add(out["overall"], delta.get("overall"))
+    return out
 
 
 # --- clustering --------------------------------------------------------------------------------------

@@ -23,13 +23,14 @@ from bus import names
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
 from bus.rpc import ATTEMPT_HEADER
-from bus.subjects import ASK, ASK_STREAM, CONTROL_STRATEGY, PROVIDER_COMPLETE
+from bus.subjects import ASK, ASK_STREAM, CONTROL_EXPERIMENT, CONTROL_STRATEGY, PROVIDER_COMPLETE
 from actors.router.breakers import BreakerView
 from actors.router.budgets import Budgets
 from actors.router.cache_step import CacheStep
 from actors.router.calls import AskCalls, gone
 from actors.router.choice import StrategyChoice
 from actors.router.dedup import FleetAsks, RecentAsks
+from actors.router.experiments import Experiments
 from actors.router.live import Live
 from actors.router.routing import Routing
 from actors.router.stream import Relay, serve_stream
@@ -89,6 +90,7 @@ class Router(Actor):
                         for name, cls in self.policies.items()}
         self.choice = StrategyChoice(self, configured=settings.router.strategy)
         self.routing = Routing(self)  # tiers, presets, fallback routes (actors.router.routing)
+        self.experiments = Experiments(self)  # rollout, A/B, shadow (actors.router.experiments)
         self._unpriced: set[tuple[str, str]] = set()
         self.complete_subjects: dict[str, str] = {}  # provider -> its complete subject
         path = settings.pricing_path() if settings.cost.enabled else None
@@ -100,6 +102,7 @@ class Router(Actor):
     def background(self):
         jobs = [self.fleet.run, self.choice.run]
         jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
+        jobs += [self.experiments.run] if self.experiments.active else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
     async def _watch_budgets(self, *, task_status) -> None:
@@ -123,6 +126,7 @@ class Router(Actor):
             Endpoint.serving(ASK, self.subjects, self._serve_ask),
             Endpoint.serving(ASK_STREAM, self.subjects, self._serve_stream),
             Endpoint.serving(CONTROL_STRATEGY, self.subjects, self.choice.serve),
+            Endpoint.serving(CONTROL_EXPERIMENT, self.subjects, self.experiments.serve),
         ]
 
     async def ask(self, ask: m.Ask, ctx: Context) -> m.Answer | m.Failure:
@@ -135,11 +139,14 @@ class Router(Actor):
         if bad is not None:
             return bad
         route = self.route
+        own = ask  # as it came: an experiment leaves an ask that names its own strategy alone
         if self.routing.applies(ask):  # a preset, a tier, a switch: the ask's routing fields rewritten
             ask = self.routing.prepare(ask)
             if type(ask) is m.Failure:
                 return ask
             route = self.routing.runner(ask, route)  # the tier's fallback routes, if any
+        if self.experiments.active:  # [experiments.*]: the arm, a variant, a shadow beside
+            ask, route = self.experiments.apply(own, ask, route)
         seen = self.recent.lookup(ask.id)
         if seen is not None:
             return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen

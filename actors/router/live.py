@@ -10,6 +10,8 @@
 - ``hedge``: the extra-call token bucket (``actors.pure.hedging.HedgeBudget``).
 - ``prices``: USD per million tokens of each provider's model (cascade's ``cheapest_first``).
 - ``stage1``: the pipeline's good stage-1 states, by question (bounded, oldest out first).
+- ``reliability``: each provider's learned reliability per field, shared by every router in KV
+  (``actors.router.reliability``).
 
 Nothing here does I/O on the ask path; a policy reads and records through these plain objects, so
 table tests and the bench's virtual clock use a ``Live()`` of their own.
@@ -38,6 +40,9 @@ class Live:
         self.prices: dict[str, float] = {}  # provider -> USD per million tokens in + out (cascade's order)
         self.mirror: KvMirror | None = None
         self.stage1: dict[str, tuple[object, float]] = {}  # pipeline: question key -> (state, good until)
+        # consensus: the reliability every router shares in KV (actors.router.reliability.Shared); None:
+        # the policies use their process's own (consensus.LEARNED)
+        self.reliability = None
 
     def keep_stage1(self, key: str, state: object, until: float) -> None:
         if len(self.stage1) >= STAGE1_KEPT:  # the oldest kept goes first (dicts keep insertion order)

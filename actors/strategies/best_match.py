@@ -1,7 +1,7 @@
 """Best match: the consensus scatter, then the single best answer as it is (nothing merged).
 
 Each usable answer (with a schema: an object the schema accepts) scores its calibrated confidence
-× its provider's reliability (learned by consensus, ``consensus.LEARNED``): the calibrated
+× its provider's reliability (learned by consensus, ``consensus.reliability_of``: shared in KV): the calibrated
 confidence is what the provider said, mapped through what its stated confidences have been worth
 (``Reliability.stated_worth``: as said until there is data); the reliability its mean learned
 accuracy over the schema's fields. The highest score wins; ties go
@@ -18,7 +18,7 @@ from bus import messages as m
 from actors.pure import canonical
 from actors.pure.vote import Reliability
 from actors.strategies.base import Action, Done, register
-from actors.strategies.consensus import LEARNED, Scatter, ScatterOptions, stated_confidence
+from actors.strategies.consensus import LEARNED, Scatter, ScatterOptions, reliability_of, stated_confidence
 
 
 class BestMatchOptions(ScatterOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -56,9 +56,10 @@ def rank(good: list[m.Completion], schema: dict[str, Any] | None,
     return best, rows
 
 
-def best_of(good: list[m.Completion], schema: dict[str, Any] | None, *, why: str = "") -> Done | None:
+def best_of(good: list[m.Completion], schema: dict[str, Any] | None, *, why: str = "",
+            reliability: Reliability = LEARNED) -> Done | None:
     """The Done for the best answer (None when no answer is valid)."""
-    best, rows = rank(good, schema)
+    best, rows = rank(good, schema, reliability)
     if best is None:
         return None
     winner = good[best]
@@ -79,7 +80,7 @@ class BestMatch(Scatter):
         good = self.good()
         if len(good) < self.options.quorum:
             return [self.too_few(len(good), timed_out)]
-        done = best_of(good, self.plan.ask.schema)
+        done = best_of(good, self.plan.ask.schema, reliability=reliability_of(self.plan))
         if done is None:
             return [Done(m.Failure(kind=m.INVALID_OUTPUT,
                                    message=f"no answer is valid against the schema ({self.outcomes()})"))]

@@ -15,7 +15,9 @@ answers formed an emitted value, ``metadata.consensus`` per field: value, confid
 dissent (provider and value), or the reason it abstained.
 
 Reliability is learned online from the merges themselves (each answer counted right with its
-cluster's posterior, over a decaying window) in ``LEARNED``, one per router process.
+cluster's posterior, over a decaying window) into ``plan.live.reliability``: a router's view of
+the counts every router shares in KV (``actors.router.reliability``); ``LEARNED``, one per
+process, where no router runs the policy (table tests, the bench's simulations).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from actors.strategies.base import Action, Call, Deadline, Done, Event, Policy, 
 
 # learned reliability per (provider, field), shared by the asks of this process
 LEARNED = Reliability(window=500.0)
+
+
+def reliability_of(plan) -> Reliability:
+    """The router's shared reliability (``Live.reliability``), else this process's ``LEARNED``."""
+    shared = getattr(plan.live, "reliability", None)
+    return shared if shared is not None else LEARNED
 
 
 class ScatterOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -203,7 +211,8 @@ class Consensus(Scatter):
             return [self.too_few(len(good), timed_out)]
         if not self.structured:
             good = [msgspec.structs.replace(c, data={"text": c.text}) for c in good]
-        data, report, providers, confidence = merge_answers(good, self.plan.ask.schema, self.options, LEARNED,
+        data, report, providers, confidence = merge_answers(good, self.plan.ask.schema, self.options,
+                                                            reliability_of(self.plan),
                                                             self.options.learn)
         base = good[0]
         if not self.structured:

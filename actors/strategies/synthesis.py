@@ -20,7 +20,7 @@ from pathlib import Path
 from bus import messages as m
 from actors.strategies.base import Action, Call, Deadline, Done, Event, Reply, register
 from actors.strategies.best_match import best_of
-from actors.strategies.consensus import Scatter, ScatterOptions
+from actors.strategies.consensus import Scatter, ScatterOptions, reliability_of
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "config" / "templates" / "synthesis.md"
 SYNTH = "synthesis"
@@ -99,7 +99,8 @@ class Synthesis(Scatter):
         return []
 
     def degrade(self, reason: str) -> list[Action]:
-        done = best_of(self.candidates, self.plan.ask.schema, why=f"synthesis degraded: {reason}")
+        done = best_of(self.candidates, self.plan.ask.schema, why=f"synthesis degraded: {reason}",
+                       reliability=reliability_of(self.plan))
         if done is None:
             return [Done(m.Failure(kind=m.ALL_FAILED, message=f"{reason}; no candidate is valid ({self.outcomes()})"))]
         done.metadata["degraded"] = {"reason": reason, "to": "best_match"}
