@@ -32,6 +32,7 @@ from actors.router.choice import StrategyChoice
 from actors.router.dedup import FleetAsks, RecentAsks
 from actors.router.experiments import Experiments
 from actors.router.live import Live
+from actors.router.reliability import ReliabilityView, votes_of
 from actors.router.routing import Routing
 from actors.router.stream import Relay, serve_stream
 from actors.pure.pricing import Pricing
@@ -89,6 +90,7 @@ class Router(Actor):
         self.options = {name: options_for(cls, settings.router.strategies.get(name, {}))
                         for name, cls in self.policies.items()}
         self.choice = StrategyChoice(self, configured=settings.router.strategy)
+        self.reliability: ReliabilityView | None = None  # consensus weights shared in KV (reliability.py)
         self.routing = Routing(self)  # tiers, presets, fallback routes (actors.router.routing)
         self.experiments = Experiments(self)  # rollout, A/B, shadow (actors.router.experiments)
         self._unpriced: set[tuple[str, str]] = set()
@@ -100,10 +102,15 @@ class Router(Actor):
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     def background(self):
-        jobs = [self.fleet.run, self.choice.run]
+        jobs = [self.fleet.run, self.choice.run, self._watch_reliability]
         jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
         jobs += [self.experiments.run] if self.experiments.active else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
+
+    async def _watch_reliability(self, *, task_status) -> None:
+        self.reliability = ReliabilityView(self.nc, self.subjects, self.log)
+        self.live.reliability = self.reliability.shared
+        await self.reliability.run(task_status=task_status)
 
     async def _watch_budgets(self, *, task_status) -> None:
         self.budgets = Budgets(self.nc, self.rpc, self.subjects, self.settings, self.pricing)
@@ -117,7 +124,7 @@ class Router(Actor):
         await self.live.watch(self.nc, self.subjects, task_status=task_status)
 
     async def on_reconnect(self) -> None:
-        for view in (self.breakers, self.budgets, self.choice, self.live):
+        for view in (self.breakers, self.budgets, self.choice, self.live, self.reliability):
             if view is not None and view.mirror is not None:
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
@@ -211,6 +218,8 @@ class Router(Actor):
         outcome = await runner.run(cls(Plan(ask, order, options, deadline, self.live)), calls, deadline=deadline, clock=now)
         if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
             self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
+        elif self.reliability is not None and "consensus" in outcome.done.metadata:  # for `llmbus feedback`
+            self.reliability.remember(ask.id, votes_of(outcome.records, outcome.done.metadata["consensus"]))
         return finish(ask, strategy, outcome, skipped, calls.cost_usd)
 
     def complete_subject(self, provider: str) -> str:
