@@ -152,8 +152,23 @@ def _error_type(body: Any) -> str:
     return ""
 
 
+# A key as error messages show it, partly masked: a head, a mask, a tail (the OpenAI API's
+# "sk-proj-****…abcd", "sk-…abcd", "sk-abc123...").
+_MASKED = re.compile(r"([A-Za-z0-9_\-]*)(?:\*{2,}|…|\.{3}|•{2,})([A-Za-z0-9_\-]*)")
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` without the secrets, whole or masked: a masked form is cut when its tail (2+
+    characters) ends a secret or its head (4+) begins one."""
+    secrets = [s for s in secrets if s and len(s) >= 4]
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
+        text = text.replace(secret, "[redacted]")
+
+    def masked(match: re.Match) -> str:
+        head, tail = match.group(1), match.group(2)
+        for secret in secrets:
+            if (len(tail) >= 2 and secret.endswith(tail)) or (len(head) >= 4 and secret.startswith(head)):
+                return "[redacted]"
+        return match.group(0)
+
+    return _MASKED.sub(masked, text) if secrets and ("*" in text or "…" in text or "..." in text or "•" in text) else text
