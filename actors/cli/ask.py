@@ -161,6 +161,8 @@ def ask(
                 write_out("")
         else:
             write_out(reply.text)
+        if isinstance(reply.metadata.get("consensus"), dict):
+            err.print(consensus_table(reply.metadata["consensus"]))
         err.print(route_line(reply), markup=False)
     if isinstance(reply, m.Failure):
         if not json_out:
@@ -168,6 +170,22 @@ def ask(
             if reply.route:
                 err.print(route_line(reply), markup=False)
         raise typer.Exit(exit_code(reply))
+
+
+def consensus_table(report: dict) -> Table:
+    """A consensus answer's fields (``metadata.consensus``): value, confidence, support, dissent."""
+    table = Table(title="consensus — per field")
+    for col in ("field", "value", "confidence", "support", "dissent / reason"):
+        table.add_column(col, justify="right" if col == "confidence" else "left")
+    for name, f in report.items():
+        if not isinstance(f, dict):
+            continue
+        dissent = "; ".join(f"{d.get('provider')}: {d.get('value')}" for d in f.get("dissent") or [])
+        why = f.get("reason") or ""
+        table.add_row(escape(name), escape("—" if f.get("value") is None else str(f["value"])),
+                      f"{f.get('confidence', 0.0):.2f}", escape(", ".join(f.get("support") or []) or "—"),
+                      escape("; ".join(x for x in (dissent, why) if x) or "—"))
+    return table
 
 
 def route_line(reply: m.Answer | m.Failure) -> str:

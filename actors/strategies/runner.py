@@ -10,6 +10,11 @@ The common case — one call outstanding, no timer (``single``; ``failover`` bet
 awaited inline: no task, no queue, no extra timer, so these policies cost what a direct call costs.
 Parallel calls run as tasks whose completions are queued as events.
 
+A call still open when the policy is done is cancelled — unless its reply has already come back
+(a straggler that answered while the policy decided): it is recorded with that reply, so its usage
+is in the Answer's. A straggler cancelled before it answered has no usage to report (the provider
+stopped; what a remote API bills for a dropped request is not knowable here).
+
 Whatever happens the runner returns a ``Done``: a policy that ignores the ``Deadline`` event gets
 ``timeout``, a policy that raises gets ``internal`` (logged by the caller), and when the ask itself
 is cancelled every call still open is cancelled on the bus before the cancellation propagates.
@@ -228,6 +233,10 @@ class _Run:
                 for task in self.tasks.values():
                     task.cancel()
             for rec in left:
+                task = self.tasks.get(rec.call.key) if self.tasks else None
+                if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+                    rec.close(task.result(), at)  # a straggler that answered as the ask ended: its usage counts
+                    continue
                 rec.cancel(at)
                 await asyncio.shield(self.calls.cancel(rec, "the ask no longer needs it"))
 
