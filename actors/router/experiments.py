@@ -190,7 +190,8 @@ class Experiments:
         ok = isinstance(result, m.Answer)
         shadow = arm == "shadow"
         event = m.ExperimentEvent(
-            experiment=name, arm=arm, ask_id=ask_id, strategy=strategy, ok=ok, kind=None if ok else getattr(result, "kind", m.INTERNAL),
+            experiment=name, arm=arm, ask_id=ask_id, strategy=strategy, ok=ok,
+            kind=None if ok else getattr(result, "kind", m.INTERNAL),
             latency_ms=round(ms, 3), cost_usd=result.cost_usd if ok else 0.0,
             route_name=result.metadata.get("route_name") if ok else None, agreement=agreement, at=time.time())
         try:
