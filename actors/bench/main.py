@@ -17,6 +17,10 @@ console)``), all measuring with ``actors.bench.measure``:
   zero-latency provider path (goal: a hit is no slower).
 - ``cost`` (``actors.bench.cost``): an ask whose user has a budget (a reservation round trip) against
   one without.
+- ``ensembles`` (``actors.bench.ensembles``, only with ``--only ensembles``): consensus over three
+  zero-latency mocks against single (p50, throughput), the merge of 5 answers × 50 fields, and the
+  simulated extraction's accuracy table (each single provider, max-confidence, majority, consensus,
+  the Bayes optimum), with the ensembles issue's goals.
 - ``chaos`` (``actors.bench.chaos``, only with ``--only chaos``): a multi-process stack under kill -9,
   SIGTERM and nats-server restarts (lost, failed by kind, billed twice, p50/p99), a fuzz of every
   RPC-table subject and poison events, and 10,000 asks in flight against a 1 s provider.
@@ -41,12 +45,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus.server import NatsServer
-from actors.bench import adapters, cache, chaos, core, cost, health, routing
+from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, routing
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
             "routing": routing,  # routing: the policies on a virtual clock (actors.bench.routing)
-            "chaos": chaos}  # chaos: kill -9, restarts, fuzz, overload — minutes, so only when named
-DEFAULT = tuple(s for s in SECTIONS if s != "chaos")
+            "chaos": chaos,  # chaos: kill -9, restarts, fuzz, overload — minutes, so only when named
+            "ensembles": ensembles}  # ensembles: consensus cost and the simulation — only when named
+DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles"))
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 
 
