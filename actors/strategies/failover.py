@@ -8,11 +8,17 @@ Pure part: ``next_step(order, replies, …) -> Next | Done``. Rules, in order:
 4. no provider left → ``all_failed`` naming what each did; no time left → ``timeout``;
 5. otherwise call the next provider, keeping ``reserve`` of the remaining budget for the
    providers after it (the last one gets everything left).
+
+A call with providers after it also ends at ``attempt_p95`` × the provider's live p95 (from the
+health actor, ``Plan.live``) + ``attempt_floor_s`` when that comes first: a dead copy of the
+provider (a request delivered to a process killed before it answered) or a stall costs that much,
+not the provider's whole share. Not for streamed asks (a long stream is not a stall); nothing is
+looked up while no p95 is known, and ``attempt_p95 = 0`` turns it off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -33,6 +39,10 @@ class FailoverOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     reserve: float = 0.3
     # retry the same provider once when it says rate_limited with a retry_after_s that fits
     retry_same_provider: bool = True
+    # a call with providers after it ends at attempt_p95 × the provider's live p95 + attempt_floor_s
+    # when that is sooner than its share (a dead copy or a stall); 0: calls get their share
+    attempt_p95: float = 4.0
+    attempt_floor_s: float = 0.25
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.on if k not in m.FAILURE_KINDS]
@@ -40,6 +50,8 @@ class FailoverOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise ValueError(f"`on` has unknown failure kind(s) {', '.join(map(repr, unknown))}")
         if not 0.0 <= self.reserve < 1.0:
             raise ValueError("`reserve` must be in [0, 1)")
+        if self.attempt_p95 < 0 or self.attempt_floor_s < 0:
+            raise ValueError("`attempt_p95` and `attempt_floor_s` must be 0 or more")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +64,10 @@ class Next:
 
 
 def next_step(
-    order: Sequence[str], replies: Sequence[Reply], *, now: float, deadline: float, options: FailoverOptions
+    order: Sequence[str], replies: Sequence[Reply], *, now: float, deadline: float, options: FailoverOptions,
+    p95_ms: Mapping[str, float] | None = None,
 ) -> Next | Done:
+    """``p95_ms``: the providers' live p95 latency (ms), for the attempt deadline (None: none)."""
     if replies:
         last = replies[-1]
         if not isinstance(last.result, m.Failure):
@@ -70,7 +84,8 @@ def next_step(
         ):
             start = now + failure.retry_after_s
             rest = _untried(order, replies)
-            return Next(last.target, _call_deadline(start, deadline, bool(rest), options), failure.retry_after_s)
+            call_deadline = _call_deadline(start, deadline, bool(rest), options, last.target, p95_ms)
+            return Next(last.target, call_deadline, failure.retry_after_s)
     rest = _untried(order, replies)
     if not rest:
         if len(replies) == 1:
@@ -78,7 +93,7 @@ def next_step(
         return Done(m.Failure(kind=m.ALL_FAILED, message=f"every provider failed ({summary(replies)})"))
     if deadline - now < MIN_CALL_S:
         return Done(m.Failure(kind=m.TIMEOUT, message=f"budget spent before trying {rest[0]} ({summary(replies)})"))
-    return Next(rest[0], _call_deadline(now, deadline, len(rest) > 1, options))
+    return Next(rest[0], _call_deadline(now, deadline, len(rest) > 1, options, rest[0], p95_ms))
 
 
 def summary(replies: Sequence[Reply]) -> str:
@@ -90,10 +105,16 @@ def _untried(order: Sequence[str], replies: Sequence[Reply]) -> list[str]:
     return [p for p in order if p not in tried]
 
 
-def _call_deadline(start: float, deadline: float, more_after: bool, options: FailoverOptions) -> float:
+def _call_deadline(start: float, deadline: float, more_after: bool, options: FailoverOptions, provider: str,
+                   p95_ms: Mapping[str, float] | None) -> float:
     if not more_after:
         return deadline
-    return start + (deadline - start) * (1.0 - options.reserve)
+    share = start + (deadline - start) * (1.0 - options.reserve)
+    if p95_ms and options.attempt_p95:
+        p95 = p95_ms.get(provider)
+        if p95 is not None:
+            return min(share, start + options.attempt_p95 * p95 / 1000.0 + options.attempt_floor_s)
+    return share
 
 
 @register
@@ -121,8 +142,10 @@ class Failover(Policy):
         return []
 
     def _next(self, now: float) -> list[Action]:
-        step = next_step(self.plan.candidates, self.replies, now=now, deadline=self.plan.deadline,
-                         options=self.options)
+        plan = self.plan
+        live = plan.live
+        step = next_step(plan.candidates, self.replies, now=now, deadline=plan.deadline, options=self.options,
+                         p95_ms=live.p95_ms if live is not None and not plan.ask.stream else None)
         if type(step) is Done:
             return [step]
         if step.delay_s:
