@@ -117,6 +117,7 @@ class Client:
         strategy_options: dict[str, Any] | None = None,
         ask_id: str | None = None,
         stream: bool = False,
+        preset: str | None = None,
     ) -> m.Ask:
         """The ``Ask`` that ``ask`` and ``stream`` send (see ``ask`` for the arguments); raises
         ``BadRequest`` for a budget that is not above 0."""
@@ -139,7 +140,7 @@ class Client:
             cache=cache,
             budget_ms=budget_ms,
             stream=stream,
-            labels=labels or {},
+            labels={**(labels or {}), "preset": preset} if preset is not None else labels or {},
             max_cost_usd=max_cost_usd,
             cache_namespace=cache_namespace,
             strategy_options=strategy_options or {},
@@ -166,6 +167,7 @@ class Client:
         strategy_options: dict[str, Any] | None = None,
         ask_id: str | None = None,
         retries: int = 0,
+        preset: str | None = None,
     ) -> m.Answer:
         """Ask the fleet and wait for the final Answer; raise the Failure's exception otherwise.
 
@@ -181,13 +183,16 @@ class Client:
         budget_ms: time for the whole ask; the router replies ``timeout`` rather than nothing.
         labels: free tags (flags, A/B). max_cost_usd: a ceiling on this ask's spend.
         strategy_options: override the strategy's options for this ask.
+        preset: a routing preset (``config/presets/<name>.toml``: fast, cheap, balanced, reliable);
+            sets ``labels["preset"]``, like ``llmbus ask --preset``.
         ask_id: the idempotency key (default: a new id); retries: resend it on no-responders or a
             retryable failure while budget remains.
         """
         request = self.build(prompt, system=system, strategy=strategy, providers=providers, schema=schema,
                              tools=tools, tier=tier, user=user, params=params, model=model, cache=cache,
                              cache_namespace=cache_namespace, budget_ms=budget_ms, labels=labels,
-                             max_cost_usd=max_cost_usd, strategy_options=strategy_options, ask_id=ask_id)
+                             max_cost_usd=max_cost_usd, strategy_options=strategy_options, ask_id=ask_id,
+                             preset=preset)
         reply = await self.send(request, deadline=deadline_in(budget_ms), retries=retries)
         if isinstance(reply, m.Failure):
             raise error_for(reply)

@@ -34,6 +34,7 @@ def test_agreement_same_data_or_text_similarity_none_when_a_side_failed():
     assert agreement("x", {"a": 1}, "x", {"a": 2}) == 0.0
     assert agreement("[a] Lisbon in five days", None, "[b] Lisbon in five days", None) > 0.8
     assert agreement("sunny and warm", None, "a long list of museums", None) < 0.5
+    assert agreement("same words", None, "same words", {"parsed": True}) == 1.0  # one side structured: the texts
     assert agreement(None, None, "x", None) is None
 
 
@@ -186,3 +187,40 @@ async def test_shadow_never_changes_the_answer_and_a_failing_or_stalling_shadow_
         await usage.unsubscribe()
         router = s.actor("router")
         await wait_until(lambda: not router.experiments.shadows, what="the shadow tasks ended")
+
+
+ROUTES = """
+[router]
+strategy = "single"
+providers = ["a", "down"]
+[providers.a]
+latency = { dist = "fixed", ms = 2 }
+[providers.down]
+failures = { unavailable = 1.0 }
+[tiers.premium]
+fallback_routes = true
+[[tiers.premium.routes]]
+name = "primary"
+strategy = "single"
+providers = ["down"]
+[[tiers.premium.routes]]
+name = "a-route"
+strategy = "single"
+providers = ["a"]
+"""
+
+
+async def test_route_counts_are_reported_and_the_client_takes_a_preset(stack):
+    async with stack(ROUTES) as s:
+        for _ in range(3):
+            answer = await s.client.ask("go", tier="premium", cache="skip", budget_ms=2000)
+            assert answer.metadata["route_name"] == "a-route"
+        report = await s.client.rpc.service(CONTROL_EXPERIMENT, m.ExperimentQuery(), deadline=deadline_in(2000))
+        assert report.routes == {"premium/a-route": 3} and report.experiments == []
+        assert report.router == s.actor("router").id
+        # preset= on the client is labels["preset"]: the shipped "cheap" preset is a cascade
+        answer = await s.client.ask("go", preset="cheap", cache="skip", budget_ms=2000)
+        assert answer.strategy == "cascade" and "cascade" in answer.metadata
+        assert s.client.build("x", preset="fast", labels={"k": "v"}).labels == {"k": "v", "preset": "fast"}
+        with pytest.raises(Exception, match="unknown preset"):
+            await s.client.ask("go", preset="nope", budget_ms=2000)

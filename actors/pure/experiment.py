@@ -5,8 +5,9 @@ and the per-variant summary ``llmbus experiments`` prints.
   a user stays in the same arm across asks, routers and restarts, and raising the rollout from 10 to
   25 % only adds users (nobody in at 10 % is out at 25 %). Experiments hash apart: being in one
   says nothing about another.
-- ``agreement(control, shadow)``: 1.0 or 0.0 for structured output (the same data), else the
-  rapidfuzz similarity of the texts in [0, 1]; None when either side failed.
+- ``agreement(control, shadow)``: 1.0 or 0.0 for structured output (both have data: the same data,
+  keys in any order), else the rapidfuzz similarity (token sort ratio) of the texts in [0, 1];
+  None when either side failed.
 - ``summarize(events)``: per (experiment, arm): asks, success rate, latency p50/p95, cost, and for
   shadows the mean agreement.
 """
@@ -32,7 +33,7 @@ def canonical(data: Any) -> str:
 def agreement(control_text: str | None, control_data: Any, shadow_text: str | None, shadow_data: Any) -> float | None:
     if control_text is None or shadow_text is None:
         return None
-    if control_data is not None or shadow_data is not None:
+    if control_data is not None and shadow_data is not None:  # structured output: the same data or not
         return 1.0 if canonical(control_data) == canonical(shadow_data) else 0.0
     from rapidfuzz import fuzz  # only where shadows run
 
