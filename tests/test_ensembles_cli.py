@@ -62,7 +62,7 @@ def fleet(tmp_path_factory) -> Iterator[dict]:
     try:
         up.wait_for("llmbus up:")
         up.wait_for("strategy:")
-        yield {"env": env, "url": url, "schema": schema, "tmp": tmp}
+        yield {"env": env, "url": url, "schema": schema, "tmp": tmp, "scripts": {**env, "LLMBUS_ROOT": root}}
     finally:
         assert up.stop() == 0
 
@@ -106,3 +106,26 @@ def test_feedback_labels_a_field_and_reliability_shows_it(fleet):
     assert unknown.returncode == 2 and "no consensus ask 'no-such-ask'" in unknown.stderr
     bad = run(str(LLMBUS), "feedback", ask_id, "--field", "name", env=fleet["env"])
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_extract_entities_merges_the_email_fields_and_prints_the_table(fleet):
+    done = run(sys.executable, "scripts/extract_entities.py", "-p", "a", "-p", "b", "-p", "c", env=fleet["scripts"])
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert list(data) == ["contact_name", "company", "job_title", "contact_email", "amount", "due_date", "priority"]
+    assert "field" in done.stderr and "support" in done.stderr and "contact_email" in done.stderr
+    assert "llmbus feedback" in done.stderr and "route: a ok" in done.stderr
+    bad = run(sys.executable, "scripts/extract_entities.py", "--quorum", "1", env=fleet["scripts"])
+    assert bad.returncode == 2 and "--quorum" in bad.stderr
+
+
+def test_ultra_synthesizes_the_candidates_answers(fleet):
+    done = run(sys.executable, "scripts/ultra.py", "Which is better, A or B?", "-p", "a", "-p", "b", "-p", "c",
+               "--synthesizer", "a", env=fleet["scripts"])
+    assert done.returncode == 0, done.stderr
+    assert "Which is better, A or B?" in done.stdout  # the mock synthesizer echoes the merge prompt
+    assert "synthesized by a from 2 candidates" in done.stderr and "(synthesis)" in done.stderr
+    as_json = run(sys.executable, "scripts/ultra.py", "Q?", "-p", "a", "-p", "b", "--synthesizer", "b", "--quorum",
+                  "1", "--json", env=fleet["scripts"])
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["strategy"] == "synthesis"

@@ -12,7 +12,10 @@ answer). Latency never outlives the deadline: the endpoint's deadline ends a sle
 
 A structured ask (with a schema) is answered with ``actors.pure.examples.example_for`` of the schema,
 its strings the prompt: data the ask's schema accepts, the same for the same ask — with the
-provider's ``data`` fields put over it and each ``variants`` field drawn (seeded) from its list.
+provider's ``data`` fields put over it and each ``variants`` field drawn (seeded) from its list
+(only the fields the schema's ``properties`` declare, when it declares any: the demo mocks of
+``config/llmbus.toml`` carry canned extractions for ``scripts/extract_entities.py``'s fields
+without touching other asks).
 """
 
 from __future__ import annotations
@@ -96,7 +99,10 @@ class MockProvider(ProviderActor):
                 raise InvalidOutput(f"mock {self.provider}: structured output is not valid JSON: '{{\"answer\": '")
             data = example_for(request.schema, text=prompt)
             if isinstance(data, dict) and (cfg.data or cfg.variants):
-                data = {**data, **cfg.data, **{k: self.rng.choice(v) for k, v in cfg.variants.items() if v}}
+                declared = request.schema.get("properties") if isinstance(request.schema, dict) else None
+                fits = (lambda k: k in declared) if isinstance(declared, dict) and declared else (lambda k: True)
+                data = {**data, **{k: v for k, v in cfg.data.items() if fits(k)},
+                        **{k: self.rng.choice(v) for k, v in cfg.variants.items() if v and fits(k)}}
             text = json.dumps(data)
         else:
             text = f"[{self.provider}] {prompt}" if cfg.answer == "echo" else cfg.canned
