@@ -190,7 +190,7 @@ def test_consensus_scatters_waits_out_patience_after_quorum_and_merges():
     assert p.step(Reply("1", answer("b", name="Lee, Ann", amount="EUR 1200"), 1, "b"), 0.02) == [WakeAt(pytest.approx(0.12))]
     [done] = p.step(Wake(0.12), 0.12)
     assert isinstance(done, Done) and done.result.data["name"] == "Dr. Ann Lee"
-    assert done.result.data["amount"] is None  # USD against EUR: a tie, abstained
+    assert "amount" not in done.result.data  # USD against EUR: a tie, abstained (optional, not nullable: left out)
     report = done.metadata["consensus"]
     assert report["name"]["support"] == ["a", "b"] and "tie" in report["amount"]["reason"]
     assert done.providers == ["a", "b"]
@@ -353,3 +353,25 @@ def test_the_simulation_shows_consensus_above_every_single_provider_and_near_the
     assert result["consensus"]["accuracy"][0] >= best_single + 5
     assert result["consensus"]["accuracy"][0] >= result["bayes_optimum"]["accuracy"][0] - 2.5
     assert result["consensus"]["false_merges"][0] < 0.5
+
+
+def test_an_abstaining_field_the_schema_requires_non_null_keeps_its_best_candidate():
+    from actors.strategies.best_match import schema_valid
+    from actors.strategies.consensus import merge_answers, not_nullable
+
+    schema = {"type": "object", "required": ["name", "amount"], "properties": {
+        "name": {"type": "string", "x-llmbus-match": "person"},
+        "amount": {"type": "string", "x-llmbus-match": "money"},
+        "note": {"type": "string"}, "maybe": {"type": ["string", "null"]}}}
+    assert not_nullable(schema) == ({"name", "amount", "note"}, {"name", "amount"})
+    good = [answer("a", name="Ann Lee", amount="USD 5", note="x", maybe="y"),
+            answer("b", name="Lee, Ann", amount="EUR 5", note="z", maybe="w")]
+    options = options_for(Consensus, {"learn": False, "min_confidence": 0.9})
+    data, report, _, _ = merge_answers(good, schema, options, Reliability(prior=0.8), False)
+    assert data["amount"] in ("USD 5", "EUR 5") and report["amount"]["kept"]  # a tie, kept for the schema
+    assert "tie" in report["amount"]["reason"] and len(report["amount"]["support"]) == 1
+    assert "note" not in data and data["maybe"] is None  # optional: left out (not nullable) or null
+    assert schema_valid(data, schema)
+    nobody = [answer("a", name=None, amount="USD 5"), answer("b", name=None, amount="USD 5")]
+    data, report, _, _ = merge_answers(nobody, schema, options, Reliability(prior=0.8), False)
+    assert data["name"] is None and "kept" not in report["name"]  # nothing to keep

@@ -9,7 +9,11 @@ quorum is ``Failure(all_failed)`` naming what each call did.
 
 The merge is ``actors.pure.vote.merge_field`` per field, the kinds from the ask's schema
 (``canonical.kinds_of``; fields it does not declare by name and values). A null field is that
-provider abstaining. The Answer: ``data`` the merged object (a field below ``min_confidence`` is
+provider abstaining. A merged field that abstains is null — unless the schema says it may not be:
+a field the schema requires and does not let be null keeps its best-supported candidate (as if
+``min_confidence`` were 0; a tie: the most reliable voter's), with the abstention's reason and
+``kept`` in its report, so the answer stays schema-valid (when every provider gave null there is
+nothing to keep: it stays null); a non-nullable field that is not required is left out. The Answer: ``data`` the merged object (a field below ``min_confidence`` is
 null), ``confidence`` the lowest posterior among the fields it emitted, ``providers`` those whose
 answers formed an emitted value, ``metadata.consensus`` per field: value, confidence, support,
 dissent (provider and value), or the reason it abstained.
@@ -22,6 +26,7 @@ process, where no router runs the policy (table tests, the bench's simulations).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -29,7 +34,7 @@ import msgspec
 
 from bus import messages as m
 from actors.pure import canonical
-from actors.pure.vote import Reliability, Vote, VoteOptions, merge_field, vote_shares
+from actors.pure.vote import FieldResult, Reliability, Vote, VoteOptions, merge_field, vote_shares
 from actors.strategies.base import Action, Call, Deadline, Done, Event, Policy, Reply, Wake, WakeAt, register
 
 # learned reliability per (provider, field), shared by the asks of this process
@@ -168,6 +173,44 @@ def stated_confidence(c: m.Completion) -> float | None:
     return c.confidence
 
 
+def _nullable(sub: Any) -> bool:
+    if not isinstance(sub, dict):
+        return True
+    if "const" in sub:
+        return sub["const"] is None
+    if "enum" in sub:
+        return None in sub["enum"]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(sub.get(key), list):
+            return any(_nullable(b) for b in sub[key])
+    t = sub.get("type")
+    return t is None or t == "null" or (isinstance(t, list) and "null" in t)
+
+
+def not_nullable(schema: dict[str, Any] | None) -> tuple[set[str], set[str]]:
+    """(the schema's properties that may not be null, those of them it also requires)."""
+    props = (schema or {}).get("properties") or {}
+    if not isinstance(props, dict):
+        return set(), set()
+    no_null = {n for n, sub in props.items() if not _nullable(sub)}
+    required = (schema or {}).get("required") or []
+    return no_null, {n for n in required if n in no_null} if isinstance(required, list) else set()
+
+
+def best_candidate(name: str, kind: str, votes: list[Vote], reliability: Reliability, vote: VoteOptions):
+    """The value a field would have had without ``min_confidence`` (a tie: the most reliable
+    voter's), or None when every voter abstained."""
+    result, _ = merge_field(name, kind, votes, reliability, dataclasses.replace(vote, min_confidence=0.0))
+    if result.value is not None:
+        return result
+    present = [v for v in votes if v.value is not None]
+    if not present:
+        return None
+    top = max(present, key=lambda v: reliability.calibrated(v.voter, name, v.confidence))
+    return FieldResult(top.value, reliability.calibrated(top.voter, name, top.confidence), [top.voter],
+                       [(v.voter, v.value) for v in present if v is not top])
+
+
 def merge_answers(good: list[m.Completion], schema: dict[str, Any] | None, options: ConsensusOptions,
                   reliability: Reliability, learn: bool) -> tuple[dict[str, Any], dict[str, Any], list[str], float]:
     """(merged data, per-field report, providers in it, confidence) of the usable answers."""
@@ -177,6 +220,7 @@ def merge_answers(good: list[m.Completion], schema: dict[str, Any] | None, optio
         names.extend(k for k in c.data if k not in kinds and k != "confidence" and k not in names)
     vote = options.vote()
     stated = [stated_confidence(c) for c in good]
+    no_null, must_have = not_nullable(schema)
     data: dict[str, Any] = {}
     report: dict[str, Any] = {}
     providers: list[str] = []
@@ -185,8 +229,15 @@ def merge_answers(good: list[m.Completion], schema: dict[str, Any] | None, optio
         votes = [Vote(c.provider, c.data.get(name), s) for c, s in zip(good, stated)]
         kind = kinds.get(name) or canonical.infer_kind(name, [v.value for v in votes if isinstance(v.value, str)])
         result, clusters = merge_field(name, kind, votes, reliability, vote)
-        data[name] = result.value
         report[name] = {"kind": kind, **result.report()}
+        if result.value is None and name in must_have:  # abstaining would make the answer invalid
+            kept = best_candidate(name, kind, votes, reliability, vote)
+            if kept is not None:
+                reason, result = result.reason, kept
+                report[name] = {"kind": kind, **kept.report(), "reason": reason,
+                                "kept": "the schema requires a non-null value: the best-supported one is kept"}
+        if result.value is not None or name not in no_null or name in must_have:
+            data[name] = result.value  # (a field that may be absent but not null is left out)
         if result.value is not None:
             lowest = min(lowest, result.confidence)
             providers.extend(p for p in result.members if p not in providers)
