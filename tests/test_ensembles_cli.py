@@ -102,6 +102,10 @@ def test_feedback_labels_a_field_and_reliability_shows_it(fleet):
     assert providers["a"]["fields"]["name"]["labelled_right"] == 0
     table = run(str(LLMBUS), "reliability", env=fleet["env"])
     assert table.returncode == 0 and "learned accuracy" in table.stderr and "1 (1)" in table.stderr
+    status = run(str(LLMBUS), "status", "--detailed", env=fleet["env"])
+    assert status.returncode == 0 and "reliability c:" in status.stderr, status.stderr
+    detailed = json.loads(run(str(LLMBUS), "status", "--detailed", "--json", env=fleet["env"]).stdout)
+    assert detailed["reliability"]["c"]["fields"]["name"]["labelled"] == 1
     unknown = run(str(LLMBUS), "feedback", "no-such-ask", "--field", "name=x", env=fleet["env"])
     assert unknown.returncode == 2 and "no consensus ask 'no-such-ask'" in unknown.stderr
     bad = run(str(LLMBUS), "feedback", ask_id, "--field", "name", env=fleet["env"])

@@ -21,6 +21,21 @@ from bus import messages as m
 app = group()
 
 
+async def learned(client) -> dict:
+    """What consensus has learned (``actors.router.reliability.summary``), read from the fleet's KV."""
+    from actors.router.reliability import read_all, summary
+
+    return summary(await read_all(client.nc, client.subjects))
+
+
+def print_learned(report: dict) -> None:
+    """The compact form ``llmbus status --detailed`` prints: one line per provider."""
+    for name, p in report.items():
+        fields = ", ".join(f"{f} {v['accuracy']:.2f}" for f, v in p["fields"].items())
+        err.print(f"reliability {name}: {p['overall']:.2f} overall (weight {p['weight']:.0f}); {fields}"
+                  " — `llmbus reliability` for more", markup=False)
+
+
 @app.command()
 def reliability(
     ctx: typer.Context,
@@ -32,12 +47,7 @@ def reliability(
     """Each provider's learned reliability per field (consensus weights, shared by every router):
     accuracy, the weight of evidence behind it, labelled answers, and stated-confidence calibration."""
     settings = load_settings(ctx, config, nats_url)
-    from actors.router.reliability import read_all, summary
-
-    async def read(client):
-        return summary(await read_all(client.nc, client.subjects))
-
-    report = on_fleet(settings, read, json_out=json_out)
+    report = on_fleet(settings, learned, json_out=json_out)
     if provider is not None:
         report = {p: v for p, v in report.items() if p == provider}
     if json_out:

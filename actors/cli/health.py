@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from actors.cli.cache import hit_rate
+from actors.cli.ensembles import learned, print_learned
 from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, err, group, load_settings, on_fleet, out,
                                print_json, printed_as_json, service)
 from bus import messages as m
@@ -39,12 +40,13 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
     strategy: str | None = None  # the default strategy routers use now
     cache: m.CacheStats | None = None  # None: no cache actor answered
     at: float = 0.0
+    reliability: dict = {}  # --detailed: consensus's learned reliability per provider and field
 
 
 @app.command()
 def status(
     ctx: typer.Context,
-    detailed: Annotated[bool, typer.Option("--detailed", "-d", help="errors by kind and recent transitions")] = False,
+    detailed: Annotated[bool, typer.Option("--detailed", "-d", help="errors by kind, recent transitions, consensus's learned reliability")] = False,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
@@ -69,9 +71,11 @@ def status(
             tg.start_soon(one, "cache", fleet_cache(client))
             tg.start_soon(one, "strategy", strategy(client))
             tg.start_soon(one, "actors", discover(client))
-        return results["health"], results["cache"], results["strategy"], results["actors"]
+            if detailed:
+                tg.start_soon(one, "reliability", learned(client))
+        return results["health"], results["cache"], results["strategy"], results["actors"], results.get("reliability")
 
-    report, cache_report, choice, infos = on_fleet(settings, calls, json_out=json_out)
+    report, cache_report, choice, infos, reliability = on_fleet(settings, calls, json_out=json_out)
     if isinstance(report, m.Failure):
         printed_as_json(report, json_out, "health")
     running = {(i.get("metadata") or {}).get("provider") for i in infos}
@@ -82,6 +86,7 @@ def status(
         strategy=choice.default if isinstance(choice, m.StrategyReport) else None,
         cache=cache_report if isinstance(cache_report, m.CacheStats) else None,
         at=report.at or time.time(),
+        reliability=reliability or {},
     )
     if json_out:
         print_json(full)
@@ -93,6 +98,8 @@ def status(
         c = full.cache.total
         err.print(f"cache: {full.cache.entries} entries, {c.hits} hits / {c.misses} misses ({hit_rate(c.hits, c.misses)}), "
                   f"{c.coalesced} coalesced, {c.stores} stored — `llmbus cache stats` for more", markup=False)
+    if detailed and full.reliability:
+        print_learned(full.reliability)
 
 
 @health_app.command("reset")

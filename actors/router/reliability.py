@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from bus.streams import KvMirror, ensure_kv
 from actors.pure import canonical
@@ -231,8 +231,11 @@ async def feedback(nc, subjects, ask_id: str, labels: dict[str, str]) -> dict[st
 
 
 async def read_all(nc, subjects) -> dict[str, dict[str, Any]]:
-    """provider -> its stored counts (empty when nothing was learned yet)."""
-    kv = await ensure_kv(nc, subjects.bucket("reliability"))
+    """provider -> its stored counts (empty when nothing was learned yet; the bucket is not created)."""
+    try:
+        kv = await nc.jetstream().key_value(subjects.bucket("reliability"))
+    except BucketNotFoundError:
+        return {}
     try:
         keys = await kv.keys()
     except Exception:  # NoKeysError: an empty bucket
