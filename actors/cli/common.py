@@ -136,7 +136,7 @@ class Options:
         auth = settings.bus.auth
         if self.auth:
             auth = msgspec.structs.replace(auth, **dict(self.auth))
-        if auth.token_env is None and not auth.creds_file and not auth.nkey_seed_file and \
+        if auth.token_env is None and not (auth.user or auth.creds_file or auth.nkey_seed_file) and \
                 os.environ.get(settings_mod.TOKEN_ENV):
             auth = msgspec.structs.replace(auth, token_env=settings_mod.TOKEN_ENV)
         if auth != settings.bus.auth:
