@@ -279,15 +279,19 @@ def vote_shares(votes: Sequence[Vote]) -> list[float]:
 
 
 def score(clusters: list[Cluster], votes: Sequence[Vote], name: str, reliability: Reliability,
-          options: VoteOptions = VoteOptions()) -> None:
-    """Set each cluster's score, reliability and posterior (in place)."""
+          options: VoteOptions = VoteOptions(), ps: Sequence[float] | None = None) -> None:
+    """Set each cluster's score, reliability and posterior (in place). ``ps``: each vote's
+    calibrated accuracy, when the caller has it already."""
     shares = vote_shares(votes)
     log_alt = math.log(max(options.alternatives, 1.0))
     for c in clusters:
         s = r = 0.0
         for i in c.members:
-            v = votes[i]
-            p = reliability.calibrated(v.voter, name, v.confidence)
+            if ps is not None:
+                p = ps[i]
+            else:
+                v = votes[i]
+                p = reliability.calibrated(v.voter, name, v.confidence)
             s += shares[i] * (math.log(p / (1.0 - p)) + log_alt)
             r += shares[i] * p
         c.score, c.reliability = s, r
@@ -309,16 +313,25 @@ def _plainness(kind: str, value: Any) -> float:
     return -float(penalty)
 
 
-def _representative(c: Cluster, votes: Sequence[Vote], reliability: Reliability, name: str, kind: str) -> Any:
+def _representative(c: Cluster, votes: Sequence[Vote], ps: Sequence[float], kind: str) -> Any:
     """The value to emit for a cluster: its most common surface form, then the plainest (no
-    initials, little punctuation), then the most reliable voter's."""
+    initials, little punctuation), then the most reliable voter's (``ps``: each vote's accuracy)."""
+    if len(c.members) == 1:
+        return votes[c.members[0]].value
     counts: dict[Any, list[float]] = {}
     for i in c.members:
         v = votes[i]
         k = v.value if isinstance(v.value, (str, int, float, bool)) else repr(v.value)
-        e = counts.setdefault(k, [0.0, 0.0, float(i), _plainness(kind, v.value)])
-        e[0] += 1
-        e[1] = max(e[1], reliability.calibrated(v.voter, name, v.confidence))
+        e = counts.get(k)
+        if e is None:
+            counts[k] = [1.0, ps[i], float(i), 0.0]
+        else:
+            e[0] += 1
+            e[1] = max(e[1], ps[i])
+    if len(counts) == 1:
+        return votes[c.members[0]].value
+    for e in counts.values():
+        e[3] = _plainness(kind, votes[int(e[2])].value)
     best = max(counts.items(), key=lambda kv: (kv[1][0], kv[1][3], kv[1][1], -kv[1][2]))
     return votes[int(best[1][2])].value
 
@@ -335,7 +348,8 @@ def merge_field(name: str, kind: str, votes: Sequence[Vote], reliability: Reliab
     clusters = cluster(kind, votes, options)
     if not clusters:
         return FieldResult(None, 0.0, [], reason="every provider abstained (null)"), clusters
-    score(clusters, votes, name, reliability, options)
+    ps = [reliability.calibrated(v.voter, name, v.confidence) if v.value is not None else 0.5 for v in votes]
+    score(clusters, votes, name, reliability, options, ps)
     ranked = sorted(clusters, key=lambda c: (c.posterior, len(c.members), c.reliability), reverse=True)
     win = ranked[0]
     in_win = set(win.members)
@@ -353,7 +367,7 @@ def merge_field(name: str, kind: str, votes: Sequence[Vote], reliability: Reliab
                                                              for i in c.members],
                            reason=f"confidence {win.posterior:.2f} below min_confidence {options.min_confidence}"), \
             clusters
-    value = _representative(win, votes, reliability, name, kind)
+    value = _representative(win, votes, ps, kind)
     return FieldResult(value, win.posterior, members, dissent, key=win.key), clusters
 
 
