@@ -108,6 +108,8 @@ def test_feedback_labels_a_field_and_reliability_shows_it(fleet):
     assert detailed["reliability"]["c"]["fields"]["name"]["labelled"] == 1
     unknown = run(str(LLMBUS), "feedback", "no-such-ask", "--field", "name=x", env=fleet["env"])
     assert unknown.returncode == 2 and "no consensus ask 'no-such-ask'" in unknown.stderr
+    twice = run(str(LLMBUS), "feedback", ask_id, "--field", "name=Ann Lee", env=fleet["env"])
+    assert twice.returncode == 2 and "already labelled: name" in twice.stderr
     bad = run(str(LLMBUS), "feedback", ask_id, "--field", "name", env=fleet["env"])
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
 

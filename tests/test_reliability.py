@@ -85,6 +85,8 @@ async def test_routers_share_what_consensus_learned_and_a_label_and_a_new_router
         assert stored["c"]["labels"]["name"] == [1.0, 1.0]
         report = shared.summary(stored)
         assert report["c"]["fields"]["name"]["labelled"] == 1 and report["a"]["fields"]["name"]["labelled_right"] == 0
+        with pytest.raises(FileExistsError):  # a label counts once
+            await shared.feedback(s.client.nc, s.client.subjects, ids[0], {"name": "Ann Lee"})
         with pytest.raises(LookupError):
             await shared.feedback(s.client.nc, s.client.subjects, "never-asked", {"name": "x"})
 

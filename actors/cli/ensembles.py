@@ -111,6 +111,8 @@ def feedback(
                              "7 days; only consensus and self_consistency asks)")
         except KeyError as exc:
             return m.Failure(kind=m.BAD_REQUEST, message=f"ask {ask_id!r} has no field {exc.args[0]!r}")
+        except FileExistsError as exc:
+            return m.Failure(kind=m.BAD_REQUEST, message=f"ask {ask_id!r}: already labelled: {exc} (a label counts once)")
 
     result = on_fleet(settings, send, json_out=json_out)
     if json_out:

@@ -214,14 +214,23 @@ def judge(record: dict[str, Any], labels: dict[str, str]) -> tuple[dict[str, Rel
 
 async def feedback(nc, subjects, ask_id: str, labels: dict[str, str]) -> dict[str, Any]:
     """Apply labels to the remembered ask: each provider's counts in KV updated by compare-and-set.
-    Raises LookupError when the ask is not remembered, KeyError for a field it did not have."""
+    Raises LookupError when the ask is not remembered, KeyError for a field it did not have,
+    FileExistsError for a field already labelled (a label counts once)."""
     answers = await ensure_kv(nc, subjects.bucket("answers"), ttl=ANSWERS_TTL_S)
     try:
         entry = await answers.get(ask_key(ask_id))
     except (KeyNotFoundError, NotFoundError):
         raise LookupError(ask_id) from None
     record = json.loads(entry.value)
+    again = sorted(set(labels) & set(record.get("labelled") or {}))
+    if again:
+        raise FileExistsError(", ".join(again))
     deltas, rows = judge(record, labels)
+    record["labelled"] = {**(record.get("labelled") or {}), **labels}
+    try:  # mark the fields labelled first (compare-and-set): a label counts once, even when sent twice at once
+        await answers.update(ask_key(ask_id), json.dumps(record, ensure_ascii=False).encode(), last=entry.revision)
+    except KeyWrongLastSequenceError:
+        raise FileExistsError("(being labelled now)") from None
     kv = await ensure_kv(nc, subjects.bucket("reliability"))
     for provider, rel in deltas.items():
         delta = rel.export(provider)
