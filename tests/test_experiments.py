@@ -5,6 +5,8 @@ Pure parts as tables, then end to end on real NATS with mock providers."""
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import pytest
 
@@ -224,3 +226,35 @@ async def test_route_counts_are_reported_and_the_client_takes_a_preset(stack):
         assert s.client.build("x", preset="fast", labels={"k": "v"}).labels == {"k": "v", "preset": "fast"}
         with pytest.raises(Exception, match="unknown preset"):
             await s.client.ask("go", preset="nope", budget_ms=2000)
+
+
+async def test_llmbus_experiments_and_set_through_the_binary(stack, tmp_path):
+    from tests.helpers import LLMBUS, cli_env
+
+    async with stack(ROLLOUT) as s:
+        config = tmp_path / "llmbus.toml"
+        config.write_text(ROLLOUT + f'\n[bus]\nroot = "{s.root}"\n')
+        for user in USERS[:10]:
+            await s.client.ask("go", user=user, cache="skip", budget_ms=2000)
+
+        async def cli(*args: str):
+            done = await anyio.run_process([str(LLMBUS), "--config", str(config), "--nats-url", s.url, *args],
+                                           check=False, env=cli_env())
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+        code, out, err = await cli("experiments", "set", "roll", "--percent", "60")
+        assert code == 0 and out.strip() == "roll: 60 % (config: 25 %)", err
+        assert s.actor("router").experiments.percent["roll"] == 60.0
+        with anyio.fail_after(10):  # the events reach the stream a moment after the answers
+            while True:
+                code, out, err = await cli("experiments", "--json")
+                assert code == 0, err
+                report = json.loads(out)
+                if sum(r["asks"] for r in report["arms"]) == 10:
+                    break
+        assert report["experiments"][0]["percent"] == 60.0
+        assert {r["arm"] for r in report["arms"]} <= {"control", "variant"}
+        code, out, err = await cli("experiments")
+        assert code == 0 and "roll: rollout of single for 60 % of users (config: 25 %)" in out
+        code, _, err = await cli("experiments", "set", "nope", "--percent", "5")
+        assert code == 2 and "unknown experiment 'nope'" in err

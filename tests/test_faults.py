@@ -431,6 +431,8 @@ async def test_nats_micro_discovery(stack):
             {"name": "ask", "subject": f"{s.root}.ask", "queue_group": "router", "metadata": None},
             {"name": "ask_stream", "subject": f"{s.root}.ask.stream", "queue_group": "router", "metadata": None},
             {"name": "strategy", "subject": f"{s.root}.control.strategy", "queue_group": "router", "metadata": None},
+            {"name": "experiment", "subject": f"{s.root}.control.experiment", "queue_group": "router",
+             "metadata": None},
         ]
 
         # PING reaches every actor; collect the replies of this test's actors

@@ -124,7 +124,7 @@ class Router(Actor):
         await self.live.watch(self.nc, self.subjects, task_status=task_status)
 
     async def on_reconnect(self) -> None:
-        for view in (self.breakers, self.budgets, self.choice, self.live, self.reliability):
+        for view in (self.breakers, self.budgets, self.choice, self.live, self.reliability, self.experiments):
             if view is not None and view.mirror is not None:
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
