@@ -375,3 +375,43 @@ def test_an_abstaining_field_the_schema_requires_non_null_keeps_its_best_candida
     nobody = [answer("a", name=None, amount="USD 5"), answer("b", name=None, amount="USD 5")]
     data, report, _, _ = merge_answers(nobody, schema, options, Reliability(prior=0.8), False)
     assert data["name"] is None and "kept" not in report["name"]  # nothing to keep
+
+
+class Instant:
+    """Calls that all answer at once (zero-latency providers), each with 10 tokens in and 5 out."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cancelled: list[str] = []
+
+    def new_id(self) -> str:
+        self.n += 1
+        return f"call-{self.n}"
+
+    async def call(self, call, call_id, deadline):
+        import asyncio
+
+        await asyncio.sleep(0)
+        c = answer(call.provider, name="Ann Lee", amount="$5")
+        return msgspec.structs.replace(c, id=call_id, usage=m.TokenUsage(input_tokens=10, output_tokens=5))
+
+    async def cancel(self, record, reason):
+        self.cancelled.append(record.call_id)
+
+
+@pytest.mark.anyio
+async def test_a_straggler_that_answered_as_the_quorum_closed_is_in_the_route_and_the_usage():
+    import anyio
+
+    from actors.router.actor import finish
+    from actors.strategies import runner
+
+    p = Consensus(Plan(ASK, ["a", "b", "c"], options_for(Consensus, {"learn": False, "patience_ms": 0}),
+                       anyio.current_time() + 5))
+    with anyio.fail_after(5):
+        outcome = await runner.run(p, Instant(), deadline=anyio.current_time() + 5, clock=anyio.current_time)
+    reply = finish(ASK, "consensus", outcome)
+    assert isinstance(reply, m.Answer) and reply.metadata["answers"] == 2  # closed at the quorum
+    answered = [s for s in reply.route if s.outcome == "ok"]
+    assert reply.usage.input_tokens == 10 * len(answered) and reply.usage.output_tokens == 5 * len(answered)
+    assert len(answered) == 3  # the third answered too: its tokens were spent, so they count
