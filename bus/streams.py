@@ -35,7 +35,7 @@ from nats.js.api import (
 )
 from nats import errors as nats_errors
 from nats.js import errors as js_errors
-from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bus import codec
@@ -159,6 +159,14 @@ class KvMirror:
         while True:
             try:
                 watcher = await self.kv.watch(self.pattern)
+            except NotFoundError:  # a new server without the bucket (its store was lost): make it again
+                await anyio.sleep(pause)
+                pause = min(1.0, pause * 2)
+                try:
+                    self.kv = await ensure_kv(self.nc, self.bucket)
+                except TRANSIENT:
+                    pass
+                continue
             except TRANSIENT:  # the server is restarting: watch again shortly, never give up
                 await anyio.sleep(pause)
                 pause = min(1.0, pause * 2)
