@@ -415,3 +415,19 @@ async def test_a_straggler_that_answered_as_the_quorum_closed_is_in_the_route_an
     answered = [s for s in reply.route if s.outcome == "ok"]
     assert reply.usage.input_tokens == 10 * len(answered) and reply.usage.output_tokens == 5 * len(answered)
     assert len(answered) == 3  # the third answered too: its tokens were spent, so they count
+
+
+def test_plain_text_consensus_on_a_tie_keeps_the_best_supported_answer_rather_than_none():
+    text_ask = m.Ask(id="t", messages=[m.Message(role="user", content="say something")])
+    p = Consensus(Plan(text_ask, ["a", "b"], options_for(Consensus, {"learn": False, "patience_ms": 0}), 10.0))
+    p.start(0.0)
+
+    def said(provider: str, text: str) -> m.Completion:
+        return m.Completion(id="c-" + provider, ask_id="t", provider=provider, model=provider + "-1", text=text,
+                            confidence=0.8)
+
+    p.step(Reply("0", said("a", "The sky is blue because of Rayleigh scattering."), 1, "a"), 0.01)
+    [done] = p.step(Reply("1", said("b", "Bananas are yellow."), 1, "b"), 0.02)
+    assert isinstance(done, Done) and done.result.text in {"The sky is blue because of Rayleigh scattering.",
+                                                            "Bananas are yellow."}
+    assert "kept" in done.metadata["consensus"]["text"] and len(done.providers) == 1

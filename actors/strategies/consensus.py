@@ -268,6 +268,13 @@ class Consensus(Scatter):
         base = good[0]
         if not self.structured:
             text, data = data.get("text") or "", None
+            if not text:  # a tie (or too little agreement): an empty answer helps nobody; keep the best one
+                votes = [Vote(c.provider, c.data.get("text"), stated_confidence(c)) for c in good]
+                kept = best_candidate("text", report["text"]["kind"], votes, reliability_of(self.plan),
+                                      self.options.vote())
+                if kept is not None:
+                    text, providers, confidence = kept.value, list(kept.members), kept.confidence
+                    report["text"]["kept"] = "no text was agreed on: the best-supported answer is kept"
         else:
             text = json.dumps(data, ensure_ascii=False)
         result = msgspec.structs.replace(base, data=data, text=text, confidence=confidence)
