@@ -562,6 +562,63 @@ class BreakerChange(_Msg, frozen=True, kw_only=True):
     at: float = 0.0
 
 
+# --- supervisor (review, merge, score) ------------------------------------------------------------
+
+CONTRADICTION = "contradiction"  # candidates disagree on a part
+UNSUPPORTED = "unsupported"  # a claim no other candidate (or validator) backs
+MISSING = "missing"  # a part of the request no candidate answered
+FORMAT = "format"  # a part that breaks the schema or a validator's rule
+
+
+class Candidate(_Value, frozen=True, kw_only=True):
+    """One draft under review: who wrote it, its text and structured data (``data``'s top-level
+    keys are its parts; a part regenerated later keeps its key)."""
+
+    provider: str
+    text: str = ""
+    data: Any = None
+
+
+class ReviewIssue(_Value, frozen=True, kw_only=True):
+    kind: str  # CONTRADICTION | UNSUPPORTED | MISSING | FORMAT (a kind this version does not know: keep it)
+    where: str  # a part id or a JSON path ("$.day2")
+    detail: str
+    providers: list[str] = []  # the providers involved (for a contradiction: the dissenters)
+    source: str = ""  # who found it: "model", "mock", or a validator's "module:function"
+
+
+class Regenerate(_Value, frozen=True, kw_only=True):
+    """Redo one part: ``provider`` writes ``part`` again, told ``fix``."""
+
+    part: str
+    provider: str
+    fix: str
+
+
+class Review(_Msg, frozen=True, kw_only=True):
+    """Review ``candidates`` for the ask (``messages`` and ``schema`` are the ask's)."""
+
+    ask_id: str
+    messages: list[Message]
+    candidates: list[Candidate]
+    schema: dict[str, Any] | None = None
+    cycle: int = 0  # 0: the drafts; n: after the n-th regeneration
+
+
+class Verdict(_Msg, frozen=True, kw_only=True):
+    """The supervisor's answer: the merged answer, a score in [0, 1] with the rubric behind it, the
+    issues found and the targeted regenerations asked for (empty: nothing left to fix)."""
+
+    text: str
+    data: Any = None
+    score: float
+    rubric: dict[str, float] = {}  # criterion -> its score in [0, 1] ("agreement", "validators", …)
+    issues: list[ReviewIssue] = []
+    regenerate: list[Regenerate] = []
+    supervisor: str = ""  # who judged: a provider's name, "mock", or "rules" (validators only: the fallback)
+    degraded: str = ""  # why the supervisor fell back to the validators ("" : it did not)
+
+
 # --- control -----------------------------------------------------------------------------------
 
 
@@ -637,3 +694,4 @@ CompleteReply = Completion | Failure
 StreamReply = Chunk | Completion | Answer | Failure
 CacheGetReply = CacheEntry | CacheMiss | Failure
 CachePutReply = CacheStored | Failure
+ReviewReply = Verdict | Failure

@@ -46,6 +46,7 @@ ROUTER_QUEUE = "router"
 CACHE_QUEUE = "cache"
 HEALTH_QUEUE = "health"
 COST_QUEUE = "cost"  # several cost actors share the requests; budgets stay exact by compare-and-set
+SUPERVISOR_QUEUE = "supervisor"
 
 
 def check_token(value: str, what: str) -> str:
@@ -189,10 +190,11 @@ CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet 
                            ROUTER_QUEUE)
 CONTROL_EXPERIMENT = Service("experiment", "{root}.control.experiment", m.ExperimentSet | m.ExperimentQuery,
                              m.ExperimentReport | m.Failure, ROUTER_QUEUE)
+SUPERVISOR_REVIEW = Service("review", "{root}.supervisor.review", m.Review, m.ReviewReply, SUPERVISOR_QUEUE)
 
 RPC_TABLE: tuple[Service, ...] = (
     ASK, ASK_STREAM, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
     COST_RESERVE, COST_COMMIT, COST_REPORT, COST_BUDGET_SET, COST_BUDGETS, HEALTH_STATUS, HEALTH_RESET,
     HEALTH_STATUS_EACH, CACHE_STATS_EACH,
-    CONTROL_STRATEGY, CONTROL_EXPERIMENT,
+    CONTROL_STRATEGY, CONTROL_EXPERIMENT, SUPERVISOR_REVIEW,
 )
