@@ -1,0 +1,121 @@
+"""Documents: extraction per format, the content-hash cache, bad documents as bad_request, fitting."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import pytest
+
+from actors.documents.cache import ExtractCache
+from actors.documents.extract import DocumentError, extract
+from actors.documents.prepare import DocumentOptions, has_documents, prepare
+from bus import messages as m
+from bus.errors import BadRequest, ContextLengthExceeded
+from tests.documents_fixtures import HTML_PAGE, make_docx, make_encrypted_pdf, make_pdf
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def doc(data: bytes, name: str, media_type: str) -> m.Document:
+    return m.Document(data=base64.b64encode(data).decode(), media_type=media_type, name=name)
+
+
+def ask_with(*parts: m.Part) -> list[m.Message]:
+    return [m.Message(role="user", content=[*parts, m.Text(text="What does it say?")])]
+
+
+def test_pdf_pages_are_extracted():
+    got = extract(make_pdf(["Alpha page one", "Beta page two (with parens)"]), media_type="application/pdf", name="a.pdf")
+    assert got.kind == "pdf" and len(got.pages) == 2
+    assert "Alpha page one" in got.pages[0] and "Beta page two (with parens)" in got.pages[1]
+
+
+def test_docx_paragraphs_and_tables():
+    got = extract(make_docx(["Minutes of the meeting", "Decision: ship it"], [["owner", "Ana"]]), name="m.docx")
+    assert got.kind == "docx" and "Decision: ship it" in got.text and "owner | Ana" in got.text
+
+
+def test_html_keeps_structure_drops_scripts():
+    got = extract(HTML_PAGE.encode(), media_type="text/html", name="r.html")
+    assert "# Quarterly report" in got.text and "**12%**" in got.text and "* North: up" in got.text
+    assert "tracking" not in got.text and "color:red" not in got.text
+
+
+def test_markdown_and_text_pass_through():
+    assert extract(b"# Notes\n\n- one", name="n.md").text == "# Notes\n\n- one"
+    assert extract("\ufeffplain é".encode(), media_type="text/plain", name="p.txt").text == "plain é"
+
+
+@pytest.mark.parametrize("data, name, reason", [
+    (b"", "empty.pdf", "empty"),
+    (b"%PDF-1.4\n garbage that is no pdf", "corrupt.pdf", "not a readable PDF"),
+    (make_pdf([""]), "blank.pdf", "no text found"),
+    (b"PK\x03\x04 not really a zip", "broken.docx", "not a readable DOCX"),
+    (b"\xff\xfe\x00bad", "bad.txt", "not UTF-8"),
+    (b"\x00\x01binary", "blob.bin", "unsupported media type"),
+])
+def test_bad_documents_name_the_file_and_the_reason(data, name, reason):
+    with pytest.raises(DocumentError) as exc:
+        extract(data, name=name)
+    assert name in str(exc.value) and reason in str(exc.value)
+
+
+def test_encrypted_pdf_is_refused():
+    with pytest.raises(DocumentError, match="secret.pdf: the PDF is encrypted"):
+        extract(make_encrypted_pdf(), name="secret.pdf")
+
+
+def test_prepare_sends_text_with_page_provenance_and_caches_by_hash():
+    cache = ExtractCache()
+    msgs = ask_with(doc(make_pdf(["first", "second"]), "r.pdf", "application/pdf"), m.Document(text="# n", media_type="text/markdown", name="n.md"))
+    assert has_documents(msgs) and not has_documents([m.Message(role="user", content="hi")])
+    out = asyncio.run(prepare(msgs, DocumentOptions(), cache=cache))
+    parts = out[0].content
+    assert parts[0].data is None and "[page 1]\nfirst" in parts[0].text and "[page 2]\nsecond" in parts[0].text
+    assert parts[1].text.startswith("[document n.md]") and parts[2] == m.Text(text="What does it say?")
+    asyncio.run(prepare(msgs, DocumentOptions(), cache=cache))
+    assert cache.hits == 1 and cache.misses == 1
+
+
+def test_native_pdf_keeps_the_original_but_is_validated():
+    pdf = doc(make_pdf(["x"]), "r.pdf", "application/pdf")
+    out = asyncio.run(prepare(ask_with(pdf), DocumentOptions(kind="anthropic", native=frozenset({"application/pdf"})), cache=ExtractCache()))
+    assert out[0].content[0] is pdf
+    with pytest.raises(BadRequest, match="s.pdf: the PDF is encrypted"):
+        asyncio.run(prepare(ask_with(doc(make_encrypted_pdf(), "s.pdf", "application/pdf")),
+                            DocumentOptions(native=frozenset({"application/pdf"})), cache=ExtractCache()))
+
+
+def test_empty_text_document_is_bad_request():
+    with pytest.raises(BadRequest, match="e.md: the document is empty"):
+        asyncio.run(prepare(ask_with(m.Document(text=" \n", name="e.md")), DocumentOptions(), cache=ExtractCache()))
+
+
+def test_over_the_window_fails_with_sizes_or_truncates():
+    big = doc(make_pdf([f"paragraph {i} " * 20 for i in range(40)]), "big.pdf", "application/pdf")
+    opts = DocumentOptions(kind="openai", context_tokens=2000)
+    with pytest.raises(ContextLengthExceeded) as exc:
+        asyncio.run(prepare(ask_with(big), opts, reserve_tokens=500, cache=ExtractCache()))
+    assert "big.pdf ~" in exc.value.message and "window 2000" in exc.value.message
+    out = asyncio.run(prepare(ask_with(big), DocumentOptions(kind="openai", context_tokens=2000, overflow="truncate"),
+                              reserve_tokens=500, cache=ExtractCache()))
+    text = out[0].content[0].text
+    assert "[… truncated to fit the model's window:" in text and "[page 1]" in text
+    assert len(text) / 4 + 500 < 2000
+
+
+def test_extraction_time_and_cache_hit(capsys):
+    pdf = make_pdf([f"Line {i} of a text page with some words in it." for i in range(100)])
+    cache = ExtractCache()
+    msgs = ask_with(doc(pdf, "hundred.pdf", "application/pdf"))
+    t0 = time.perf_counter()
+    asyncio.run(prepare(msgs, DocumentOptions(), cache=cache))
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    asyncio.run(prepare(msgs, DocumentOptions(), cache=cache))
+    warm = time.perf_counter() - t0
+    with capsys.disabled():
+        print(f"\n100-page PDF ({len(pdf)} bytes) with pypdf: {cold * 1000:.1f} ms cold, {warm * 1000:.2f} ms cached")
+    assert warm < 0.05 and cache.hits == 1
