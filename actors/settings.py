@@ -120,6 +120,26 @@ class CostSettings(_Table, frozen=True, kw_only=True):
     budgets: list[BudgetSettings] = []
 
 
+class RecordSettings(_Table, frozen=True, kw_only=True):
+    """``[record]``: the recording of every ask's requests and replies (``llmbus trace``/``replay``)
+    in the stream ``<ROOT>_RECORD`` (file storage, bounded by age and bytes). ``all`` records every
+    ask; ``off`` records nothing and leaves the hot path untouched; ``errors`` is not built yet."""
+
+    sampling: Literal["all", "errors", "off"] = "off"
+    max_age_s: float = 24 * 3600.0
+    max_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.sampling == "errors":
+            raise ConfigError("record.sampling = 'errors' is not built yet: use 'all' or 'off'")
+        if self.max_age_s <= 0 or self.max_bytes <= 0:
+            raise ConfigError("record.max_age_s and record.max_bytes must be above 0")
+
+    @property
+    def on(self) -> bool:
+        return self.sampling != "off"
+
+
 class CacheSettings(_Table, frozen=True, kw_only=True):
     enabled: bool = True  # routers look asks up in the cache actor and store the answers they make
     dir: str = ""  # the diskcache directory (empty: <data dir>/cache); the subject root is appended
@@ -201,6 +221,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     health: HealthSettings = HealthSettings()
     cost: CostSettings = CostSettings()
     cache: CacheSettings = CacheSettings()
+    record: RecordSettings = RecordSettings()
     tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
     experiments: dict[str, ExperimentSettings] = {}  # [experiments.<name>]: rollout, A/B, shadow (routing)
     providers: dict[str, ProviderSettings] = msgspec.field(

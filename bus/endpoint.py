@@ -36,6 +36,12 @@ from bus.subjects import Service, Subjects
 
 log = structlog.get_logger("llmbus.endpoint")
 
+# With recording on (``[record]``; ``actors.stack`` sets it), a reply carries its request's ask id,
+# call id and subject as headers, so a trace pairs it with its request; off, replies stay bare.
+RECORDING = False
+RE_HEADER = "Llm-Re"  # the request's subject, on a recorded reply
+CALL_ID_HEADER = "Llm-Call-Id"
+
 
 @dataclass(slots=True)
 class Context:
@@ -148,13 +154,18 @@ class Endpoint:
             self.last_error = f"{result.kind}: {result.message}"
         self.processing_time_ns += time.perf_counter_ns() - started
         if msg.reply and not nc.is_closed:
-            await self._publish(nc, msg.reply, data if data is not None else codec.encode(result))
+            hdrs = None
+            if RECORDING and ctx.ask_id:
+                hdrs = {ASK_ID_HEADER: ctx.ask_id, RE_HEADER: msg.subject}
+                if ctx.call_id:
+                    hdrs[CALL_ID_HEADER] = ctx.call_id
+            await self._publish(nc, msg.reply, data if data is not None else codec.encode(result), hdrs)
 
-    async def _publish(self, nc: NATS, subject: str, data: bytes) -> None:
+    async def _publish(self, nc: NATS, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish one reply; one too large for the server becomes a Failure that fits (a reply is
         never silence), and a connection that cannot take it now is logged, not raised."""
         try:
-            await nc.publish(subject, data)
+            await nc.publish(subject, data, headers=headers)
         except MaxPayloadError:
             self.num_errors += 1
             self.last_error = f"{m.INVALID_OUTPUT}: reply too large"

@@ -119,6 +119,26 @@ async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
         await js.update_stream(config)
 
 
+async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float, max_bytes: int) -> None:
+    """Create (or update) the stream that records the root's requests and replies (DESIGN §4):
+    ``no_ack`` (or it would answer every request with a PubAck), file storage, oldest dropped first."""
+    js = nc.jetstream()
+    config = StreamConfig(
+        name=subjects.record_stream,
+        subjects=subjects.recorded,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age_s,
+        max_bytes=max_bytes,
+        no_ack=True,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:  # exists with other settings: bring it to ours
+        await js.update_stream(config)
+
+
 async def ensure_kv(
     nc: NATS, bucket: str, *, history: int = 1, storage: StorageType = StorageType.FILE, ttl: float | None = None
 ) -> KeyValue:
@@ -296,7 +316,7 @@ async def delete_root(nc: NATS, root: str) -> list[str]:
     gone = []
     for info in await js.streams_info():
         name = info.config.name
-        if name == subjects.events_stream or name.startswith(f"KV_{subjects.bucket('')}"):
+        if name in (subjects.events_stream, subjects.record_stream) or name.startswith(f"KV_{subjects.bucket('')}"):
             await js.delete_stream(name)
             gone.append(name)
     return gone

@@ -127,6 +127,19 @@ class Subjects:
     def events_stream(self) -> str:
         return f"{self.root.upper().replace('-', '_')}_EVENTS"
 
+    @property
+    def record_stream(self) -> str:
+        """The stream that records the root's requests and replies (``llmbus trace``/``replay``)."""
+        return f"{self.root.upper().replace('-', '_')}_RECORD"
+
+    @property
+    def recorded(self) -> list[str]:
+        """What the recording captures: every request and reply subject under the root — not
+        ``events.>`` (its own stream), nor broadcasts (``cancel``, ``cache.done.*``)."""
+        r = self.root
+        return [f"{r}.ask", f"{r}.ask.stream", f"{r}.provider.>", f"{r}.cache.get", f"{r}.cache.put",
+                f"{r}.cost.>", f"{r}.health.>", f"{r}.supervisor.>", f"{r}.reply.>"]
+
     def bucket(self, purpose: str) -> str:
         return f"{self.root}_{purpose}"
 

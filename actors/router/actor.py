@@ -101,6 +101,14 @@ class Router(Actor):
         # the cache step (actors.router.cache_step): lookup, coalescing of identical asks, store
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
+    async def setup(self) -> None:
+        if self.settings.record.on:  # the recording stream (llmbus trace/replay), before any ask
+            from bus.streams import ensure_record_stream, retrying
+
+            r = self.settings.record
+            await retrying(lambda: ensure_record_stream(self.nc, self.subjects, max_age_s=r.max_age_s,
+                                                        max_bytes=r.max_bytes), deadline=now() + 30.0)
+
     def background(self):
         jobs = [self.fleet.run, self.choice.run, self._watch_reliability]
         jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
