@@ -1,0 +1,278 @@
+"""Reading the recording (``<ROOT>_RECORD``) and the events stream: an ask's messages, its trace
+tree, the list of recent asks, and replay under an isolated root (``llmbus trace|asks|replay``).
+
+Both streams are read with ephemeral pull consumers (DESIGN §4: a push consumer under a captured
+subject is refused), acknowledging nothing. JetStream cannot filter on a header, so the reader
+scans the window (``since``) and keeps the messages whose ``Llm-Ask-Id`` is the ask's; a reply
+carries its request's ask id, call id and subject (``bus.endpoint.RECORDING``), which pairs it
+with its request. Times are the server's store times, one clock for every actor: a trace works
+after every actor restarted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus import codec
+from bus import messages as m
+from bus.deadline import ASK_ID_HEADER
+from bus.endpoint import CALL_ID_HEADER, RE_HEADER
+from bus.subjects import Subjects
+
+
+@dataclass
+class Rec:
+    seq: int
+    subject: str
+    at: float  # unix seconds (the server's store time)
+    headers: dict[str, str]
+    data: bytes
+
+    @property
+    def ask_id(self) -> str | None:
+        return self.headers.get(ASK_ID_HEADER)
+
+    def body(self) -> Any:
+        try:
+            return msgspec.json.decode(self.data)
+        except (msgspec.DecodeError, UnicodeError):
+            return None
+
+
+async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: int = 2048) -> list[Rec]:
+    """Every message of ``stream`` (those stored in the last ``since_s`` seconds when given)."""
+    js = nc.jetstream()
+    if since_s is None:
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
+                                inactive_threshold=30.0, mem_storage=True)
+    else:
+        start = dt.datetime.fromtimestamp(time.time() - since_s, tz=dt.timezone.utc)
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_TIME,
+                                opt_start_time=start.isoformat().replace("+00:00", "Z"),
+                                inactive_threshold=30.0, mem_storage=True)
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return []
+    if info.state.messages == 0:
+        return []
+    psub = await js.pull_subscribe(">", stream=stream, config=config)
+    out: list[Rec] = []
+    try:
+        while True:
+            try:
+                msgs = await psub.fetch(batch=batch, timeout=0.5)
+            except (NatsTimeoutError, TimeoutError):
+                break
+            for msg in msgs:
+                md = msg.metadata
+                out.append(Rec(md.sequence.stream, msg.subject, md.timestamp.timestamp(), dict(msg.headers or {}),
+                               msg.data))
+            if not msgs or msgs[-1].metadata.num_pending == 0:
+                break
+    finally:
+        try:
+            await psub.unsubscribe()
+        except Exception:  # noqa: S110 — the ephemeral consumer goes after inactive_threshold anyway
+            pass
+    return out
+
+
+# --- one ask ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One request of the ask and its reply (None: no reply was recorded)."""
+
+    subject: str
+    kind: str  # "ask", "provider", "cache", "cost", "health", …
+    name: str  # "provider.a.complete", "cache.get"
+    at: float
+    request: Rec
+    reply: Rec | None = None
+    call_id: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.reply is None else self.reply.at - self.at
+
+    def outcome(self) -> str:
+        if self.reply is None:
+            return "no reply recorded" if self.kind != "cost" or "commit" not in self.name else "sent"
+        body = self.reply.body()
+        if not isinstance(body, dict):
+            return "?"
+        t = body.get("type")
+        if t == "Failure":
+            return f"failure {body.get('kind')}: {str(body.get('message', ''))[:80]}"
+        if t in ("Completion", "Answer"):
+            return f"ok {t}: {str(body.get('text', ''))[:60]!r}"
+        return f"ok {t}"
+
+
+@dataclass
+class Trace:
+    ask_id: str
+    calls: list[Call]
+    events: list[Rec] = field(default_factory=list)
+
+    @property
+    def ask(self) -> Call | None:
+        return next((c for c in self.calls if c.kind == "ask"), None)
+
+    @property
+    def start(self) -> float:
+        return min([c.at for c in self.calls] + [e.at for e in self.events] or [0.0])
+
+    def as_json(self) -> dict:
+        t0 = self.start
+        return {
+            "ask_id": self.ask_id,
+            "start": t0,
+            "calls": [{"name": c.name, "kind": c.kind, "call_id": c.call_id, "offset_ms": round((c.at - t0) * 1000, 3),
+                       "duration_ms": None if c.duration_s is None else round(c.duration_s * 1000, 3),
+                       "outcome": c.outcome(), "request": c.request.body(),
+                       "reply": c.reply.body() if c.reply else None} for c in self.calls],
+            "events": [{"subject": e.subject, "offset_ms": round((e.at - t0) * 1000, 3), "body": e.body()}
+                       for e in self.events],
+        }
+
+
+def _kind_name(subjects: Subjects, subject: str) -> tuple[str, str]:
+    rest = subject[len(subjects.root) + 1:]
+    head = rest.split(".", 1)[0]
+    return ("ask" if head == "ask" else head), rest
+
+
+def build_trace(subjects: Subjects, ask_id: str, records: list[Rec], events: list[Rec]) -> Trace:
+    """The ask's calls (each request paired with its reply) and the events that name the ask."""
+    reply_prefix = f"{subjects.root}.reply."
+    calls: list[Call] = []
+    open_calls: list[Call] = []
+    for rec in records:
+        if rec.ask_id != ask_id:
+            continue
+        if not rec.subject.startswith(reply_prefix):
+            kind, name = _kind_name(subjects, rec.subject)
+            body = rec.body()
+            call_id = body.get("id") if isinstance(body, dict) and kind == "provider" else None
+            call = Call(rec.subject, kind, name, rec.at, rec, call_id=call_id)
+            calls.append(call)
+            open_calls.append(call)
+            continue
+        re_subject, call_id = rec.headers.get(RE_HEADER), rec.headers.get(CALL_ID_HEADER)
+        for call in open_calls:  # the oldest open request of that subject (and call id) gets it
+            if call.subject == re_subject and (call.call_id is None or call_id is None or call.call_id == call_id):
+                call.reply = rec
+                open_calls.remove(call)
+                break
+    kept = [e for e in events if _names_ask(e, ask_id)]
+    if calls:  # health events (breaker changes) while the ask ran
+        t0, t1 = calls[0].at, max((c.reply.at for c in calls if c.reply), default=calls[0].at)
+        kept += [e for e in events if ".events.health." in e.subject and t0 <= e.at <= t1 + 0.5 and e not in kept]
+    kept.sort(key=lambda e: e.seq)
+    return Trace(ask_id, calls, kept)
+
+
+def _names_ask(rec: Rec, ask_id: str) -> bool:
+    if rec.ask_id == ask_id:
+        return True
+    if ask_id.encode() not in rec.data:
+        return False
+    body = rec.body()
+    if not isinstance(body, dict):
+        return False
+    if body.get("ask_id") == ask_id:
+        return True
+    return any(isinstance(i, dict) and i.get("ask_id") == ask_id for i in body.get("items") or [])
+
+
+async def trace(nc: NATS, subjects: Subjects, ask_id: str, *, since_s: float | None = None) -> Trace:
+    records = await read(nc, subjects.record_stream, since_s=since_s)
+    events = await read(nc, subjects.events_stream, since_s=since_s)
+    return build_trace(subjects, ask_id, records, events)
+
+
+# --- recent asks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class AskLine:
+    ask_id: str
+    at: float
+    strategy: str | None
+    user: str | None
+    tier: str | None
+    duration_ms: float | None
+    outcome: str
+    failed: bool
+    prompt: str
+
+
+def list_asks(subjects: Subjects, records: list[Rec]) -> list[AskLine]:
+    asks: dict[str, tuple[Rec, Rec | None]] = {}
+    ask_subjects = (subjects.ask, subjects.ask_stream)
+    for rec in records:
+        aid = rec.ask_id
+        if aid is None:
+            continue
+        if rec.subject in ask_subjects and aid not in asks:
+            asks[aid] = (rec, None)
+        elif aid in asks and rec.headers.get(RE_HEADER) in ask_subjects and asks[aid][1] is None:
+            asks[aid] = (asks[aid][0], rec)
+    lines = []
+    for aid, (req, rep) in asks.items():
+        body = req.body() if isinstance(req.body(), dict) else {}
+        reply = rep.body() if rep is not None else None
+        failed = reply is None or (isinstance(reply, dict) and reply.get("type") == "Failure")
+        if reply is None:
+            outcome = "no reply recorded"
+        elif failed:
+            outcome = f"{reply.get('kind')}"
+        else:
+            outcome = "ok"
+        msgs = body.get("messages") or []
+        prompt = ""
+        if msgs:
+            content = msgs[-1].get("content")
+            prompt = content if isinstance(content, str) else str(content)
+        lines.append(AskLine(aid, req.at, body.get("strategy"), body.get("user"), body.get("tier"),
+                             None if rep is None else (rep.at - req.at) * 1000, outcome, failed, prompt[:60]))
+    return lines
+
+
+# --- replay ----------------------------------------------------------------------------------------
+
+
+def recorded_ask(tr: Trace) -> tuple[m.Ask, m.Answer | m.Failure | None]:
+    """The recorded Ask and the answer it got."""
+    call = tr.ask
+    if call is None:
+        raise LookupError(f"no ask {tr.ask_id} in the recording")
+    ask = codec.decoder(m.Ask).decode(call.request.data)
+    answer = None
+    if call.reply is not None:
+        try:
+            answer = codec.decoder(m.AskReply).decode(call.reply.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            answer = None
+    return ask, answer
+
+
+def provider_replies(tr: Trace) -> dict[str, list[bytes]]:
+    """Per provider, the recorded replies of its complete calls for this ask, in the order sent."""
+    out: dict[str, list[bytes]] = {}
+    for c in tr.calls:
+        if c.kind == "provider" and c.name.endswith(".complete") and c.reply is not None:
+            out.setdefault(c.name.split(".")[1], []).append(c.reply.data)
+    return out

@@ -1,0 +1,97 @@
+"""Recording (``<ROOT>_RECORD``), ``trace`` and ``replay`` end to end on a real NATS server with mock
+providers: an ask through failover (the first provider fails) is recorded, its trace shows both
+calls after every actor stopped, and replay gives the identical answer with the providers stopped."""
+
+from __future__ import annotations
+
+import nats
+import pytest
+
+from actors import recording
+from actors.replay import replay
+from bus import endpoint
+from bus import messages as m
+from bus.subjects import Subjects
+from tests.conftest import CACHE_DIR, make_settings
+
+pytestmark = [pytest.mark.anyio]
+
+TOML = f"""
+[router]
+strategy = "failover"
+providers = ["first", "second"]
+
+[providers.first]
+latency = {{ dist = "fixed", ms = 2 }}
+failures = {{ unavailable = 1.0 }}
+
+[providers.second]
+latency = {{ dist = "fixed", ms = 2 }}
+
+[cache]
+dir = "{CACHE_DIR}"
+
+[record]
+sampling = "all"
+max_age_s = 600.0
+max_bytes = 8388608
+"""
+
+
+@pytest.fixture(autouse=True)
+def _recording_flag():
+    was = endpoint.RECORDING
+    yield
+    endpoint.RECORDING = was
+
+
+@pytest.mark.timeout(30)
+async def test_failover_is_recorded_traced_and_replayed_without_providers(stack, root, nats_url):
+    async with stack(TOML) as s:
+        answer = await s.client.ask("hello there", budget_ms=5_000, cache="skip")
+        assert answer.text == "[second] hello there"
+        ask_id = answer.id
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().stream_info(Subjects(root).record_stream)
+            assert info.config.no_ack and info.config.max_bytes == 8388608
+            s.stop()  # every actor stopped: the trace and the replay use the recording alone
+            tr = await recording.trace(nc, Subjects(root), ask_id)
+            names = [c.name for c in tr.calls]
+            assert names[0] == "ask" and "provider.first.complete" in names and "provider.second.complete" in names
+            by = {c.name: c for c in tr.calls}
+            assert by["provider.first.complete"].outcome().startswith("failure unavailable")
+            assert by["provider.second.complete"].outcome().startswith("ok Completion")
+            assert all(c.duration_s is not None and c.duration_s >= 0 for c in tr.calls if "commit" not in c.name)
+            assert tr.ask.reply is not None
+            lines = recording.list_asks(Subjects(root), await recording.read(nc, Subjects(root).record_stream))
+            assert [a.ask_id for a in lines] == [ask_id] and not lines[0].failed
+
+            done = await replay(nc, nats_url, s.settings, ask_id, trace=tr)
+            assert isinstance(done.result, m.Answer), done.result
+            assert done.result.text == answer.text and done.same and done.diff() == ""
+            assert done.served == {"first": len([n for n in names if n == "provider.first.complete"]), "second": 1}
+            # the isolated root left nothing behind
+            left = [i.config.name for i in await nc.jetstream().streams_info() if done.root.upper() in i.config.name.upper()]
+            assert left == []
+        finally:
+            await nc.close()
+
+
+@pytest.mark.timeout(30)
+async def test_recording_off_creates_no_stream(stack, root, nats_url):
+    async with stack(TOML.replace('sampling = "all"', 'sampling = "off"')) as s:
+        await s.client.ask("hi", budget_ms=5_000)
+        nc = await nats.connect(nats_url)
+        try:
+            names = [i.config.name for i in await nc.jetstream().streams_info()]
+            assert Subjects(root).record_stream not in names
+        finally:
+            await nc.close()
+
+
+def test_errors_sampling_is_refused_until_built(root):
+    from bus.errors import ConfigError
+
+    with pytest.raises((ConfigError, Exception), match="errors"):
+        make_settings(TOML.replace('sampling = "all"', 'sampling = "errors"'), root)
