@@ -215,12 +215,25 @@ class ProviderSettings(_Table, frozen=True, kw_only=True):
         return env
 
 
+class SupervisorSettings(_Table, frozen=True, kw_only=True):
+    """``[supervisor]``: the actor serving ``<root>.supervisor.review`` (the review strategy's judge).
+    ``provider``: the model that judges ("" : ``anthropic`` when it is configured and its key is set,
+    else the deterministic mock judge; "mock": always the mock; "rules": the validators alone).
+    ``validators``: ``"module:function"`` checks over a structured answer, run beside the judge and
+    alone when the judge's model fails (``actors.supervisor.rules`` ships a few)."""
+
+    enabled: bool = True
+    provider: str = ""
+    validators: list[str] = []
+
+
 class Settings(_Table, frozen=True, kw_only=True):
     bus: BusSettings = BusSettings()
     router: RouterSettings = RouterSettings()
     health: HealthSettings = HealthSettings()
     cost: CostSettings = CostSettings()
     cache: CacheSettings = CacheSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
     record: RecordSettings = RecordSettings()
     tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
     experiments: dict[str, ExperimentSettings] = {}  # [experiments.<name>]: rollout, A/B, shadow (routing)

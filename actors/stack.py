@@ -21,7 +21,8 @@ from actors.settings import Settings
 
 def actor_names(settings: Settings) -> list[str]:
     cache = ["cache"] if settings.cache.enabled else []
-    return ["router", "health", "cost", *cache, *(f"provider.{name}" for name in settings.providers)]
+    supervisor = ["supervisor"] if settings.supervisor.enabled else []
+    return ["router", "health", "cost", *cache, *supervisor, *(f"provider.{name}" for name in settings.providers)]
 
 
 def unconfigured(settings: Settings) -> dict[str, str]:
@@ -85,7 +86,24 @@ def _cost(settings: Settings, common: dict[str, Any]) -> Actor:
     return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, **common)
 
 
-BUILDERS: dict[str, Builder] = {"router": _router, "health": _health, "cost": _cost, "cache": _cache}
+def _supervisor(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.supervisor.actor import MOCK, SupervisorActor
+    from actors.supervisor.judge import load_validators
+
+    sup = settings.supervisor
+    judge_with = sup.provider
+    if not judge_with:  # Claude when it can run here, else the mock judge
+        claude = settings.providers.get("anthropic")
+        judge_with = "anthropic" if claude is not None and claude.missing_key() is None else MOCK
+    try:
+        validators = load_validators(sup.validators)
+    except ValueError as exc:
+        raise ConfigError(f"[supervisor] {exc}") from None
+    return SupervisorActor(judge_with=judge_with, validators=validators, **common)
+
+
+BUILDERS: dict[str, Builder] = {"router": _router, "health": _health, "cost": _cost, "cache": _cache,
+                                "supervisor": _supervisor}
 
 
 def _provider(provider: str, settings: Settings, common: dict[str, Any]) -> Actor:
