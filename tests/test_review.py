@@ -1,0 +1,138 @@
+"""The supervisor and the review strategy, end to end on real NATS with mock workers and the mock judge."""
+
+from __future__ import annotations
+
+import pytest
+
+from bus import messages as m
+from actors.supervisor.judge import judge, load_validators, rules_only
+
+pytestmark = pytest.mark.timeout(20)
+
+SCHEMA = {
+    "type": "object",
+    "required": ["day1", "day2", "day3"],
+    "properties": {"day1": {"type": "string"}, "day2": {"type": "string"}, "day3": {"type": "string"}},
+}
+
+# a, b and c draft the same itinerary (each string is the prompt); c plants a contradiction on day2
+WORKERS = """
+[router]
+providers = ["a", "b", "c"]
+[providers.a]
+[providers.b]
+[providers.c]
+data = { day2 = "Louvre on Tuesday (closed on Tuesdays)" }
+"""
+
+ASK = "three days in Paris"
+
+
+def requests(s, provider: str) -> int:
+    return s.actor(f"provider.{provider}").statistics().endpoints["complete"].num_requests
+
+
+def supervisor_of(s):
+    return next(a for a in s.actors if a.kind == "supervisor")
+
+
+# --- the judge (pure) ---------------------------------------------------------------------------------
+
+
+def cand(provider: str, **data) -> m.Candidate:
+    return m.Candidate(provider=provider, data=data)
+
+
+def test_judge_flags_the_dissenter_and_merges_the_majority():
+    review = m.Review(ask_id="q", messages=[], schema=SCHEMA, candidates=[
+        cand("a", day1="x", day2="y", day3="z"), cand("b", day1="x", day2="y", day3="z"),
+        cand("c", day1="x", day2="WRONG", day3="z")])
+    v = judge(review, [])
+    assert v.data == {"day1": "x", "day2": "y", "day3": "z"}
+    assert [(i.kind, i.where, i.providers) for i in v.issues] == [(m.CONTRADICTION, "$.day2", ["c"])]
+    assert [(r.part, r.provider) for r in v.regenerate] == [("day2", "c")]
+    assert v.rubric == {"agreement": round(2 / 3, 4), "completeness": 1.0}
+    assert judge(review, []) == v  # deterministic
+
+
+def test_validators_find_a_budget_that_does_not_sum_and_are_the_fallback():
+    validators = load_validators(["actors.supervisor.rules:budget_sums"])
+    good = cand("a", items=[{"cost": 10}, {"cost": 5.5}], total=15.5)
+    bad = cand("b", items=[{"cost": 10}, {"cost": 5.5}], total=20)
+    review = m.Review(ask_id="q", messages=[], candidates=[bad, good])
+    v = rules_only(review, validators, why="model down")
+    assert v.data == good.data and v.supervisor == "rules" and v.degraded == "model down"
+    assert [(i.kind, i.where, i.providers) for i in v.issues] == [(m.FORMAT, "$.total", ["b"])]
+    assert [(r.part, r.provider) for r in v.regenerate] == [("total", "b")]
+    assert v.score == 0.5
+    with pytest.raises(ValueError, match="nope"):
+        load_validators(["actors.supervisor.rules:nope"])
+
+
+# --- end to end ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_planted_contradiction_is_flagged_and_only_that_part_is_regenerated(stack):
+    async with stack(WORKERS) as s:
+        answer = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
+                                    strategy_options={"cycles": 2, "quality_target": 0.95})
+        assert isinstance(answer, m.Answer), answer
+        quality = answer.metadata["quality"]
+        # the first review flagged c's day2; c redid day2 alone; the second review found nothing
+        assert quality["regenerated"] == [{"cycle": "1", "part": "day2", "provider": "c"}]
+        assert quality["issues_fixed"] == ["contradiction at $.day2"]
+        assert quality["cycles"] == 1 and quality["score"] == 1.0 and quality["first_pass"] is False
+        assert quality["issues"] == [] and "degraded" not in answer.metadata
+        assert answer.data["day2"] == answer.data["day1"]  # the planted value is gone
+        assert "closed on Tuesdays" not in answer.text
+        # calls: one draft each, one regeneration by c only, two reviews
+        assert (requests(s, "a"), requests(s, "b"), requests(s, "c")) == (1, 1, 2)
+        assert supervisor_of(s).reviews == 2
+        purposes = [(st.provider, st.purpose) for st in answer.route]
+        assert sorted(purposes).count(("c", "regenerate")) == 1
+        assert sum(1 for _, p in purposes if p == "review") == 2
+        assert sorted(answer.providers) == ["a", "b", "c"]
+
+
+@pytest.mark.anyio
+async def test_the_cycle_cap_holds_when_a_part_stays_wrong(stack):
+    # c is stubborn: its planted day2 comes back in every regeneration that names day2 by its key
+    toml = WORKERS + '[supervisor]\nvalidators = ["tests.test_review:no_tuesday"]\n'
+    async with stack(toml) as s:
+        answer = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
+                                    strategy_options={"cycles": 0})
+        assert isinstance(answer, m.Answer), answer
+        q = answer.metadata["quality"]
+        assert q["cycles"] == 0 and q["regenerated"] == [] and q["score"] < 1.0
+        assert {(i["kind"], i["where"]) for i in q["issues"]} == {("contradiction", "$.day2"), ("format", "$.day2")}
+        assert (requests(s, "a"), requests(s, "b"), requests(s, "c")) == (1, 1, 1)
+        assert supervisor_of(s).reviews == 1
+
+
+def no_tuesday(data):
+    """A test validator: nothing may be planned on a day the place is closed."""
+    return [(f"$.{k}", "planned on a closing day") for k, v in data.items() if "closed" in str(v)]
+
+
+@pytest.mark.anyio
+async def test_with_the_supervisor_down_the_answer_is_degraded_not_a_failure(stack):
+    async with stack(WORKERS + "[supervisor]\nenabled = false\n") as s:
+        answer = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=3000)
+        assert isinstance(answer, m.Answer), answer
+        assert "the supervisor failed" in answer.metadata["degraded"]["reason"]
+        assert answer.metadata["review"]["drafts"] == ["a", "b", "c"]
+        assert set(answer.data) == {"day1", "day2", "day3"}
+        assert (requests(s, "a"), requests(s, "b"), requests(s, "c")) == (1, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_partial_draft_failures_are_reported_and_reviewed_without_them(stack):
+    toml = WORKERS.replace('providers = ["a", "b", "c"]', 'providers = ["a", "b", "c", "down"]') + \
+        "[providers.down]\nfailures = { unavailable = 1.0 }\n"
+    async with stack(toml) as s:
+        answer = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
+                                    providers=["a", "b", "c", "down"], strategy_options={"cycles": 1, "quality_target": 1.0})
+        assert isinstance(answer, m.Answer), answer
+        assert answer.metadata["review"] == {"drafts": ["a", "b", "c"], "failed": {"down": "unavailable"}}
+        assert answer.metadata["quality"]["score"] == 1.0
