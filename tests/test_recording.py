@@ -95,3 +95,33 @@ def test_errors_sampling_is_refused_until_built(root):
 
     with pytest.raises((ConfigError, Exception), match="errors"):
         make_settings(TOML.replace('sampling = "all"', 'sampling = "errors"'), root)
+
+
+@pytest.mark.timeout(30)
+async def test_cli_trace_asks_and_replay(stack, root, nats_url, tmp_path):
+    import json
+    import subprocess
+
+    import anyio
+
+    from tests.helpers import LLMBUS, cli_env
+
+    config = tmp_path / "llmbus.toml"
+    config.write_text(f'[bus]\nroot = "{root}"\nnats_url = "{nats_url}"\n' + TOML)
+    async with stack(TOML) as s:
+        answer = await s.client.ask("hello cli", budget_ms=5_000, cache="skip")
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(LLMBUS), *args], env=cli_env(LLMBUS_CONFIG=str(config)), capture_output=True,
+                                  text=True, timeout=20)
+
+        s.stop()
+        tr, asks, rp = [await anyio.to_thread.run_sync(lambda a=a: cli(*a))
+                        for a in (("trace", answer.id, "--json"), ("asks", "--json"), ("replay", answer.id, "--json"))]
+    for done in (tr, asks, rp):
+        assert done.returncode == 0, done.stderr
+    names = [c["name"] for c in json.loads(tr.stdout)["calls"]]
+    assert "provider.first.complete" in names and "provider.second.complete" in names
+    assert [a["ask_id"] for a in json.loads(asks.stdout)] == [answer.id]
+    replayed = json.loads(rp.stdout)
+    assert replayed["same"] and replayed["replayed"]["text"] == answer.text and replayed["diff"] == ""

@@ -1,0 +1,154 @@
+"""``llmbus trace ASK_ID``, ``llmbus asks``, ``llmbus replay ASK_ID``: what happened to an ask, from
+the recording (``[record] sampling = "all"``) and the events stream (``actors.recording``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, group, iso, load_settings, on_fleet, out, print_json,
+                               write_out)
+from bus.subjects import Subjects
+
+app = group()
+
+SinceOpt = Annotated[Optional[float], typer.Option("--since", help="only the last this many seconds of the recording")]
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _style(outcome: str) -> str:
+    return "green" if outcome.startswith("ok") or outcome == "sent" else "red"
+
+
+def render(tr) -> Tree:
+    t0 = tr.start
+    ask = tr.ask
+    head = f"ask [bold]{escape(tr.ask_id)}[/]"
+    if ask is not None:
+        head += f"  +0.0 ms  {_ms(ask.duration_s)}  [{_style(ask.outcome())}]{escape(ask.outcome())}[/]"
+    tree = Tree(head)
+    groups: dict[str, Tree] = {}
+    for c in tr.calls:
+        if c is ask:
+            continue
+        label = {"provider": "provider calls", "cache": "cache", "cost": "cost", "health": "health",
+                 "supervisor": "supervisor"}.get(c.kind, c.kind)
+        node = groups.get(label) or groups.setdefault(label, tree.add(f"[bold]{label}[/]"))
+        node.add(f"{escape(c.name)}  +{(c.at - t0) * 1000:.1f} ms  {_ms(c.duration_s)}  "
+                 f"[{_style(c.outcome())}]{escape(c.outcome())}[/]")
+    if tr.events:
+        ev = tree.add("[bold]events[/] (health, usage, experiments)")
+        for e in tr.events:
+            body = e.body()
+            kind = body.get("type") if isinstance(body, dict) else "?"
+            ev.add(f"{escape(e.subject)}  +{(e.at - t0) * 1000:.1f} ms  {escape(str(kind))}")
+    return tree
+
+
+@app.command("trace")
+def trace_cmd(
+    ctx: typer.Context,
+    ask_id: Annotated[str, typer.Argument(help="the ask's id (`llmbus asks` lists them)")],
+    since: SinceOpt = None,
+    json_out: JsonOpt = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """An ask's messages as a tree: router, cache, cost, each provider call, events — each with its
+    start offset, duration and outcome. Read from the recording: works after every actor restarted."""
+    from actors import recording
+
+    settings = load_settings(ctx, config, nats_url)
+    subjects = Subjects(settings.bus.root)
+
+    async def work(client):
+        return await recording.trace(client.nc, subjects, ask_id, since_s=since)
+
+    tr = on_fleet(settings, work, json_out=json_out)
+    if not tr.calls and not tr.events:
+        out.print(f"no recording of ask {ask_id} under root {settings.bus.root} "
+                  "(is [record] sampling = \"all\"? has it aged out?)", markup=False)
+        raise typer.Exit(1)
+    if json_out:
+        print_json(tr.as_json())
+        return
+    out.print(render(tr))
+
+
+@app.command("asks")
+def asks_cmd(
+    ctx: typer.Context,
+    since: SinceOpt = None,
+    failed: Annotated[bool, typer.Option("--failed", help="only asks that failed")] = False,
+    user: Annotated[Optional[str], typer.Option("--user")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    json_out: JsonOpt = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Recent recorded asks (newest last): id, time, strategy, user, duration, outcome."""
+    from actors import recording
+
+    settings = load_settings(ctx, config, nats_url)
+    subjects = Subjects(settings.bus.root)
+
+    async def work(client):
+        return recording.list_asks(subjects, await recording.read(client.nc, subjects.record_stream, since_s=since))
+
+    lines = on_fleet(settings, work, json_out=json_out)
+    lines = [a for a in lines if (not failed or a.failed) and (user is None or a.user == user)
+             and (strategy is None or a.strategy == strategy)][-limit:]
+    if json_out:
+        print_json([dict(a.__dict__, at_iso=iso(a.at)) for a in lines])
+        return
+    table = Table(title=f"llmbus asks — {len(lines)} recorded under {settings.bus.root}")
+    for col in ("ask id", "at", "strategy", "user", "duration", "outcome", "prompt"):
+        table.add_column(col)
+    for a in lines:
+        table.add_row(escape(a.ask_id), iso(a.at), escape(a.strategy or "—"), escape(a.user or "—"),
+                      "—" if a.duration_ms is None else f"{a.duration_ms:.1f} ms",
+                      f"[{'red' if a.failed else 'green'}]{escape(a.outcome)}[/]", escape(a.prompt))
+    out.print(table)
+
+
+@app.command("replay")
+def replay_cmd(
+    ctx: typer.Context,
+    ask_id: Annotated[str, typer.Argument(help="the recorded ask's id")],
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="replay with this strategy instead")] = None,
+    json_out: JsonOpt = False,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-run a recorded ask through a router under an isolated root, every provider call answered
+    from the recording (no keys, no network); print the result and a diff against the recorded answer."""
+    from actors.replay import replay, text_of
+
+    settings = load_settings(ctx, config, nats_url)
+
+    async def work(client):
+        return await replay(client.nc, settings.bus.url, settings, ask_id, strategy=strategy)
+
+    try:
+        done = on_fleet(settings, work, json_out=json_out)
+    except LookupError as exc:
+        out.print(str(exc), markup=False)
+        raise typer.Exit(1) from None
+    if json_out:
+        print_json({"ask_id": ask_id, "strategy": strategy, "same": done.same, "recorded": done.recorded,
+                    "replayed": done.result, "served": done.served, "missing": done.missing, "diff": done.diff()})
+        return
+    write_out(text_of(done.result))
+    out.print(f"replayed {ask_id} under root {done.root} (strategy {strategy or 'as recorded'}); "
+              f"recorded replies served: {done.served or 'none'}", markup=False)
+    if done.missing:
+        out.print(f"calls with no recording (answered unavailable): {done.missing}", markup=False)
+    out.print("identical to the recorded answer" if done.same else done.diff(), markup=False)
