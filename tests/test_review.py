@@ -136,3 +136,57 @@ async def test_partial_draft_failures_are_reported_and_reviewed_without_them(sta
         assert isinstance(answer, m.Answer), answer
         assert answer.metadata["review"] == {"drafts": ["a", "b", "c"], "failed": {"down": "unavailable"}}
         assert answer.metadata["quality"]["score"] == 1.0
+
+
+TIERS = WORKERS + """
+[tiers.pro]
+strategy = "review"
+providers = ["a", "b", "c"]
+fanout = 3
+[tiers.premium]
+strategy = "review"
+providers = ["a", "b", "c"]
+fanout = 3
+supervision = 1
+"""
+
+
+@pytest.mark.anyio
+async def test_tiers_set_the_target_and_the_depth_and_only_good_answers_are_cached(stack):
+    async with stack(TIERS) as s:
+        pro = await s.client.ask(ASK, tier="pro", schema=SCHEMA, budget_ms=5000)
+        assert isinstance(pro, m.Answer), pro
+        q = pro.metadata["quality"]
+        # pro's target 0.7 is met by the first review (2 of 3 parts agree, all present): no regeneration
+        assert (q["target"], q["cycles"], q["first_pass"]) == (0.7, 0, True)
+        assert requests(s, "c") == 1
+        premium = await s.client.ask(ASK + " in spring", tier="premium", schema=SCHEMA, budget_ms=5000)
+        q = premium.metadata["quality"]
+        assert (q["target"], q["cycles"], q["score"]) == (0.9, 1, 1.0)  # supervision = 1 from the tier
+        assert requests(s, "c") == 3
+        again = await s.client.ask(ASK + " in spring", tier="premium", schema=SCHEMA, budget_ms=5000)
+        assert again.cached  # 1.0 >= 0.9: kept
+
+
+# --- the policy alone: time running short ---------------------------------------------------------------
+
+
+def test_the_deadline_during_review_returns_the_best_draft_degraded():
+    from actors.strategies.base import Deadline, Done, Plan, Reply, options_for
+    from actors.strategies.review import Review
+
+    ask = m.Ask(id="q", messages=[m.Message(role="user", content=ASK)], schema=SCHEMA)
+    policy = Review(Plan(ask=ask, candidates=["a", "b"], options=options_for(Review), deadline=10.0))
+    assert [c.key for c in policy.start(0.0)] == ["draft.a", "draft.b"]
+    for p in ("a", "b"):
+        done = m.Completion(id=p, ask_id="q", provider=p, model="x", text="{}", data={"day1": p, "day2": p, "day3": p})
+        actions = policy.step(Reply(f"draft.{p}", done), 1.0)
+    assert [c.purpose for c in actions] == ["review"]
+    (end,) = policy.step(Deadline(), 9.99)
+    assert isinstance(end, Done) and isinstance(end.result, m.Completion)
+    assert end.metadata["degraded"]["reason"].startswith("the deadline came")
+    # too little time left for a review at all: degraded straight after the drafts
+    policy = Review(Plan(ask=ask, candidates=["a"], options=options_for(Review), deadline=1.01))
+    policy.start(0.0)
+    (end,) = policy.step(Reply("draft.a", done), 1.0)
+    assert end.metadata["degraded"]["reason"] == "too little time left for the supervisor"

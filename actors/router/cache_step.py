@@ -53,6 +53,9 @@ def worth_keeping(result: m.Answer | m.Failure, min_confidence: float) -> bool:
         return False
     if not result.text and result.data is None:
         return False
+    quality = result.metadata.get("quality") if result.metadata else None
+    if isinstance(quality, dict) and quality.get("target") is not None and (quality.get("score") or 0.0) < quality["target"]:
+        return False  # a reviewed answer is kept only at or above its tier's quality target
     if result.confidence is None:
         return min_confidence <= 0.0
     return result.confidence >= min_confidence

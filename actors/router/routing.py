@@ -83,6 +83,8 @@ class Routing:
             if not ask.providers and "providers" not in changes and (tier.providers or tier.retries is not None):
                 changes["providers"] = tier.candidates(self.router.order)
             options = {**tier.options, **options}
+            if tier.supervision and changes.get("strategy", ask.strategy) == "review":
+                options.setdefault("cycles", tier.supervision)  # the tier's supervision depth
             if tier.max_cost_usd is not None and (ask.max_cost_usd is None or tier.max_cost_usd < ask.max_cost_usd):
                 changes["max_cost_usd"] = tier.max_cost_usd
             if tier.cache == "dedicated" and ask.cache_namespace is None:

@@ -193,5 +193,6 @@ class Review(Policy):
             return [Done(m.Failure(kind=m.ALL_FAILED, message=f"{reason}; no usable draft ({self.summary()})"))]
         done.metadata.update(self._meta())
         done.metadata["degraded"] = {"reason": reason, "to": "best_draft"}
-        done.metadata["quality"] = {"score": None, "cycles": self.cycle, "issues_fixed": [], "first_pass": False}
+        done.metadata["quality"] = {"score": None, "cycles": self.cycle, "target": self.target, "issues_fixed": [],
+                                    "first_pass": False}
         return [done]
