@@ -125,3 +125,30 @@ async def test_cli_trace_asks_and_replay(stack, root, nats_url, tmp_path):
     assert [a["ask_id"] for a in json.loads(asks.stdout)] == [answer.id]
     replayed = json.loads(rp.stdout)
     assert replayed["same"] and replayed["replayed"]["text"] == answer.text and replayed["diff"] == ""
+
+
+@pytest.mark.timeout(30)
+async def test_a_planted_key_is_not_recorded(stack, root, nats_url, tmp_path, monkeypatch):
+    from actors.fakes import openai as oa
+    from actors.fakes.server import WireServer
+    from tests.test_planted_key import KEY, TOML as KEYED, leaks
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    async with WireServer() as wire:
+        toml = KEYED.format(url=wire.url, cache=tmp_path / "cache") + '\n[record]\nsampling = "all"\n'
+        async with stack(toml) as s:
+            wire.push(oa.completion("Oslo.", prompt_tokens=12, completion_tokens=3))
+            assert (await s.client.ask("What is the capital of Norway?", budget_ms=5_000)).text == "Oslo."
+            wire.push(oa.auth_error(key_shown=KEY))  # the provider's error echoes the key
+            try:
+                await s.client.ask("And of Sweden?", budget_ms=5_000, cache="skip")
+            except Exception:  # noqa: S110 — the failure is expected; what was recorded is the point
+                pass
+            nc = await nats.connect(nats_url)
+            try:
+                recorded = await recording.read(nc, Subjects(root).record_stream)
+            finally:
+                await nc.close()
+    assert len(recorded) >= 4  # asks, provider calls and their replies
+    assert any(b"openai.complete" in r.subject.encode() for r in recorded)
+    assert [r.subject for r in recorded if leaks(f"{r.subject} {r.headers}".encode() + b" " + r.data)] == []
