@@ -188,6 +188,12 @@ class ProviderSettings(_Table, frozen=True, kw_only=True):
     tpm: int | None = None  # tokens per minute (prompt estimate + max_tokens), enforced likewise
     max_tokens: int = 1024  # default when the ask gives none
     temperature: float | None = None  # default when the ask gives none
+    # --- documents (actors/documents/prepare.py) ---
+    # media types sent as the original where the API takes them natively (today: application/pdf
+    # for openai, anthropic and gemini); others are sent as extracted text
+    native_documents: list[str] = []
+    context_tokens: int | None = None  # the model's window; None: the kind's default (mock: no check)
+    document_overflow: Literal["fail", "truncate"] = "fail"  # documents over the window: context_length, or cut
     # --- mock only ---
     latency: Latency = Latency()
     # probability per call of each failure kind, or of a mock fault: "stall" (never reply),

@@ -42,7 +42,31 @@ DEFAULT_URL = "nats://127.0.0.1:4222"
 _RETRY_PAUSE_S = (0.01, 0.05, 0.1, 0.25, 0.5)
 
 
-def as_messages(prompt: str | Sequence[m.Message], system: str | None = None) -> list[m.Message]:
+def document(path: str | os.PathLike[str]) -> m.Document:
+    """A file as a Document part: UTF-8 text as ``text``, anything else (PDF, DOCX) as base64 ``data``.
+    The provider actors extract it (``actors/documents``); an unreadable one is ``bad_request``."""
+    import base64
+    import mimetypes
+
+    name = os.path.basename(os.fspath(path))
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"%PDF-"):
+        try:
+            return m.Document(text=data.decode("utf-8"), media_type=media_type if media_type.startswith("text/") else "text/plain", name=name)
+        except UnicodeDecodeError:
+            pass
+    return m.Document(data=base64.b64encode(data).decode(), media_type=media_type, name=name)
+
+
+def as_messages(prompt: str | Sequence[m.Message], system: str | None = None,
+                files: Sequence[str | os.PathLike[str]] = ()) -> list[m.Message]:
+    """The conversation of an ask; ``files`` become Document parts before the prompt's text."""
+    if files:
+        if not isinstance(prompt, str):
+            raise error_for(m.Failure(kind=m.BAD_REQUEST, message="files go with a prompt string, not a message list"))
+        prompt = [m.Message(role="user", content=[*(document(f) for f in files), m.Text(text=prompt)])]
     msgs = [m.Message(role="user", content=prompt)] if isinstance(prompt, str) else list(prompt)
     if system:
         msgs.insert(0, m.Message(role="system", content=system))
@@ -118,6 +142,7 @@ class Client:
         ask_id: str | None = None,
         stream: bool = False,
         preset: str | None = None,
+        files: Sequence[str | os.PathLike[str]] = (),
     ) -> m.Ask:
         """The ``Ask`` that ``ask`` and ``stream`` send (see ``ask`` for the arguments); raises
         ``BadRequest`` for a budget that is not above 0."""
@@ -129,7 +154,7 @@ class Client:
                               stop=params.stop, model=model)
         return m.Ask(
             id=ask_id or new_id(),
-            messages=as_messages(prompt, system),
+            messages=as_messages(prompt, system, files),
             strategy=strategy,
             providers=providers,
             tier=tier,
@@ -168,6 +193,7 @@ class Client:
         ask_id: str | None = None,
         retries: int = 0,
         preset: str | None = None,
+        files: Sequence[str | os.PathLike[str]] = (),
     ) -> m.Answer:
         """Ask the fleet and wait for the final Answer; raise the Failure's exception otherwise.
 
@@ -185,6 +211,7 @@ class Client:
         strategy_options: override the strategy's options for this ask.
         preset: a routing preset (``config/presets/<name>.toml``: fast, cheap, balanced, reliable);
             sets ``labels["preset"]``, like ``llmbus ask --preset``.
+        files: paths attached as Document parts (PDF, DOCX, HTML, Markdown, text), like ``--file``.
         ask_id: the idempotency key (default: a new id); retries: resend it on no-responders or a
             retryable failure while budget remains.
         """
@@ -192,7 +219,7 @@ class Client:
                              tools=tools, tier=tier, user=user, params=params, model=model, cache=cache,
                              cache_namespace=cache_namespace, budget_ms=budget_ms, labels=labels,
                              max_cost_usd=max_cost_usd, strategy_options=strategy_options, ask_id=ask_id,
-                             preset=preset)
+                             preset=preset, files=files)
         reply = await self.send(request, deadline=deadline_in(budget_ms), retries=retries)
         if isinstance(reply, m.Failure):
             raise error_for(reply)

@@ -18,12 +18,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
+
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
 from bus.errors import LlmError
 from bus.streams import ensure_events_stream
 from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
+from actors.documents.prepare import has_documents, options_for, prepare
 from actors.providers.events import EventBatches
 from actors.runtime import Actor
 
@@ -73,6 +76,14 @@ class ProviderActor(Actor):
             yield result.text
         yield result
 
+    async def with_documents(self, request: m.Complete) -> m.Complete:
+        """The request with its Document parts made sendable here (``actors/documents/prepare.py``):
+        extracted text, or the original where this provider takes it natively; fitted to the window."""
+        config = getattr(self, "config", None)
+        reserve = request.params.max_tokens or getattr(config, "max_tokens", 0) or 0
+        messages = await prepare(list(request.messages), options_for(config), reserve_tokens=reserve)
+        return msgspec.structs.replace(request, messages=messages)
+
     # --- serving ------------------------------------------------------------------------------
     async def _serve_complete(self, request: m.Complete, ctx: Context) -> m.Completion:
         started = now()
@@ -81,6 +92,8 @@ class ProviderActor(Actor):
         detail = ""
         result: m.Completion | None = None
         try:
+            if has_documents(request.messages):
+                request = await self.with_documents(request)
             result = await self.complete(request, ctx)
             kind = None
             return result
@@ -101,6 +114,8 @@ class ProviderActor(Actor):
         result: m.Completion | None = None
         seq = 0
         try:
+            if has_documents(request.messages):
+                request = await self.with_documents(request)
             async for item in self.stream(request, ctx):
                 if isinstance(item, m.Completion):
                     result, kind = item, None

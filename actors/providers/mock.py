@@ -60,6 +60,14 @@ def draw_failure(failures: dict[str, float], rng: random.Random) -> str | None:
     return None
 
 
+def _read(msg: m.Message) -> str:
+    """What the mock reads of a message: its text, and the text of its (extracted) documents."""
+    if isinstance(msg.content, str):
+        return msg.content
+    return "".join(p.text + "\n" if isinstance(p, m.Document) and p.text else p.text if isinstance(p, m.Text) else ""
+                   for p in msg.content)
+
+
 class MockProvider(ProviderActor):
     description = "mock LLM provider (configurable latency, failures and answers)"
 
@@ -90,7 +98,7 @@ class MockProvider(ProviderActor):
 
     def _answer(self, request: m.Complete, delay: float, fault: str | None) -> m.Completion:
         cfg = self.config
-        prompt = "\n".join(msg.text() for msg in request.messages if msg.role == "user")
+        prompt = "\n".join(_read(msg) for msg in request.messages if msg.role == "user")
         data = None
         if fault == EMPTY:
             text = ""
