@@ -45,13 +45,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus.server import NatsServer
-from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, routing
+from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, record, routing
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
             "routing": routing,  # routing: the policies on a virtual clock (actors.bench.routing)
             "chaos": chaos,  # chaos: kill -9, restarts, fuzz, overload — minutes, so only when named
-            "ensembles": ensembles}  # ensembles: consensus cost and the simulation — only when named
-DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles"))
+            "ensembles": ensembles,  # ensembles: consensus cost and the simulation — only when named
+            "record": record}  # record: recording all vs off (issue 17) — only when named
+DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles", "record"))
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 
 
