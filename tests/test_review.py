@@ -172,7 +172,7 @@ async def test_tiers_set_the_target_and_the_depth_and_only_good_answers_are_cach
 
 
 def test_the_deadline_during_review_returns_the_best_draft_degraded():
-    from actors.strategies.base import Deadline, Done, Plan, Reply, options_for
+    from actors.strategies.base import Deadline, Done, Plan, Progress, Reply, options_for
     from actors.strategies.review import Review
 
     ask = m.Ask(id="q", messages=[m.Message(role="user", content=ASK)], schema=SCHEMA)
@@ -182,11 +182,27 @@ def test_the_deadline_during_review_returns_the_best_draft_degraded():
         done = m.Completion(id=p, ask_id="q", provider=p, model="x", text="{}", data={"day1": p, "day2": p, "day3": p})
         actions = policy.step(Reply(f"draft.{p}", done), 1.0)
     assert [c.purpose for c in actions] == ["review"]
-    (end,) = policy.step(Deadline(), 9.99)
+    shown, end = policy.step(Deadline(), 9.99)
+    assert shown == Progress("final", end.result.text)
     assert isinstance(end, Done) and isinstance(end.result, m.Completion)
     assert end.metadata["degraded"]["reason"].startswith("the deadline came")
     # too little time left for a review at all: degraded straight after the drafts
     policy = Review(Plan(ask=ask, candidates=["a"], options=options_for(Review), deadline=1.01))
     policy.start(0.0)
-    (end,) = policy.step(Reply("draft.a", done), 1.0)
+    draft, _, end = policy.step(Reply("draft.a", done), 1.0)
+    assert draft.stage == "draft"
     assert end.metadata["degraded"]["reason"] == "too little time left for the supervisor"
+
+
+@pytest.mark.anyio
+async def test_the_stream_shows_draft_then_enhanced_then_final_and_ends_with_the_same_answer(stack):
+    async with stack(WORKERS) as s:
+        options = {"cycles": 1, "quality_target": 1.0}
+        items = [x async for x in s.client.stream(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
+                                                  strategy_options=options)]
+        stages = [c.stage for c in items if isinstance(c, m.Chunk)]
+        assert stages == ["draft", "enhanced", "final"]
+        final = items[-1]
+        assert isinstance(final, m.Answer) and final.text == items[-2].delta
+        plain = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000, strategy_options=options)
+        assert plain.data == final.data and plain.metadata["quality"] == final.metadata["quality"]

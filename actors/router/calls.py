@@ -13,7 +13,7 @@ A call to any other row of the RPC table (a supervisor review, …) is sent as i
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -46,6 +46,11 @@ class AskCalls:
     def new_id() -> str:
         return new_id()
 
+    def progress(self, shown: Any) -> None:
+        """A policy's ``Progress``: a stage Chunk, when this ask is streamed."""
+        if self.relay is not None:
+            self.relay.chunk(m.Chunk(id=self.ask.id, seq=0, delta=shown.text, stage=shown.stage))
+
     @property
     def cost_usd(self) -> float | None:
         return None if self.unknown else round(self.spent, 9)
@@ -66,7 +71,7 @@ class AskCalls:
                 return refused
             self.held += worst
             self.worst[call_id] = worst
-        if self.relay is None:
+        if self.relay is None or not self.relay.through:
             subject = router.complete_subjects.get(provider) or router.complete_subject(provider)
             result = await router.rpc.call(subject, request, codec.complete_reply, deadline=deadline,
                                            ask_id=ask.id, call_id=call_id)

@@ -24,15 +24,18 @@ if TYPE_CHECKING:
 
 # the policies whose calls run one at a time, so a provider's stream can be passed through as it is
 STREAM_THROUGH = frozenset({"single", "failover"})
+# the policies that report their stages (``Progress``: draft → enhanced → final) as Chunks
+STAGED = frozenset({"review"})
 
 
 class Relay:
     """Carries one ask's chunks from its provider calls to the stream's reply."""
 
-    __slots__ = ("ask_id", "queue", "seq", "calls_streamed")
+    __slots__ = ("ask_id", "queue", "seq", "calls_streamed", "through")
 
-    def __init__(self, ask_id: str) -> None:
+    def __init__(self, ask_id: str, *, through: bool = True) -> None:
         self.ask_id = ask_id
+        self.through = through  # False: provider calls are plain, only the policy's stages are streamed
         self.queue: asyncio.Queue = asyncio.Queue()
         self.seq = 0
         self.calls_streamed = 0  # calls that sent at least one chunk
@@ -62,11 +65,12 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
     if bad is not None:
         yield bad
         return
-    if router.strategy_for(ask) not in STREAM_THROUGH:
+    strategy = router.strategy_for(ask)
+    if strategy not in STREAM_THROUGH and strategy not in STAGED:
         reply = await router._serve_ask(ask, ctx)
         yield reply.value if type(reply) is Encoded else reply
         return
-    relay = Relay(ask.id)
+    relay = Relay(ask.id, through=strategy in STREAM_THROUGH)
 
     async def work() -> None:
         try:

@@ -110,7 +110,17 @@ class Done:
     confidence: float | None = None  # overrides the completion's, when the policy computed one
 
 
-Action = Call | Cancel | WakeAt | Done
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Show a streaming client how the answer stands: ``stage`` ("draft" | "enhanced" | "final")
+    and the answer's text at that stage. The runner passes it on when the ask is streamed (the
+    router's ``Calls.progress``), and drops it otherwise; it never waits."""
+
+    stage: str
+    text: str
+
+
+Action = Call | Cancel | WakeAt | Done | Progress
 
 # --- events --------------------------------------------------------------------------------------
 

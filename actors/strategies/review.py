@@ -27,7 +27,7 @@ import msgspec
 
 from bus import messages as m
 from bus.subjects import SUPERVISOR_REVIEW
-from actors.strategies.base import Action, Call, Deadline, Done, Event, Policy, Reply, register
+from actors.strategies.base import Action, Call, Deadline, Done, Event, Policy, Progress, Reply, register
 from actors.strategies.best_match import best_of
 from actors.strategies.consensus import reliability_of
 
@@ -94,13 +94,21 @@ class Review(Policy):
             return []
         key = event.key
         if key.startswith("draft."):
+            first = not self.drafts
             self._draft(key.removeprefix("draft."), event.result)
+            if first and self.drafts:  # the first usable draft, shown at once to a streaming client
+                draft = next(iter(self.drafts.values()))
+                shown = [Progress("draft", draft.text)]
+                return shown if self.open else shown + self._after_drafts(now)
         elif key.startswith("regen."):
             self._regenerated(key, event.result)
         elif key.startswith("review."):
             return self._verdict(event.result, now)
         if self.open:
             return []
+        return self._after_drafts(now)
+
+    def _after_drafts(self, now: float) -> list[Action]:
         if not self.drafts:
             return [Done(m.Failure(kind=m.ALL_FAILED, message=f"no draft to review ({self.summary()})"))]
         if self.phase == REGEN:
@@ -122,13 +130,15 @@ class Review(Policy):
             what = result.kind if isinstance(result, m.Failure) else type(result).__name__
             return self.degrade(f"the supervisor failed: {what}")
         self.verdicts.append(result)
+        shown: list[Action] = []
         if self.first_issues is None:
             self.first_issues = {(i.kind, i.where) for i in result.issues}
+            shown.append(Progress("enhanced", result.text))  # the first merge
         wanted = [r for r in result.regenerate if r.provider in self.drafts]
         if result.score >= self.target or not wanted or self.cycle >= self.cycles:
-            return [self.finish(result)]
+            return shown + self.final(self.finish(result))
         if (self.plan.deadline - now) * 1000.0 < 2 * self.options.min_review_ms:
-            return [self.finish(result, degraded="too little time left to regenerate")]
+            return shown + self.final(self.finish(result, degraded="too little time left to regenerate"))
         self.phase = REGEN
         ask = self.plan.ask
         calls = []
@@ -140,7 +150,7 @@ class Review(Policy):
             calls.append(Call(f"regen.{self.cycle}.{r.provider}.{r.part}", r.provider, messages=messages,
                               schema=schema, no_schema=schema is None and ask.schema is None, purpose=REGEN))
             self.regenerated.append({"cycle": str(self.cycle + 1), "part": r.part, "provider": r.provider})
-        return calls
+        return shown + calls
 
     # --- replies -----------------------------------------------------------------------------
     def _draft(self, provider: str, result: Any) -> None:
@@ -184,9 +194,16 @@ class Review(Policy):
             meta["degraded"] = {"reason": reason}
         return Done(result, providers=sorted(self.drafts), metadata=meta, confidence=verdict.score)
 
+    @staticmethod
+    def final(done: Done) -> list[Action]:
+        """The reviewed answer as the ``final`` stage, then the end."""
+        if isinstance(done.result, m.Completion):
+            return [Progress("final", done.result.text), done]
+        return [done]
+
     def degrade(self, reason: str) -> list[Action]:
         if self.verdicts:
-            return [self.finish(self.verdicts[-1], degraded=reason)]
+            return self.final(self.finish(self.verdicts[-1], degraded=reason))
         done = best_of(list(self.drafts.values()), self.plan.ask.schema, why=f"review degraded: {reason}",
                        reliability=reliability_of(self.plan))
         if done is None:
@@ -195,4 +212,4 @@ class Review(Policy):
         done.metadata["degraded"] = {"reason": reason, "to": "best_draft"}
         done.metadata["quality"] = {"score": None, "cycles": self.cycle, "target": self.target, "issues_fixed": [],
                                     "first_pass": False}
-        return [done]
+        return self.final(done)

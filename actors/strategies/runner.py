@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bus import messages as m
-from actors.strategies.base import Call, Cancel, Deadline, Done, Policy, Reply, Wake, WakeAt, outcome_of
+from actors.strategies.base import Call, Cancel, Deadline, Done, Policy, Progress, Reply, Wake, WakeAt, outcome_of
 
 CANCELLED = "cancelled"
 
@@ -127,6 +127,10 @@ class _Run:
                     elif kind is WakeAt:
                         self._parallel()
                         self.timers.append(self.loop.call_at(action.at, self._push, Wake(action.at)))
+                    elif kind is Progress:
+                        shown = getattr(self.calls, "progress", None)  # a streamed ask's relay, if any
+                        if shown is not None:
+                            shown(action)
                     else:
                         return Outcome(Done(_bug(policy, TypeError(f"not an action: {action!r}"))), self.records)
                 if inline is not None:
