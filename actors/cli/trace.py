@@ -3,6 +3,7 @@ the recording (``[record] sampling = "all"``) and the events stream (``actors.re
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -152,3 +153,51 @@ def replay_cmd(
     if done.missing:
         out.print(f"calls with no recording (answered unavailable): {done.missing}", markup=False)
     out.print("identical to the recorded answer" if done.same else done.diff(), markup=False)
+
+
+@app.command("tail")
+def tail_cmd(
+    ctx: typer.Context,
+    subject: Annotated[Optional[str], typer.Argument(help="a subject under the root (default: everything, `>`)")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", min=1, help="stop after this many messages")] = None,
+    nats_url: UrlOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Live traffic under the root, one line per message: time, ask id, type, subject, size
+    (a plain subscription: it sees what flows now, recorded or not)."""
+    import anyio
+
+    settings = load_settings(ctx, config, nats_url)
+    root = settings.bus.root
+    wanted = f"{root}.{subject.removeprefix(root + '.')}" if subject else f"{root}.>"
+
+    async def work(client):
+        from bus.deadline import ASK_ID_HEADER
+
+        seen = 0
+        done = anyio.Event()
+
+        async def on(msg) -> None:
+            nonlocal seen
+            hdrs = msg.headers or {}
+            kind = "?"
+            head = msg.data[:64]
+            at = head.find(b'"type":"')
+            if at >= 0:
+                kind = head[at + 8:head.find(b'"', at + 8)].decode("utf-8", "replace")
+            write_out(f"{iso(time.time())} {hdrs.get(ASK_ID_HEADER, '-'):<20} {kind:<14} "
+                      f"{msg.subject}{' → ' + msg.reply if msg.reply else ''} {len(msg.data)} B")
+            seen += 1
+            if count is not None and seen >= count:
+                done.set()
+
+        sub = await client.nc.subscribe(wanted, cb=on)
+        try:
+            await done.wait()
+        finally:
+            await sub.unsubscribe()
+
+    try:
+        on_fleet(settings, work)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
