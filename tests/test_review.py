@@ -89,6 +89,7 @@ async def test_a_planted_contradiction_is_flagged_and_only_that_part_is_regenera
         # calls: one draft each, one regeneration by c only, two reviews
         assert (requests(s, "a"), requests(s, "b"), requests(s, "c")) == (1, 1, 2)
         assert supervisor_of(s).reviews == 2
+        assert supervisor_of(s).first_pass_rate() == 0.0  # the one first review found the contradiction
         purposes = [(st.provider, st.purpose) for st in answer.route]
         assert sorted(purposes).count(("c", "regenerate")) == 1
         assert sum(1 for _, p in purposes if p == "review") == 2
@@ -206,3 +207,31 @@ async def test_the_stream_shows_draft_then_enhanced_then_final_and_ends_with_the
         assert isinstance(final, m.Answer) and final.text == items[-2].delta
         plain = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000, strategy_options=options)
         assert plain.data == final.data and plain.metadata["quality"] == final.metadata["quality"]
+
+
+@pytest.mark.anyio
+async def test_a_model_judges_when_configured_and_the_validators_take_over_when_it_fails(stack):
+    toml = WORKERS + """
+[providers.judge]
+data = { score = 0.95, issues = [], regenerate = [], data = { day1 = "d1", day2 = "d2", day3 = "d3" } }
+[providers.judge-down]
+failures = { unavailable = 1.0 }
+[supervisor]
+provider = "judge"
+validators = ["tests.test_review:no_tuesday"]
+"""
+    async with stack(toml) as s:
+        answer = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
+                                    providers=["a", "b", "c"], strategy_options={"cycles": 0})
+        q = answer.metadata["quality"]
+        # the model's verdict, capped by the validators' share (c's draft plans a closing day)
+        assert q["supervisor"] == "judge" and q["score"] == round(2 / 3, 4)
+        assert answer.data == {"day1": "d1", "day2": "d2", "day3": "d3"}
+        assert [i["source"] for i in q["issues"]] == ["tests.test_review:no_tuesday"]
+        sup = supervisor_of(s)
+        sup.judge_with = "judge-down"  # the model goes away: the validators alone decide
+        answer = await s.client.ask(ASK + "!", strategy="review", schema=SCHEMA, budget_ms=5000,
+                                    providers=["a", "b", "c"], strategy_options={"cycles": 0})
+        assert answer.metadata["quality"]["supervisor"] == "rules"
+        assert "judge-down failed: unavailable" in answer.metadata["degraded"]["reason"]
+        assert "closed" not in answer.text and sup.fallbacks == 1

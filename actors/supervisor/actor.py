@@ -75,23 +75,37 @@ class SupervisorActor(Actor):
         self.validators = validators
         self.reviews = 0
         self.fallbacks = 0
+        self.first_reviews = 0  # reviews of fresh drafts (cycle 0)
+        self.first_passes = 0  # of those, the ones with no issue: the seed's "pass QA on the first try"
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint.serving(SUPERVISOR_REVIEW, self.subjects, self.review)]
+
+    def first_pass_rate(self) -> float | None:
+        return round(self.first_passes / self.first_reviews, 4) if self.first_reviews else None
+
+    def micro_metadata(self) -> dict[str, str]:
+        return {"kind": self.kind, "judge": self.judge_with, "validators": ",".join(n for n, _ in self.validators),
+                "reviews": str(self.reviews), "fallbacks": str(self.fallbacks),
+                "first_pass_rate": "" if self.first_reviews == 0 else str(self.first_pass_rate())}
 
     async def review(self, req: m.Review, ctx: Context) -> m.Verdict:
         if not req.candidates:
             raise BadRequest("a review needs at least one candidate")
         self.reviews += 1
         if self.judge_with == MOCK:
-            return judge(req, self.validators, supervisor=MOCK)
-        if self.judge_with == RULES:
-            return rules_only(req, self.validators, why="")
-        verdict = await self._ask_model(req, ctx)
-        if isinstance(verdict, str):
-            self.fallbacks += 1
-            self.log.warning("supervisor_fallback", reason=verdict, ask_id=req.ask_id)
-            return rules_only(req, self.validators, why=verdict)
+            verdict = judge(req, self.validators, supervisor=MOCK)
+        elif self.judge_with == RULES:
+            verdict = rules_only(req, self.validators, why="")
+        else:
+            verdict = await self._ask_model(req, ctx)
+            if isinstance(verdict, str):
+                self.fallbacks += 1
+                self.log.warning("supervisor_fallback", reason=verdict, ask_id=req.ask_id)
+                verdict = rules_only(req, self.validators, why=verdict)
+        if req.cycle == 0:
+            self.first_reviews += 1
+            self.first_passes += not verdict.issues
         return verdict
 
     async def _ask_model(self, req: m.Review, ctx: Context) -> m.Verdict | str:
