@@ -138,6 +138,11 @@ def ask(
             final = None
             async for item in client.stream(messages, **fields):
                 if isinstance(item, m.Chunk):
+                    if item.stage in REVIEW_STAGES:  # a whole answer at that stage: progress, on stderr
+                        if not json_out:
+                            text = " ".join(item.delta.split())
+                            err.print(f"[{item.stage}] {text[:100]}{'…' if len(text) > 100 else ''}", markup=False)
+                        continue
                     if item.stage == "restart" and printed and not json_out:
                         err.print("\n[the provider's stream broke: the answer starts again]", markup=False)
                     if item.delta and not json_out:
@@ -170,6 +175,10 @@ def ask(
             if reply.route:
                 err.print(route_line(reply), markup=False)
         raise typer.Exit(exit_code(reply))
+
+
+# the stages of a reviewed answer (``review``): each Chunk holds the answer as it stands then
+REVIEW_STAGES = ("draft", "enhanced", "final")
 
 
 def consensus_table(report: dict) -> Table:
