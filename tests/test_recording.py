@@ -152,3 +152,18 @@ async def test_a_planted_key_is_not_recorded(stack, root, nats_url, tmp_path, mo
     assert len(recorded) >= 4  # asks, provider calls and their replies
     assert any(b"openai.complete" in r.subject.encode() for r in recorded)
     assert [r.subject for r in recorded if leaks(f"{r.subject} {r.headers}".encode() + b" " + r.data)] == []
+
+
+@pytest.mark.timeout(30)
+async def test_the_recording_keeps_within_max_bytes(stack, root, nats_url):
+    small = TOML.replace("max_bytes = 8388608", "max_bytes = 4096")
+    async with stack(small) as s:
+        ids = [(await s.client.ask(f"ask number {i} " + "x" * 200, budget_ms=5_000, cache="skip")).id for i in range(12)]
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().stream_info(Subjects(root).record_stream)
+            assert 0 < info.state.bytes <= 4096 and info.state.first_seq > 1  # the oldest were dropped
+            kept = {r.ask_id for r in await recording.read(nc, Subjects(root).record_stream)}
+            assert ids[-1] in kept and ids[0] not in kept
+        finally:
+            await nc.close()
