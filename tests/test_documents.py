@@ -13,7 +13,7 @@ from actors.documents.extract import DocumentError, extract
 from actors.documents.prepare import DocumentOptions, has_documents, prepare
 from bus import messages as m
 from bus.errors import BadRequest, ContextLengthExceeded
-from tests.documents_fixtures import HTML_PAGE, make_docx, make_encrypted_pdf, make_pdf
+from actors.documents.samples import HTML_PAGE, make_docx, make_encrypted_pdf, make_pdf
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -119,3 +119,11 @@ def test_extraction_time_and_cache_hit(capsys):
     with capsys.disabled():
         print(f"\n100-page PDF ({len(pdf)} bytes) with pypdf: {cold * 1000:.1f} ms cold, {warm * 1000:.2f} ms cached")
     assert warm < 0.05 and cache.hits == 1
+
+
+def test_bench_section_smoke():
+    from actors.bench import documents
+
+    result = asyncio.run(documents.run("", documents.Plan(pages=3, rounds=1)))
+    assert result["pdf_ms"]["pypdf"] > 0 and result["html_ms"]["html2text"] > 0 and result["failed"] == 0
+    assert all(g["pass"] for g in documents.goals(result))

@@ -13,7 +13,7 @@ from bus import messages as m
 from bus.rpc import new_id
 from bus.errors import BadRequest
 from actors.fakes.server import WireServer
-from tests.documents_fixtures import make_encrypted_pdf, make_pdf
+from actors.documents.samples import make_encrypted_pdf, make_pdf
 from tests.test_providers import ALL, KINDS, config_toml, run  # noqa: F401  (run is a fixture)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]

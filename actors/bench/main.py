@@ -46,6 +46,7 @@ from rich.markup import escape
 
 from bus.server import NatsServer
 from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, record, routing
+from actors.bench import documents
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
             "routing": routing,  # routing: the policies on a virtual clock (actors.bench.routing)
@@ -53,6 +54,7 @@ SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache
             "ensembles": ensembles,  # ensembles: consensus cost and the simulation — only when named
             "record": record}  # record: recording all vs off (issue 17) — only when named
 DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles", "record"))
+SECTIONS["documents"] = documents  # documents: extraction libraries, the cache (issue 16) — only when named
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 
 

@@ -36,7 +36,7 @@ CHARS_PER_TOKEN = {"openai": 4.0, "gemini": 4.0, "anthropic": 3.5, "mock": 4.0}
 # A model's window when the provider's config names none (the current default models' windows).
 CONTEXT_TOKENS = {"openai": 128_000, "anthropic": 200_000, "gemini": 1_048_576}
 NATIVE_KINDS = {"openai": {"application/pdf"}, "anthropic": {"application/pdf"}, "gemini": {"application/pdf"}}
-INLINE_THRESHOLD = 1 << 20  # extract off the event loop above this many bytes
+INLINE_THRESHOLD = 16 << 10  # extract off the event loop above this many bytes (a dense PDF page is ~5 ms)
 
 
 @dataclass(frozen=True, slots=True)

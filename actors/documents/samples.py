@@ -1,5 +1,5 @@
-"""Documents made in the tests (never downloaded): a hand-written text PDF (any page count), an
-encrypted PDF (pypdf), a DOCX (python-docx) and an HTML page."""
+"""Documents made on the spot (never downloaded), for the tests and `llmbus bench documents`: a
+hand-written text PDF (any page count), an encrypted PDF (pypdf), a DOCX (python-docx), an HTML page."""
 
 from __future__ import annotations
 

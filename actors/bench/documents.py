@@ -1,0 +1,121 @@
+"""``llmbus bench documents``: extraction of a 100-page text PDF with each PDF library installed
+(pypdf, the dependency; pypdfium2 when present), HTML to text with each converter installed
+(html2text, the dependency; BeautifulSoup's get_text when present), a cache hit of an extracted
+document, and what the document check costs an ask that has none. No NATS: extraction runs in the
+provider actor's process, before the adapter (``actors/documents/prepare.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import statistics
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from bus import messages as m
+from actors.bench.measure import goal
+from actors.documents.cache import ExtractCache
+from actors.documents.extract import extract, html_to_text
+from actors.documents.prepare import DocumentOptions, has_documents, prepare
+from actors.documents.samples import make_pdf
+
+
+@dataclass(frozen=True)
+class Plan:
+    pages: int = 100
+    rounds: int = 5
+
+
+FULL, QUICK = Plan(), Plan(pages=20, rounds=2)
+
+
+def describe(plan: Plan) -> dict:
+    return {"pages": plan.pages, "rounds": plan.rounds}
+
+
+def _median_ms(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return round(statistics.median(times), 3)
+
+
+def _pdfium(data: bytes) -> str:
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(data)
+    return "\n\n".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
+
+
+def _bs4(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style"]):
+        tag.decompose()
+    return soup.get_text("\n")
+
+
+def page_text(i: int) -> str:
+    return "\n".join(f"Page {i}, line {j}: the quarterly figures are discussed in some detail here." for j in range(40))
+
+
+async def run(url: str, plan: Plan = FULL, progress=lambda s: None) -> dict:
+    pdf = make_pdf([page_text(i) for i in range(plan.pages)])
+    html = "<html><body>" + "".join(f"<h2>Section {i}</h2><p>{page_text(i)}</p><ul><li>a</li><li>b</li></ul>"
+                                    for i in range(plan.pages)) + "</body></html>"
+    pdf_ms = {"pypdf": _median_ms(lambda: extract(pdf, name="bench.pdf"), plan.rounds)}
+    try:
+        pdf_ms["pypdfium2"] = _median_ms(lambda: _pdfium(pdf), plan.rounds)
+    except ImportError:
+        pass
+    html_ms = {"html2text": _median_ms(lambda: html_to_text(html), plan.rounds)}
+    try:
+        html_ms["bs4 get_text"] = _median_ms(lambda: _bs4(html), plan.rounds)
+    except ImportError:
+        pass
+    cache = ExtractCache()
+    msgs = [m.Message(role="user", content=[m.Document(data=base64.b64encode(pdf).decode(), media_type="application/pdf",
+                                                       name="bench.pdf"), m.Text(text="Summarize.")])]
+    await prepare(msgs, DocumentOptions(), cache=cache)
+    hits = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        await prepare(msgs, DocumentOptions(), cache=cache)
+        hits.append((time.perf_counter() - t0) * 1000.0)
+    plain = [m.Message(role="system", content="Be brief."), m.Message(role="user", content="What is the capital of Norway?")]
+    n = 100_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        has_documents(plain)
+    check_us = (time.perf_counter() - t0) / n * 1e6
+    progress("documents measured")
+    return {"pages": plan.pages, "pdf_bytes": len(pdf), "html_bytes": len(html), "pdf_ms": pdf_ms, "html_ms": html_ms,
+            "cache_hit_ms_p50": round(statistics.median(hits), 3), "cache_hit_ms_max": round(max(hits), 3),
+            "no_document_check_us": round(check_us, 3), "failed": 0}
+
+
+def goals(result: dict) -> list[dict]:
+    return [goal("documents: a cache hit of an extracted PDF (p50)", result["cache_hit_ms_p50"], 5.0, "≤", " ms"),
+            goal("documents: the check on an ask without documents", result["no_document_check_us"], 2.0, "≤", " µs")]
+
+
+def report(loop: str, result: dict, console: Console) -> None:
+    table = Table(title=f"llmbus bench — documents — {loop}",
+                  caption=f"a {result['pages']}-page text PDF ({result['pdf_bytes']} bytes) and an HTML page "
+                          f"({result['html_bytes']} bytes) made on the spot; median of the rounds")
+    table.add_column("what")
+    table.add_column("ms", justify="right")
+    for lib, ms in result["pdf_ms"].items():
+        table.add_row(f"PDF → text, {lib}", f"{ms:.1f}")
+    for lib, ms in result["html_ms"].items():
+        table.add_row(f"HTML → text, {lib}", f"{ms:.1f}")
+    table.add_row("cache hit (prepare, p50 / max)", f"{result['cache_hit_ms_p50']:.3f} / {result['cache_hit_ms_max']:.3f}")
+    table.add_row("ask without documents: the check (µs)", f"{result['no_document_check_us']:.3f}")
+    console.print(table)
