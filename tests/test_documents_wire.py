@@ -11,7 +11,7 @@ import pytest
 
 from bus import messages as m
 from bus.rpc import new_id
-from bus.errors import BadRequest
+from bus.errors import BadRequest, ContextLengthExceeded
 from actors.fakes.server import WireServer
 from actors.documents.samples import make_encrypted_pdf, make_pdf
 from tests.test_providers import ALL, KINDS, config_toml, run  # noqa: F401  (run is a fixture)
@@ -132,3 +132,31 @@ def test_cli_ask_with_files(tmp_path, root):
                           capture_output=True, text=True, timeout=40)
     assert proc.returncode == 0, proc.stderr
     assert "[page 2]\nCosts fell" in proc.stdout and "thin margin" in proc.stdout and "What changed?" in proc.stdout
+
+
+async def test_a_document_over_the_window_is_context_length_or_truncated(stack, tmp_path):
+    big = tmp_path / "big.pdf"
+    big.write_bytes(make_pdf([f"Paragraph {i}: " + "words " * 60 for i in range(30)]))
+    windows = """
+[router]
+strategy = "single"
+providers = ["small"]
+
+[providers.small]
+latency = { dist = "fixed", ms = 1 }
+context_tokens = 1500
+max_tokens = 200
+
+[providers.cut]
+latency = { dist = "fixed", ms = 1 }
+context_tokens = 1500
+max_tokens = 200
+document_overflow = "truncate"
+"""
+    async with stack(windows) as s:
+        with pytest.raises(ContextLengthExceeded) as exc:
+            await s.client.ask("Summarize.", files=[big], budget_ms=5000, cache="skip")
+        assert "big.pdf ~" in exc.value.message and "window 1500 tokens" in exc.value.message
+        answer = await s.client.ask("Summarize.", files=[big], providers=["cut"], budget_ms=5000, cache="skip")
+        assert "[… truncated to fit the model's window:" in answer.text and "[page 1]" in answer.text
+        assert len(answer.text) // 4 < 1500
