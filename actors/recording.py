@@ -197,6 +197,15 @@ def _names_ask(rec: Rec, ask_id: str) -> bool:
     return any(isinstance(i, dict) and i.get("ask_id") == ask_id for i in body.get("items") or [])
 
 
+def build_traces(subjects: Subjects, records: list[Rec]) -> dict[str, Trace]:
+    """The trace (calls only) of every ask in ``records``, by ask id, oldest first."""
+    by_ask: dict[str, list[Rec]] = {}
+    for rec in records:
+        if rec.ask_id is not None:
+            by_ask.setdefault(rec.ask_id, []).append(rec)
+    return {aid: build_trace(subjects, aid, recs, []) for aid, recs in by_ask.items()}
+
+
 async def trace(nc: NATS, subjects: Subjects, ask_id: str, *, since_s: float | None = None) -> Trace:
     records = await read(nc, subjects.record_stream, since_s=since_s)
     events = await read(nc, subjects.events_stream, since_s=since_s)

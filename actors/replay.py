@@ -28,28 +28,30 @@ _REPLY = codec.decoder(m.CompleteReply)
 
 
 class ReplayProvider(Actor):
-    """Answers provider ``provider``'s calls with its recorded replies for the ask, in order; a call
-    beyond them gets ``Failure(unavailable)`` naming it (``missing`` lists them)."""
+    """Answers provider ``provider``'s calls with its recorded replies for the call's ask
+    (``replies[ask_id]``), in order; a call beyond them gets ``Failure(unavailable)`` naming it."""
 
     kind = "replay"
 
-    def __init__(self, *, provider: str, replies: list[bytes], **kw) -> None:
+    def __init__(self, *, provider: str, replies: dict[str, list[bytes]], **kw) -> None:
         super().__init__(name=f"provider-{provider}", **kw)
         self.provider = provider
-        self.replies = list(replies)
-        self.served = 0
-        self.missing: list[str] = []
+        self.replies = replies
+        self.served: dict[str, int] = {}
+        self.missing: dict[str, int] = {}
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint.serving(PROVIDER_COMPLETE, self.subjects, self.complete, name=self.provider)]
 
     async def complete(self, req: m.Complete, ctx: Context) -> m.Completion | m.Failure:
-        if self.served >= len(self.replies):
-            self.missing.append(req.id)
-            return m.Failure(kind=m.UNAVAILABLE, message=f"replay: no recorded reply for call {self.served + 1} "
+        recorded = self.replies.get(req.ask_id, ())
+        n = self.served.get(req.ask_id, 0)
+        if n >= len(recorded):
+            self.missing[req.ask_id] = self.missing.get(req.ask_id, 0) + 1
+            return m.Failure(kind=m.UNAVAILABLE, message=f"replay: no recorded reply for call {n + 1} "
                                                           f"of {self.provider}", provider=self.provider)
-        reply = _REPLY.decode(self.replies[self.served])
-        self.served += 1
+        self.served[req.ask_id] = n + 1
+        reply = _REPLY.decode(recorded[n])
         if isinstance(reply, m.Completion):
             return msgspec.structs.replace(reply, id=req.id, ask_id=req.ask_id)
         return reply
@@ -96,34 +98,57 @@ def replay_settings(settings: Settings, root: str) -> Settings:
 async def replay(nc: NATS, url: str, settings: Settings, ask_id: str, *, strategy: str | None = None,
                  budget_ms: int = 30_000, trace: recording.Trace | None = None) -> Replayed:
     """Replay ``ask_id`` (recorded under ``settings.bus.root``) on the server at ``url``."""
+    tr = trace or await recording.trace(nc, Subjects(settings.bus.root), ask_id)
+    recording.recorded_ask(tr)  # LookupError when the ask is not in the recording
+    return (await replay_many(nc, url, settings, [tr], strategy=strategy, budget_ms=budget_ms))[0]
+
+
+async def replay_many(nc: NATS, url: str, settings: Settings, traces: list[recording.Trace], *,
+                      strategy: str | None = None, budget_ms: int = 30_000, concurrency: int = 64) -> list[Replayed]:
+    """Replay every traced ask through one router under one isolated root, ``concurrency`` at a time."""
     from actors.router.actor import Router
     from bus.client import Client
 
-    live = Subjects(settings.bus.root)
-    tr = trace or await recording.trace(nc, live, ask_id)
-    ask, recorded = recording.recorded_ask(tr)
-    replies = recording.provider_replies(tr)
+    found = []
+    for tr in traces:
+        try:
+            found.append((tr, *recording.recorded_ask(tr)))
+        except (LookupError, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    replies: dict[str, dict[str, list[bytes]]] = {}
+    for tr, _, _ in found:
+        for provider, got in recording.provider_replies(tr).items():
+            replies.setdefault(provider, {})[tr.ask_id] = got
     root = "replay-" + new_id()[-10:].replace("-", "_")
     rs = replay_settings(settings, root)
     common = dict(subjects=Subjects(root), default_budget_ms=rs.bus.default_budget_ms, stop_grace_s=1.0,
                   connect_options=rs.bus.connect_options())
-    providers = [ReplayProvider(provider=name, replies=replies.get(name, []), **common) for name in rs.providers]
-    router = Router(settings=rs, **common)
-    actors = [router, *providers]
-    ask = msgspec.structs.replace(ask, cache="skip", budget_ms=budget_ms,
-                                  strategy=strategy if strategy is not None else ask.strategy)
+    providers = [ReplayProvider(provider=name, replies=replies.get(name, {}), **common) for name in rs.providers]
+    actors = [Router(settings=rs, **common), *providers]
+    results: list[m.Answer | m.Failure | None] = [None] * len(found)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(run_actors, actors, url)
             try:
                 async with Client(url, root=root, name="llmbus-replay", options=rs.bus.connect_options()) as client:
-                    result = await client.send(ask, deadline=now() + budget_ms / 1000.0)
+                    limit = anyio.Semaphore(concurrency)
+
+                    async def one(i: int, ask: m.Ask) -> None:
+                        async with limit:
+                            ask = msgspec.structs.replace(ask, cache="skip", budget_ms=budget_ms,
+                                                          strategy=strategy if strategy is not None else ask.strategy)
+                            results[i] = await client.send(ask, deadline=now() + budget_ms / 1000.0)
+
+                    async with anyio.create_task_group() as asks:
+                        for i, (_, ask, _) in enumerate(found):
+                            asks.start_soon(one, i, ask)
             finally:
                 for a in actors:
                     a.stop()
     finally:
         with anyio.CancelScope(shield=True):
             await delete_root(nc, root)
-    return Replayed(ask_id, root, strategy, recorded, result,
-                    served={p.provider: p.served for p in providers if p.served},
-                    missing={p.provider: len(p.missing) for p in providers if p.missing})
+    return [Replayed(tr.ask_id, root, strategy, recorded, results[i],
+                     served={p.provider: p.served[tr.ask_id] for p in providers if tr.ask_id in p.served},
+                     missing={p.provider: p.missing[tr.ask_id] for p in providers if tr.ask_id in p.missing})
+            for i, (tr, _, recorded) in enumerate(found)]
