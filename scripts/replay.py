@@ -23,6 +23,7 @@ import structlog
 from actors import recording, settings as settings_mod
 from actors.replay import replay_many, text_of
 from bus.connection import connect
+from bus.errors import LlmError
 from bus.subjects import Subjects
 
 
@@ -41,7 +42,11 @@ async def main(args: argparse.Namespace) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     settings = settings_mod.load(args.config)
     subjects = Subjects(settings.bus.root)
-    nc = await connect(settings.bus.url, name="llmbus-replay-batch", options=settings.bus.connect_options())
+    try:
+        nc = await connect(settings.bus.url, name="llmbus-replay-batch", options=settings.bus.connect_options())
+    except LlmError as exc:
+        print(f"{exc}; start a fleet with `llmbus up`, or set $LLMBUS_CONFIG / $LLMBUS_NATS_URL", file=sys.stderr)
+        return 1
     try:
         records = await recording.read(nc, subjects.record_stream, since_s=args.since)
         traces = [t for t in recording.build_traces(subjects, records).values() if t.ask is not None]
