@@ -127,3 +127,37 @@ def test_bench_section_smoke():
     result = asyncio.run(documents.run("", documents.Plan(pages=3, rounds=1)))
     assert result["pdf_ms"]["pypdf"] > 0 and result["html_ms"]["html2text"] > 0 and result["failed"] == 0
     assert all(g["pass"] for g in documents.goals(result))
+
+
+def test_chunks_follow_pages_with_overlap_and_provenance():
+    from actors.documents.chunks import chunk
+
+    pages = [f"Page {i} paragraph one.\n\nPage {i} paragraph two." for i in range(1, 41)]
+    got = extract(make_pdf(pages), name="long.pdf")
+    parts = chunk(got, name="long.pdf", max_tokens=60, overlap_tokens=15)
+    assert len(parts) > 5
+    text = "\n".join(p.text for p in parts)
+    assert all(f"Page {i} paragraph two." in text for i in range(1, 41))  # every paragraph is used
+    assert all(p.pages[0] <= p.pages[1] for p in parts) and parts[0].pages[0] == 1 and parts[-1].pages[1] == 40
+    assert parts[1].text.split("\n\n")[0] in parts[0].text  # the overlap repeats the previous tail
+    assert all(len(p.text) / 4 <= 60 + 5 for p in parts)
+    assert parts[0].label().startswith("long.pdf, page")
+
+
+def test_chunks_cut_markdown_on_headings_then_paragraphs():
+    from actors.documents.chunks import chunk
+    from actors.documents.extract import Extracted
+
+    md = "# A\n\n" + "alpha " * 30 + "\n\n# B\n\nbeta one\n\nbeta two\n\n" + "x" * 2000
+    parts = chunk(Extracted(kind="markdown", pages=[md]), name="n.md", max_tokens=100)
+    assert parts[0].text.startswith("# A") and parts[0].text.endswith("beta two")  # whole sections packed
+    assert all(p.pages is None for p in parts) and all(len(p.text) <= 400 for p in parts)
+    assert "".join(p.text for p in parts).count("x") == 2000
+
+
+def test_overlap_takes_the_last_words_when_no_whole_unit_fits():
+    from actors.documents.chunks import chunk
+
+    got = extract(make_pdf([f"Page {i} says something long enough to matter here." for i in range(1, 21)]), name="p.pdf")
+    parts = chunk(got, name="p.pdf", max_tokens=40, overlap_tokens=6)
+    assert len(parts) > 3 and all(p.text.split("\n\n")[0] in q.text for q, p in zip(parts, parts[1:]))
