@@ -285,3 +285,14 @@ def provider_replies(tr: Trace) -> dict[str, list[bytes]]:
         if c.kind == "provider" and c.name.endswith(".complete") and c.reply is not None:
             out.setdefault(c.name.split(".")[1], []).append(c.reply.data)
     return out
+
+
+def providers_called(tr: Trace) -> list[str]:
+    """The providers the ask called, in the order first called (those open breakers let through)."""
+    seen: list[str] = []
+    for c in tr.calls:
+        if c.kind == "provider":
+            name = c.name.split(".")[1]
+            if name not in seen:
+                seen.append(name)
+    return seen

@@ -133,15 +133,18 @@ async def replay_many(nc: NATS, url: str, settings: Settings, traces: list[recor
                 async with Client(url, root=root, name="llmbus-replay", options=rs.bus.connect_options()) as client:
                     limit = anyio.Semaphore(concurrency)
 
-                    async def one(i: int, ask: m.Ask) -> None:
+                    async def one(i: int, tr: recording.Trace, ask: m.Ask) -> None:
                         async with limit:
                             ask = msgspec.structs.replace(ask, cache="skip", budget_ms=budget_ms,
                                                           strategy=strategy if strategy is not None else ask.strategy)
+                            if strategy is None and ask.providers is None:  # as recorded: the providers
+                                called = recording.providers_called(tr)  # the breakers let through then
+                                ask = msgspec.structs.replace(ask, providers=called or None)
                             results[i] = await client.send(ask, deadline=now() + budget_ms / 1000.0)
 
                     async with anyio.create_task_group() as asks:
-                        for i, (_, ask, _) in enumerate(found):
-                            asks.start_soon(one, i, ask)
+                        for i, (tr, ask, _) in enumerate(found):
+                            asks.start_soon(one, i, tr, ask)
             finally:
                 for a in actors:
                     a.stop()
