@@ -160,3 +160,31 @@ document_overflow = "truncate"
         answer = await s.client.ask("Summarize.", files=[big], providers=["cut"], budget_ms=5000, cache="skip")
         assert "[… truncated to fit the model's window:" in answer.text and "[page 1]" in answer.text
         assert len(answer.text) // 4 < 1500
+
+
+async def test_map_reduce_reads_every_chunk_and_keeps_page_provenance(stack, tmp_path):
+    doc = tmp_path / "long.pdf"
+    doc.write_bytes(make_pdf([f"Page {i} finding: item {i} matters." for i in range(1, 25)]))
+    workers = "".join(f"\n[providers.w{i}]\nlatency = {{ dist = \"fixed\", ms = 20 }}\n" for i in range(4))
+    toml = f"""
+[router]
+strategy = "map_reduce"
+providers = ["r", "w0", "w1", "w2", "w3"]
+
+[providers.r]
+latency = {{ dist = "fixed", ms = 1 }}
+{workers}"""
+    async with stack(toml) as s:
+        answer = await s.client.ask("List the findings.", files=[doc], budget_ms=8000, cache="skip",
+                                    strategy_options={"chunk_tokens": 40, "overlap_tokens": 5, "concurrency": 4})
+        sources = answer.metadata["sources"]
+        assert len(sources) >= 6 and all(src["ok"] for src in sources)
+        assert {src["provider"] for src in sources} == {"w0", "w1", "w2", "w3"}
+        assert sources[0]["pages"][0] == 1 and sources[-1]["pages"][1] == 24
+        assert answer.text.startswith("[r] Several readers")
+        assert all(f"item {i} matters" in answer.text for i in range(1, 25))  # every chunk reached the reducer
+        assert answer.metadata["map_reduce"]["reducer"] == "r"
+        bad = tmp_path / "bad.pdf"
+        bad.write_bytes(b"%PDF-1.4 nonsense")
+        with pytest.raises(BadRequest, match="bad.pdf: not a readable PDF"):
+            await s.client.ask("x", files=[bad], budget_ms=5000, cache="skip")
