@@ -120,7 +120,8 @@ class Review(Policy):
             return self.degrade("too little time left for the supervisor")
         self.phase = REVIEW
         ask = self.plan.ask
-        cands = [m.Candidate(provider=p, text=c.text, data=c.data) for p, c in self.drafts.items()]
+        cands = [m.Candidate(provider=p, text=self.drafts[p].text, data=self.drafts[p].data)
+                 for p in self.plan.candidates if p in self.drafts]  # the plan's order: ties break the same way
         request = m.Review(ask_id=ask.id, messages=ask.messages, candidates=cands, schema=ask.schema, cycle=self.cycle)
         return [Call(f"review.{self.cycle}", service=SUPERVISOR_REVIEW, request=request, purpose=REVIEW,
                      name="supervisor")]
