@@ -11,6 +11,7 @@ from actors import recording
 from actors.replay import replay
 from bus import endpoint
 from bus import messages as m
+from bus.errors import LlmError
 from bus.subjects import Subjects
 from tests.conftest import CACHE_DIR, make_settings
 
@@ -51,6 +52,8 @@ async def test_failover_is_recorded_traced_and_replayed_without_providers(stack,
         answer = await s.client.ask("hello there", budget_ms=5_000, cache="skip")
         assert answer.text == "[second] hello there"
         ask_id = answer.id
+        with pytest.raises(LlmError):
+            await s.client.ask("only the failing one", budget_ms=5_000, cache="skip", providers=["first"])
         nc = await nats.connect(nats_url)
         try:
             info = await nc.jetstream().stream_info(Subjects(root).record_stream)
@@ -65,7 +68,8 @@ async def test_failover_is_recorded_traced_and_replayed_without_providers(stack,
             assert all(c.duration_s is not None and c.duration_s >= 0 for c in tr.calls if "commit" not in c.name)
             assert tr.ask.reply is not None
             lines = recording.list_asks(Subjects(root), await recording.read(nc, Subjects(root).record_stream))
-            assert [a.ask_id for a in lines] == [ask_id] and not lines[0].failed
+            assert [a.ask_id for a in lines][0] == ask_id and not lines[0].failed
+            assert len(lines) == 2 and lines[1].failed and lines[1].outcome == m.UNAVAILABLE
 
             done = await replay(nc, nats_url, s.settings, ask_id, trace=tr)
             assert isinstance(done.result, m.Answer), done.result
@@ -165,5 +169,53 @@ async def test_the_recording_keeps_within_max_bytes(stack, root, nats_url):
             assert 0 < info.state.bytes <= 4096 and info.state.first_seq > 1  # the oldest were dropped
             kept = {r.ask_id for r in await recording.read(nc, Subjects(root).record_stream)}
             assert ids[-1] in kept and ids[0] not in kept
+        finally:
+            await nc.close()
+
+
+THREE = f"""
+[router]
+strategy = "consensus"
+providers = ["a", "b", "c"]
+
+[providers.a]
+latency = {{ dist = "fixed", ms = 1 }}
+answer = "canned"
+canned = "Paris."
+
+[providers.b]
+latency = {{ dist = "fixed", ms = 2 }}
+answer = "canned"
+canned = "Paris."
+
+[providers.c]
+latency = {{ dist = "fixed", ms = 3 }}
+answer = "canned"
+canned = "Paris."
+
+[cache]
+dir = "{CACHE_DIR}"
+
+[record]
+sampling = "all"
+"""
+
+
+@pytest.mark.timeout(30)
+async def test_consensus_of_three_is_traced_and_replayed_also_with_another_strategy(stack, root, nats_url):
+    async with stack(THREE) as s:
+        answer = await s.client.ask("capital of France?", budget_ms=5_000, cache="skip")
+        assert answer.text == "Paris."
+        s.stop()
+        nc = await nats.connect(nats_url)
+        try:
+            tr = await recording.trace(nc, Subjects(root), answer.id)
+            calls = sorted(c.name for c in tr.calls if c.kind == "provider")
+            assert calls == ["provider.a.complete", "provider.b.complete", "provider.c.complete"]
+            assert all(c.duration_s is not None for c in tr.calls if c.kind == "provider")
+            same = await replay(nc, nats_url, s.settings, answer.id, trace=tr)
+            assert same.same and same.result.text == "Paris." and same.missing == {}
+            other = await replay(nc, nats_url, s.settings, answer.id, strategy="failover", trace=tr)
+            assert isinstance(other.result, m.Answer) and other.result.text == "Paris." and other.served == {"a": 1}
         finally:
             await nc.close()
