@@ -243,6 +243,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     record: RecordSettings = RecordSettings()
     tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
     experiments: dict[str, ExperimentSettings] = {}  # [experiments.<name>]: rollout, A/B, shadow (routing)
+    patterns_dir: str | None = None  # the user's own analysis patterns (*.toml), beside config/patterns/
     providers: dict[str, ProviderSettings] = msgspec.field(
         default_factory=lambda: {"mock": ProviderSettings()}
     )

@@ -86,6 +86,19 @@ def build_messages(prompt: str | None, *, system: str | None, system_file: Path 
     return msgs
 
 
+def with_pattern(name: str, settings, messages: list[m.Message], strategy: str | None, schema: Any):
+    """The ask's messages, schema and strategy options under analysis pattern ``name`` (actors/patterns.py)."""
+    from actors.patterns import PatternError, apply, patterns
+
+    try:
+        known = patterns(settings.patterns_dir)
+        if name not in known:
+            raise PatternError(f"no pattern {name!r}; known: {', '.join(sorted(known))}")
+        return apply(known[name], messages, strategy=strategy or settings.router.strategy, schema=schema)
+    except PatternError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pattern") from None
+
+
 def _positive(value: float | None) -> float | None:
     if value is not None and not value > 0:
         raise typer.BadParameter(f"must be above 0 (got {value:g})")
@@ -112,6 +125,7 @@ def ask(
     user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
     preset: Annotated[Optional[str], typer.Option(help="fast | cheap | balanced | reliable (config/presets/)")] = None,
+    pattern: Annotated[Optional[str], typer.Option(help="an analysis pattern: summarize, critique, compare … (`llmbus patterns`)")] = None,
     max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", callback=_positive, help="a ceiling for this ask, USD (above 0)")] = None,
     cache: Annotated[Literal["use", "refresh", "skip"], typer.Option(help="the answer cache")] = "use",
     namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
@@ -125,10 +139,14 @@ def ask(
                               messages_file=messages_file)
     schema = _json_file(schema_file, "--schema") if schema_file is not None else None
     settings = load_settings(ctx, config, nats_url)
+    strategy_options = None
+    if pattern is not None:
+        messages, schema, strategy_options = with_pattern(pattern, settings, messages, strategy, schema)
     params = m.Params(temperature=temperature, max_tokens=max_tokens, model=model)
     fields = dict(strategy=strategy, providers=provider or None, budget_ms=budget_ms, retries=retries, user=user,
                   tier=tier, max_cost_usd=max_cost_usd, cache=cache, cache_namespace=namespace, schema=schema,
-                  params=params, **({"labels": {"preset": preset}} if preset else {}))
+                  params=params, **({"labels": {"preset": preset}} if preset else {}),
+                  **({"strategy_options": strategy_options} if strategy_options else {}))
     printed: list[str] = []
 
     async def send(client):

@@ -31,6 +31,7 @@ class SynthesisOptions(ScatterOptions, frozen=True, kw_only=True, forbid_unknown
     reserve: float = 0.35  # share of the budget kept for the synthesizer
     min_synthesis_ms: float = 50.0  # less time than this left: best_match instead
     template: str = ""  # a template file ("" : config/templates/synthesis.md)
+    template_body: str = ""  # the template itself (an analysis pattern's synthesis prompt); wins over ``template``
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,7 +81,7 @@ class Synthesis(Scatter):
             return self.degrade(f"{len(good)} candidate(s) answered: nothing to synthesise")
         if (self.plan.deadline - now) * 1000.0 < self.options.min_synthesis_ms:
             return self.degrade("too little time left for the synthesizer")
-        prompt = render(template_text(self.options.template), self.plan.ask, good)
+        prompt = render(self.options.template_body or template_text(self.options.template), self.plan.ask, good)
         return [Call(SYNTH, self.synthesizer, messages=[m.Message(role="user", content=prompt)], purpose=SYNTH)]
 
     def after_close(self, event: Event, now: float) -> list[Action]:
