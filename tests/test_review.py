@@ -135,7 +135,9 @@ async def test_partial_draft_failures_are_reported_and_reviewed_without_them(sta
         answer = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
                                     providers=["a", "b", "c", "down"], strategy_options={"cycles": 1, "quality_target": 1.0})
         assert isinstance(answer, m.Answer), answer
-        assert answer.metadata["review"] == {"drafts": ["a", "b", "c"], "failed": {"down": "unavailable"}}
+        review = answer.metadata["review"]
+        assert (review["drafts"], review["failed"]) == (["a", "b", "c"], {"down": "unavailable"})
+        assert review["parts"] == {d: ["a", "b", "c"] for d in ("day1", "day2", "day3")}
         assert answer.metadata["quality"]["score"] == 1.0
 
 
@@ -158,13 +160,13 @@ async def test_tiers_set_the_target_and_the_depth_and_only_good_answers_are_cach
         pro = await s.client.ask(ASK, tier="pro", schema=SCHEMA, budget_ms=5000)
         assert isinstance(pro, m.Answer), pro
         q = pro.metadata["quality"]
-        # pro's target 0.7 is met by the first review (2 of 3 parts agree, all present): no regeneration
-        assert (q["target"], q["cycles"], q["first_pass"]) == (0.7, 0, True)
-        assert requests(s, "c") == 1
+        # the first review scores 2/3 (one part of three contradicted) < pro's 0.7: one regeneration
+        assert (q["target"], q["cycles"], q["first_pass"], q["score"]) == (0.7, 1, False, 1.0)
+        assert requests(s, "c") == 2
         premium = await s.client.ask(ASK + " in spring", tier="premium", schema=SCHEMA, budget_ms=5000)
         q = premium.metadata["quality"]
         assert (q["target"], q["cycles"], q["score"]) == (0.9, 1, 1.0)  # supervision = 1 from the tier
-        assert requests(s, "c") == 3
+        assert requests(s, "c") == 4
         again = await s.client.ask(ASK + " in spring", tier="premium", schema=SCHEMA, budget_ms=5000)
         assert again.cached  # 1.0 >= 0.9: kept
 
@@ -235,3 +237,27 @@ validators = ["tests.test_review:no_tuesday"]
         assert answer.metadata["quality"]["supervisor"] == "rules"
         assert "judge-down failed: unavailable" in answer.metadata["degraded"]["reason"]
         assert "closed" not in answer.text and sup.fallbacks == 1
+
+
+def test_a_part_only_a_specialist_gives_is_merged_and_a_required_part_nobody_gives_is_missing():
+    review = m.Review(ask_id="q", messages=[], schema={**SCHEMA, "required": ["day1", "day2", "day3", "day4"]},
+                      candidates=[cand("a", day1="x", day2="y", day3="z"), cand("db", spots=["Louvre"])])
+    v = judge(review, [])
+    assert v.data == {"day1": "x", "day2": "y", "day3": "z", "spots": ["Louvre"]}
+    assert [(i.kind, i.where) for i in v.issues] == [(m.MISSING, "$.day4")] and v.regenerate == []
+    assert v.rubric == {"agreement": 1.0, "completeness": 0.75}
+
+
+def test_the_itinerary_example_runs_on_mocks():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "itinerary.py"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_API_KEY")}
+    done = subprocess.run([sys.executable, str(script), "--tier", "free", "--tier", "premium"], capture_output=True,
+                          text=True, timeout=15, env=env, cwd=script.parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[premium draft]" in done.stderr and "[premium final]" in done.stderr
+    assert "regenerated [('day2', 'validation')]" in done.stderr  # premium redid only the planted part
+    assert "closed on Tuesdays" not in done.stdout.split("== premium ==")[1]

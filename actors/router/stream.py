@@ -65,11 +65,17 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
     if bad is not None:
         yield bad
         return
-    strategy = router.strategy_for(ask)
+    # a tier or preset chooses the strategy here too (its fallback routes are the plain path's only)
+    routed = router.routing.prepare(ask) if router.routing.applies(ask) else ask
+    if type(routed) is m.Failure:
+        yield routed
+        return
+    strategy = router.strategy_for(routed)
     if strategy not in STREAM_THROUGH and strategy not in STAGED:
-        reply = await router._serve_ask(ask, ctx)
+        reply = await router._serve_ask(ask, ctx)  # as it came: the plain path routes it itself
         yield reply.value if type(reply) is Encoded else reply
         return
+    ask = routed
     relay = Relay(ask.id, through=strategy in STREAM_THROUGH)
 
     async def work() -> None:

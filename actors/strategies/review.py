@@ -1,8 +1,10 @@
 """Review (the supervisor loop): drafts in parallel, a supervisor's review, targeted regeneration of
 only the weak parts by the provider the verdict names, re-review — then the merged answer.
 
-1. Drafts: every candidate answers the ask, in parallel, within ``draft_share`` of the budget.
-   Partial failures are kept: ``metadata.review.drafts`` says who answered and who did not.
+1. Drafts: every candidate answers the ask, in parallel, within ``draft_share`` of the budget
+   (only its own parts, when ``parts`` names them: a specialist worker drafts what it knows).
+   Partial failures are kept: ``metadata.review`` says who answered, who did not, and which
+   providers drafted each part.
 2. Review: a ``Review`` (the ask + the drafts) to ``<root>.supervisor.review``.
 3. Regeneration: for each of the verdict's ``regenerate`` requests (a part, a provider, a fix),
    that provider is asked again, with the ask's messages, the fix as a system message and — for a
@@ -43,6 +45,9 @@ class ReviewOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     quality_target: float | None = None  # stop once the score reaches it (None: the tier's)
     draft_share: float = 0.45  # share of the budget the drafts may take
     min_review_ms: float = 50.0  # less time than this left: no (further) review, degrade
+    # provider -> the parts (top-level schema properties) it drafts; absent: every part. A
+    # specialist worker (a database, a calculator) drafts only what it knows.
+    parts: dict[str, list[str]] = {}
 
     def __post_init__(self) -> None:
         if self.cycles is not None and self.cycles < 0:
@@ -51,6 +56,15 @@ class ReviewOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("`quality_target` must be in [0, 1]")
         if not 0.0 < self.draft_share < 1.0:
             raise ValueError("`draft_share` must be in (0, 1)")
+
+
+def restrict(schema: dict[str, Any] | None, parts: list[str] | None) -> dict[str, Any] | None:
+    """``schema`` with only ``parts`` among its properties (and its required ones)."""
+    if schema is None or not parts or not isinstance(schema.get("properties"), dict):
+        return None
+    props = {k: v for k, v in schema["properties"].items() if k in parts}
+    required = [k for k in schema.get("required", []) if k in props]
+    return {**schema, "properties": props, "required": required}
 
 
 def part_schema(schema: dict[str, Any] | None, part: str) -> dict[str, Any] | None:
@@ -85,7 +99,9 @@ class Review(Policy):
     # --- phases ------------------------------------------------------------------------------
     def begin(self, now: float) -> list[Action]:
         until = now + (self.plan.deadline - now) * self.options.draft_share
-        return [Call(f"draft.{p}", p, deadline=until, purpose=DRAFT) for p in self.plan.candidates]
+        own = self.options.parts
+        return [Call(f"draft.{p}", p, deadline=until, purpose=DRAFT, schema=restrict(self.plan.ask.schema, own.get(p)))
+                for p in self.plan.candidates]
 
     def decide(self, event: Event, now: float) -> list[Action]:
         if type(event) is Deadline:
@@ -182,7 +198,13 @@ class Review(Policy):
                 "first_pass": first.score >= self.target}
 
     def _meta(self) -> dict[str, Any]:
-        return {"review": {"drafts": sorted(self.drafts), "failed": dict(sorted(self.failed.items()))}}
+        parts: dict[str, list[str]] = {}
+        for p in self.plan.candidates:
+            data = self.drafts[p].data if p in self.drafts else None
+            for key in data if isinstance(data, dict) else ():
+                parts.setdefault(key, []).append(p)
+        return {"review": {"drafts": sorted(self.drafts), "failed": dict(sorted(self.failed.items())),
+                           "parts": parts}}
 
     def finish(self, verdict: m.Verdict, degraded: str = "") -> Done:
         ask = self.plan.ask
