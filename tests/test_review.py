@@ -261,3 +261,9 @@ def test_the_itinerary_example_runs_on_mocks():
     assert "[premium draft]" in done.stderr and "[premium final]" in done.stderr
     assert "regenerated [('day2', 'validation')]" in done.stderr  # premium redid only the planted part
     assert "closed on Tuesdays" not in done.stdout.split("== premium ==")[1]
+
+
+def test_plain_texts_are_scored_not_regenerated_by_the_mock_judge():
+    texts = [m.Candidate(provider=p, text=t) for p, t in (("a", "Paris"), ("b", "Paris"), ("c", "Lyon"))]
+    v = judge(m.Review(ask_id="q", messages=[], candidates=texts), [])
+    assert (v.text, v.data, v.issues, v.regenerate, v.score) == ("Paris", None, [], [], 0.6667)
