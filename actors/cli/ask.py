@@ -126,6 +126,7 @@ def ask(
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
     preset: Annotated[Optional[str], typer.Option(help="fast | cheap | balanced | reliable (config/presets/)")] = None,
     pattern: Annotated[Optional[str], typer.Option(help="an analysis pattern: summarize, critique, compare … (`llmbus patterns`)")] = None,
+    template: Annotated[Optional[str], typer.Option(help="render the answer: markdown | plain | table, or a Jinja2 file (sandboxed)")] = None,
     max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", callback=_positive, help="a ceiling for this ask, USD (above 0)")] = None,
     cache: Annotated[Literal["use", "refresh", "skip"], typer.Option(help="the answer cache")] = "use",
     namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
@@ -140,6 +141,13 @@ def ask(
     schema = _json_file(schema_file, "--schema") if schema_file is not None else None
     settings = load_settings(ctx, config, nats_url)
     strategy_options = None
+    if template is not None:  # a template that does not exist is bad usage before the ask, not after
+        from actors.templates import TemplateError, source_of
+
+        try:
+            source_of(template)
+        except TemplateError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--template") from None
     if pattern is not None:
         messages, schema, strategy_options = with_pattern(pattern, settings, messages, strategy, schema)
     params = m.Params(temperature=temperature, max_tokens=max_tokens, model=model)
@@ -177,7 +185,15 @@ def ask(
     if json_out:
         print_json(reply)
     elif isinstance(reply, m.Answer):
-        if schema is not None and reply.data is not None:
+        if template is not None:
+            from actors.templates import TemplateError, render
+
+            try:
+                write_out(render(reply, template).rstrip("\n"))
+            except TemplateError as exc:
+                err.print(f"[red]{escape(str(exc))}[/red]")
+                raise typer.Exit(2) from None
+        elif schema is not None and reply.data is not None:
             write_out(msgspec.json.encode(reply.data).decode())
         elif printed:
             if not "".join(printed).endswith("\n"):
