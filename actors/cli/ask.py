@@ -127,6 +127,7 @@ def ask(
     preset: Annotated[Optional[str], typer.Option(help="fast | cheap | balanced | reliable (config/presets/)")] = None,
     pattern: Annotated[Optional[str], typer.Option(help="an analysis pattern: summarize, critique, compare … (`llmbus patterns`)")] = None,
     template: Annotated[Optional[str], typer.Option(help="render the answer: markdown | plain | table, or a Jinja2 file (sandboxed)")] = None,
+    synthesizer: Annotated[Optional[str], typer.Option(help="the provider that merges (synthesis; map_reduce's reducer)")] = None,
     max_cost_usd: Annotated[Optional[float], typer.Option("--max-cost-usd", callback=_positive, help="a ceiling for this ask, USD (above 0)")] = None,
     cache: Annotated[Literal["use", "refresh", "skip"], typer.Option(help="the answer cache")] = "use",
     namespace: Annotated[Optional[str], typer.Option(help="the cache namespace (it sets the TTL)")] = None,
@@ -150,6 +151,11 @@ def ask(
             raise typer.BadParameter(str(exc), param_hint="--template") from None
     if pattern is not None:
         messages, schema, strategy_options = with_pattern(pattern, settings, messages, strategy, schema)
+    if synthesizer is not None:
+        merge_key = {"synthesis": "synthesizer", "map_reduce": "reducer"}.get(strategy or settings.router.strategy)
+        if merge_key is None:
+            raise typer.BadParameter("only with --strategy synthesis or map_reduce", param_hint="--synthesizer")
+        strategy_options = {**(strategy_options or {}), merge_key: synthesizer}
     params = m.Params(temperature=temperature, max_tokens=max_tokens, model=model)
     fields = dict(strategy=strategy, providers=provider or None, budget_ms=budget_ms, retries=retries, user=user,
                   tier=tier, max_cost_usd=max_cost_usd, cache=cache, cache_namespace=namespace, schema=schema,
