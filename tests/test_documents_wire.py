@@ -188,3 +188,16 @@ latency = {{ dist = "fixed", ms = 1 }}
         bad.write_bytes(b"%PDF-1.4 nonsense")
         with pytest.raises(BadRequest, match="bad.pdf: not a readable PDF"):
             await s.client.ask("x", files=[bad], budget_ms=5000, cache="skip")
+
+
+async def test_one_log_line_per_document_step(stack, tmp_path):
+    from structlog.testing import capture_logs
+
+    pdf = tmp_path / "a.pdf"
+    pdf.write_bytes(PDF)
+    async with stack(MOCKS) as s:
+        with capture_logs() as logs:
+            await s.client.ask("Summarize.", files=[pdf], providers=["b"], budget_ms=5000, cache="skip")
+    lines = [e for e in logs if e.get("event") == "documents"]
+    assert len(lines) == 1 and lines[0]["step"] == "extract" and lines[0]["documents"] == 1
+    assert lines[0]["chars"] > 20 and lines[0]["ms"] >= 0 and lines[0]["native"] == 0

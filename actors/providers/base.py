@@ -81,7 +81,12 @@ class ProviderActor(Actor):
         extracted text, or the original where this provider takes it natively; fitted to the window."""
         config = getattr(self, "config", None)
         reserve = request.params.max_tokens or getattr(config, "max_tokens", 0) or 0
+        started = time.perf_counter()
         messages = await prepare(list(request.messages), options_for(config), reserve_tokens=reserve)
+        docs = [p for msg in messages if not isinstance(msg.content, str) for p in msg.content if type(p) is m.Document]
+        self.log.info("documents", step="extract", ask_id=request.ask_id, documents=len(docs),
+                      native=sum(1 for d in docs if d.data is not None), chars=sum(len(d.text or "") for d in docs),
+                      ms=round((time.perf_counter() - started) * 1000.0, 3))
         return msgspec.structs.replace(request, messages=messages)
 
     # --- serving ------------------------------------------------------------------------------
