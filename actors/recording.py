@@ -74,9 +74,10 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
             except (NatsTimeoutError, TimeoutError):
                 break
             for msg in msgs:
-                md = msg.metadata
-                out.append(Rec(md.sequence.stream, msg.subject, md.timestamp.timestamp(), dict(msg.headers or {}),
-                               msg.data))
+                md, hdrs = msg.metadata, dict(msg.headers or {})
+                at = hdrs.get("Llm-At")  # written by the error recorder: the original subject and time
+                out.append(Rec(md.sequence.stream, hdrs.get("Llm-Subject", msg.subject),
+                               float(at) if at else md.timestamp.timestamp(), hdrs, msg.data))
             if not msgs or msgs[-1].metadata.num_pending == 0:
                 break
     finally:

@@ -123,15 +123,14 @@ class CostSettings(_Table, frozen=True, kw_only=True):
 class RecordSettings(_Table, frozen=True, kw_only=True):
     """``[record]``: the recording of every ask's requests and replies (``llmbus trace``/``replay``)
     in the stream ``<ROOT>_RECORD`` (file storage, bounded by age and bytes). ``all`` records every
-    ask; ``off`` records nothing and leaves the hot path untouched; ``errors`` is not built yet."""
+    ask; ``errors`` only failed asks (``actors.recorder``: each router keeps a window per ask and writes
+    it when the ask fails); ``off`` records nothing and leaves the hot path untouched."""
 
     sampling: Literal["all", "errors", "off"] = "off"
     max_age_s: float = 24 * 3600.0
     max_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        if self.sampling == "errors":
-            raise ConfigError("record.sampling = 'errors' is not built yet: use 'all' or 'off'")
         if self.max_age_s <= 0 or self.max_bytes <= 0:
             raise ConfigError("record.max_age_s and record.max_bytes must be above 0")
 

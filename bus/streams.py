@@ -119,13 +119,15 @@ async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
         await js.update_stream(config)
 
 
-async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float, max_bytes: int) -> None:
+async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float, max_bytes: int,
+                               errors_only: bool = False) -> None:
     """Create (or update) the stream that records the root's requests and replies (DESIGN §4):
-    ``no_ack`` (or it would answer every request with a PubAck), file storage, oldest dropped first."""
+    ``no_ack`` (or it would answer every request with a PubAck), file storage, oldest dropped first.
+    ``errors_only``: it captures only ``<root>.recorded.>``, where the error recorder writes."""
     js = nc.jetstream()
     config = StreamConfig(
         name=subjects.record_stream,
-        subjects=subjects.recorded,
+        subjects=[subjects.recorded_errors] if errors_only else subjects.recorded,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,

@@ -140,6 +140,12 @@ class Subjects:
         return [f"{r}.ask", f"{r}.ask.stream", f"{r}.provider.>", f"{r}.cache.get", f"{r}.cache.put",
                 f"{r}.cost.>", f"{r}.health.>", f"{r}.supervisor.>", f"{r}.reply.>"]
 
+    @property
+    def recorded_errors(self) -> str:
+        """What the recording captures with sampling ``errors``: the failed asks' windows, written
+        under ``<root>.recorded.<original subject>`` (``actors.recorder``)."""
+        return f"{self.root}.recorded.>"
+
     def bucket(self, purpose: str) -> str:
         return f"{self.root}_{purpose}"
 

@@ -13,7 +13,7 @@ from bus import endpoint
 from bus import messages as m
 from bus.errors import LlmError
 from bus.subjects import Subjects
-from tests.conftest import CACHE_DIR, make_settings
+from tests.conftest import CACHE_DIR
 
 pytestmark = [pytest.mark.anyio]
 
@@ -94,11 +94,29 @@ async def test_recording_off_creates_no_stream(stack, root, nats_url):
             await nc.close()
 
 
-def test_errors_sampling_is_refused_until_built(root):
-    from bus.errors import ConfigError
+@pytest.mark.timeout(30)
+async def test_errors_sampling_records_only_failed_asks(stack, root, nats_url):
+    import anyio
 
-    with pytest.raises((ConfigError, Exception), match="errors"):
-        make_settings(TOML.replace('sampling = "all"', 'sampling = "errors"'), root)
+    async with stack(TOML.replace('sampling = "all"', 'sampling = "errors"')) as s:
+        ok = await s.client.ask("this one is answered", budget_ms=5_000, cache="skip")
+        with pytest.raises(LlmError) as failed:
+            await s.client.ask("only the failing one", budget_ms=5_000, cache="skip", providers=["first"],
+                               ask_id="failing-ask-1")
+        assert failed.value.failure.kind == m.UNAVAILABLE
+        nc = await nats.connect(nats_url)
+        try:
+            with anyio.fail_after(5):  # the recorder writes the window just after the failed reply
+                while not (recs := await recording.read(nc, Subjects(root).record_stream)) or \
+                        not any(r.subject == Subjects(root).ask for r in recs):
+                    await anyio.sleep(0.02)
+            assert {r.ask_id for r in recs} == {"failing-ask-1"} and ok.id != "failing-ask-1"
+            tr = recording.build_trace(Subjects(root), "failing-ask-1", recs, [])
+            by = {c.name: c for c in tr.calls}
+            assert by["provider.first.complete"].outcome().startswith("failure unavailable")
+            assert tr.ask.outcome().startswith("failure unavailable")
+        finally:
+            await nc.close()
 
 
 @pytest.mark.timeout(30)

@@ -107,13 +107,20 @@ class Router(Actor):
 
             r = self.settings.record
             await retrying(lambda: ensure_record_stream(self.nc, self.subjects, max_age_s=r.max_age_s,
-                                                        max_bytes=r.max_bytes), deadline=now() + 30.0)
+                                                        max_bytes=r.max_bytes, errors_only=r.sampling == "errors"),
+                           deadline=now() + 30.0)
 
     def background(self):
         jobs = [self.fleet.run, self.choice.run, self._watch_reliability]
         jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
         jobs += [self.experiments.run] if self.experiments.active else []
+        jobs += [self._record_errors] if self.settings.record.sampling == "errors" else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
+
+    async def _record_errors(self, *, task_status) -> None:
+        from actors.recorder import ErrorRecorder
+
+        await ErrorRecorder(self.nc, self.subjects).run(task_status=task_status)
 
     async def _watch_reliability(self, *, task_status) -> None:
         self.reliability = ReliabilityView(self.nc, self.subjects, self.log)
