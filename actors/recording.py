@@ -209,8 +209,12 @@ def build_traces(subjects: Subjects, records: list[Rec]) -> dict[str, Trace]:
 
 async def trace(nc: NATS, subjects: Subjects, ask_id: str, *, since_s: float | None = None) -> Trace:
     records = await read(nc, subjects.record_stream, since_s=since_s)
-    events = await read(nc, subjects.events_stream, since_s=since_s)
-    return build_trace(subjects, ask_id, records, events)
+    mine = [r for r in records if r.ask_id == ask_id]
+    if not mine:
+        return Trace(ask_id, [])
+    # the events from a second before the ask's first message on (not the whole events stream)
+    events = await read(nc, subjects.events_stream, since_s=max(0.0, time.time() - mine[0].at + 1.0))
+    return build_trace(subjects, ask_id, mine, events)
 
 
 # --- recent asks -----------------------------------------------------------------------------------
