@@ -66,11 +66,13 @@ def test_cli_pattern_critique_with_synthesis(tmp_path, root):
     (tmp_path / "doc.pdf").write_bytes(make_pdf(["The plan assumes 40 percent growth."]))
     config = tmp_path / "llmbus.toml"
     config.write_text(f'[bus]\nroot = "{root}"\nport = {free_port()}\n[cache]\ndir = "{CACHE_DIR}"\n' + MOCKS)
+    env = cli_env(LLMBUS_CONFIG=str(config))
     proc = subprocess.run([str(LLMBUS), "ask", "--file", str(tmp_path / "doc.pdf"), "--pattern", "critique",
-                           "--strategy", "synthesis", "--json", "Is the plan sound?"],
-                          env=cli_env(LLMBUS_CONFIG=str(config)), capture_output=True, text=True, timeout=40)
+                           "--strategy", "synthesis", "--synthesizer", "c", "--json", "Is the plan sound?"],
+                          env=env, capture_output=True, text=True, timeout=40)
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
+    assert answer["metadata"]["synthesis"]["synthesizer"] == "c"  # --synthesizer picked the merging provider
     assert answer["type"] == "Answer" and "Several reviews of the same material follow." in answer["text"]
     assert "40 percent growth" in answer["text"]
     proc = subprocess.run([str(LLMBUS), "ask", "--pattern", "nope", "x"], env=cli_env(LLMBUS_CONFIG=str(config)),
@@ -79,20 +81,7 @@ def test_cli_pattern_critique_with_synthesis(tmp_path, root):
     proc = subprocess.run([str(LLMBUS), "patterns", "--json"], env=cli_env(LLMBUS_CONFIG=str(config)),
                           capture_output=True, text=True, timeout=40)
     assert SHIPPED <= set(json.loads(proc.stdout))
-
-
-@pytest.mark.e2e
-def test_cli_synthesizer_picks_the_merging_provider(tmp_path, root):
-    from tests.conftest import CACHE_DIR
-    from tests.helpers import LLMBUS, cli_env, free_port
-
-    config = tmp_path / "llmbus.toml"
-    config.write_text(f'[bus]\nroot = "{root}"\nport = {free_port()}\n[cache]\ndir = "{CACHE_DIR}"\n' + MOCKS)
-    env = cli_env(LLMBUS_CONFIG=str(config))
-    proc = subprocess.run([str(LLMBUS), "ask", "--strategy", "synthesis", "--synthesizer", "c", "--json", "q?"],
-                          env=env, capture_output=True, text=True, timeout=40)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["metadata"]["synthesis"]["synthesizer"] == "c"
     proc = subprocess.run([str(LLMBUS), "ask", "--strategy", "single", "--synthesizer", "c", "q?"],
                           env=env, capture_output=True, text=True, timeout=40)
     assert proc.returncode == 2 and "only with --strategy synthesis or map_reduce" in proc.stderr
+
