@@ -388,7 +388,11 @@ async def test_state_survives_restarts_of_health_and_nats_server(tmp_path, root)
                 for i in range(5):
                     await client.ask(f"q{i}", budget_ms=3000)
             health = next(a for a in actors if a.kind == "health")
+            router = next(a for a in actors if a.kind == "router")
             await wait_until(lambda: health.breakers["bad"].state == br.OPEN, what="opened")
+            # stored, not only decided: the router's view is the KV bucket's
+            await wait_until(lambda: "bad" in router.breakers.states
+                             and router.breakers.states["bad"].state == br.OPEN, what="opened in KV")
             for a in actors:
                 a.stop()
     # a new server on the same store and port, new actors: the breaker is still open
