@@ -87,15 +87,25 @@ class StrategyChoice:
             except ValueError as exc:
                 return m.Failure(kind=m.BAD_REQUEST, message=str(exc))
         key = DEFAULT_KEY if request.tier is None else TIER_PREFIX + request.tier
-        kv = self.mirror.kv
-        if request.strategy is None:
-            try:
-                await kv.delete(key)
-            except Exception as exc:
-                return m.Failure(kind=m.UNAVAILABLE, message=f"cannot clear {key}: {exc}")
-            value = None
+        failed = await store_control(self.mirror, key, request if request.strategy is not None else None,
+                                     self._changed)
+        return failed or self.report()
+
+
+async def store_control(mirror: KvMirror | None, key: str, value: msgspec.Struct | None, changed) -> m.Failure | None:
+    """Write ``value`` under ``key`` of the control bucket (None: remove the key), then tell this
+    router's own view at once (``changed(key, bytes | None)``); the other routers follow by their
+    watch. A Failure when the bucket cannot be written."""
+    kv = mirror.kv if mirror is not None else None
+    if kv is None:
+        return m.Failure(kind=m.UNAVAILABLE, message="this router has not opened its control bucket yet")
+    data = codec.encode(value) if value is not None else None
+    try:
+        if data is None:
+            await kv.delete(key)
         else:
-            value = codec.encode(request)
-            await kv.put(key, value)
-        self._changed(key, value)  # this router's own view at once; the others follow by the watch
-        return self.report()
+            await kv.put(key, data)
+    except Exception as exc:
+        return m.Failure(kind=m.UNAVAILABLE, message=f"cannot {'clear' if data is None else 'write'} {key}: {exc}")
+    changed(key, data)
+    return None

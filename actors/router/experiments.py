@@ -42,6 +42,7 @@ from bus.endpoint import Context
 from bus.rpc import new_id
 from bus.streams import KvMirror
 from actors.pure.experiment import agreement, share
+from actors.router.choice import store_control
 from actors.routing_settings import ExperimentSettings
 
 if TYPE_CHECKING:
@@ -96,21 +97,9 @@ class Experiments:
                                                          f"{', '.join(self.configured) or '(none)'}")
         if request.percent is not None and not 0.0 <= request.percent <= 100.0:
             return m.Failure(kind=m.BAD_REQUEST, message=f"percent must be in [0, 100] (got {request.percent})")
-        key = PREFIX + request.name
-        kv = self.mirror.kv if self.mirror is not None else None
-        if kv is None:
-            return m.Failure(kind=m.UNAVAILABLE, message="this router has not opened its control bucket yet")
-        if request.percent is None:
-            try:
-                await kv.delete(key)
-            except Exception as exc:
-                return m.Failure(kind=m.UNAVAILABLE, message=f"cannot clear {key}: {exc}")
-            value = None
-        else:
-            value = codec.encode(request)
-            await kv.put(key, value)
-        self._changed(key, value)  # this router's own view at once; the others follow by the watch
-        return self.report()
+        failed = await store_control(self.mirror, PREFIX + request.name,
+                                     request if request.percent is not None else None, self._changed)
+        return failed or self.report()
 
     # --- per ask -----------------------------------------------------------------------------
     def pick(self, own: m.Ask) -> tuple[str, ExperimentSettings, bool] | None:
