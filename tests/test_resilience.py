@@ -175,7 +175,9 @@ async def test_a_connection_the_server_closes_is_reopened(stack):
         await router.nc.publish(f"{s.root}.nowhere", b"x" * (router.nc.max_payload - 10), headers={"X": "y" * 200})
         await wait_until(lambda: router.nc.stats["reconnects"] > reconnected and router.nc.is_connected,
                          within_s=10, what="the router reconnected")
-        await assert_serving(s)
+        await router.nc.flush()  # its subscriptions are re-sent on reconnect: the server has them now
+        answer = await s.client.ask("still serving?", budget_ms=5000, retries=3)  # as a client does
+        assert isinstance(answer, m.Answer)
 
 
 @pytest.mark.anyio
