@@ -295,8 +295,10 @@ class Actor:
             ctx = self._inflight.get(task)
             if ctx is None or (cancel.call_id is not None and cancel.call_id != ctx.call_id):
                 continue
-            if ctx.cancel_reason is None:  # the first Cancel says why (a second, e.g. the router's own
-                ctx.cancel_reason = reason  # Cancel of its calls, must not rewrite the reason)
+            if cancel.deadline:  # the caller gave up at its deadline: the same as this deadline passing
+                ctx.expired = True
+            elif ctx.cancel_reason is None:  # the first Cancel says why (a second, e.g. the router's
+                ctx.cancel_reason = reason  # own Cancel of its calls, must not rewrite the reason)
             task.cancel()
 
     # --- NATS micro discovery -----------------------------------------------------------------

@@ -269,6 +269,7 @@ class Cancel(_Msg, frozen=True, kw_only=True):
     ask_id: str
     call_id: str | None = None
     reason: str = ""
+    deadline: bool = False  # the caller's deadline passed: the work timed out (health counts it so)
 
 
 class Failure(_Msg, frozen=True, kw_only=True):

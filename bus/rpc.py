@@ -190,7 +190,7 @@ class Rpc:
                 return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within this attempt's share "
                                                          "of the budget", retryable=True)
             if ask_id and call_id:  # this call only: never the whole ask from a call's timeout
-                await self.cancel(ask_id, call_id, reason="caller deadline passed")
+                await self.cancel(ask_id, call_id, reason="caller deadline passed", deadline=True)
             return m.Failure(kind=m.TIMEOUT, message=f"no reply from {subject} within the budget")
         gone = _no_responders(msg, subject)
         if gone is not None:
@@ -296,13 +296,15 @@ class Rpc:
             if not final and ask_id:
                 await asyncio.shield(self.cancel(ask_id, call_id, reason="stream consumer left"))
 
-    async def cancel(self, ask_id: str, call_id: str | None = None, *, reason: str = "") -> None:
-        """Tell every actor to stop the work of ``ask_id`` (only ``call_id`` when given)."""
+    async def cancel(self, ask_id: str, call_id: str | None = None, *, reason: str = "",
+                     deadline: bool = False) -> None:
+        """Tell every actor to stop the work of ``ask_id`` (only ``call_id`` when given);
+        ``deadline``: because the caller's deadline passed (the work counts as timed out)."""
         if self.nc.is_closed:
             return
         await self.nc.publish(
             self.subjects.cancel,
-            codec.encode(m.Cancel(ask_id=ask_id, call_id=call_id, reason=reason)),
+            codec.encode(m.Cancel(ask_id=ask_id, call_id=call_id, reason=reason, deadline=deadline)),
         )
 
 
