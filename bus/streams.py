@@ -100,34 +100,12 @@ EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 EVENTS_MAX_BYTES = 1 << 30
 
 
-async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
-    """Create (or update) the stream that keeps ``<root>.events.>`` (outcomes, usage)."""
-    js = nc.jetstream()
+async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: float, max_bytes: int) -> None:
+    """Create (or update) a stream of the root: file storage, oldest dropped first, and ``no_ack``
+    (a stream that captures request subjects would otherwise answer every request with a PubAck)."""
     config = StreamConfig(
-        name=subjects.events_stream,
-        subjects=[subjects.events],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=EVENTS_MAX_AGE_S,
-        max_bytes=EVENTS_MAX_BYTES,
-        no_ack=True,
-    )
-    try:
-        await js.add_stream(config)
-    except BadRequestError:  # exists with other settings: bring it to ours
-        await js.update_stream(config)
-
-
-async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float, max_bytes: int,
-                               errors_only: bool = False) -> None:
-    """Create (or update) the stream that records the root's requests and replies (DESIGN §4):
-    ``no_ack`` (or it would answer every request with a PubAck), file storage, oldest dropped first.
-    ``errors_only``: it captures only ``<root>.recorded.>``, where the error recorder writes."""
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=subjects.record_stream,
-        subjects=[subjects.recorded_errors] if errors_only else subjects.recorded,
+        name=name,
+        subjects=subjects,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -135,10 +113,26 @@ async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float
         max_bytes=max_bytes,
         no_ack=True,
     )
+    js = nc.jetstream()
     try:
         await js.add_stream(config)
     except BadRequestError:  # exists with other settings: bring it to ours
         await js.update_stream(config)
+
+
+async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
+    """The stream that keeps ``<root>.events.>`` (outcomes, usage)."""
+    await ensure_stream(nc, subjects.events_stream, [subjects.events],
+                        max_age_s=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES)
+
+
+async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float, max_bytes: int,
+                               errors_only: bool = False) -> None:
+    """The stream that records the root's requests and replies (DESIGN §4). ``errors_only``: it
+    captures only ``<root>.recorded.>``, where the error recorder writes."""
+    await ensure_stream(nc, subjects.record_stream,
+                        [subjects.recorded_errors] if errors_only else subjects.recorded,
+                        max_age_s=max_age_s, max_bytes=max_bytes)
 
 
 async def ensure_kv(
