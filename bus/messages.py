@@ -185,6 +185,8 @@ class Ask(_HotMsg, frozen=True, kw_only=True):
     cache_namespace: str | None = None  # the cache namespace (it sets the TTL); None: cache.default_namespace
     # per-ask overrides of the strategy's options (``llmbus strategies`` lists them); a bad one is bad_request
     strategy_options: dict[str, Any] = {}
+    # who is served first when a router is full (higher first); None: the tier's ``priority``
+    priority: int | None = None
 
 
 class Answer(_Msg, frozen=True, kw_only=True):
@@ -261,6 +263,19 @@ class Chunk(_HotMsg, frozen=True, kw_only=True):
     seq: int
     delta: str = ""
     stage: str | None = None
+    # the text streamed so far is void (a provider's stream broke; the next one starts over): the
+    # consumer discards what it has, then appends this chunk's delta
+    reset: bool = False
+
+
+class StreamAck(_HotMsg, frozen=True, kw_only=True):
+    """On ``<root>.stream.ack`` (broadcast): the consumer of a stream is still there and has read
+    up to ``seq``. Sent every few chunks or seconds to a producer asked for acks (the request's
+    ``Llm-Ack-Ms`` header); a producer that hears none for two intervals stops the work behind it."""
+
+    ask_id: str
+    call_id: str | None = None  # the stream's request id (a Complete's call id; an Ask's own id)
+    seq: int = 0
 
 
 class Cancel(_Msg, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ subject                                kind                         served by
 ``<root>.control.experiment``          request                      router (rollout share in KV)
 ``<root>.router.held``                 request, every router        routers (a retry asks: who runs it?)
 ``<root>.cancel``                      broadcast (no queue)         every actor's runtime
+``<root>.stream.ack``                  broadcast (no queue)         every actor's runtime
 ``<root>.events.outcome.<name>``       event (stream EVENTS)        health
 ``<root>.events.usage.<name>``         event (stream EVENTS)        cost
 ``<root>.events.experiment.<e>``       event (stream EVENTS)        ``llmbus experiments``
@@ -99,6 +100,11 @@ class Subjects:
     @property
     def cancel(self) -> str:
         return f"{self.root}.cancel"
+
+    @property
+    def stream_ack(self) -> str:
+        """Where a stream's consumer says it is still there (``StreamAck``)."""
+        return f"{self.root}.stream.ack"
 
     def outcome(self, provider: str) -> str:
         return f"{self.root}.events.outcome.{provider}"
