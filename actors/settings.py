@@ -68,6 +68,10 @@ class BusSettings(_Table, frozen=True, kw_only=True):
     store_dir: str = ""  # JetStream store of the embedded server; empty: <data dir>/nats (see data_dir)
     default_budget_ms: int = 30_000  # for messages that carry no Llm-Budget-Ms header
     stop_grace_s: float = 10.0
+    # a stream's consumer acknowledges every this many seconds or chunks (``StreamAck``); a producer
+    # that hears nothing for two intervals stops the work behind it. 0: no acks asked for
+    stream_ack_s: float = 2.0
+    stream_ack_chunks: int = 32
     auth: NatsAuth = msgspec.field(default_factory=lambda: NatsAuth())
 
     @property
@@ -85,6 +89,9 @@ class RouterSettings(_Table, frozen=True, kw_only=True):
     strategy: str = "failover"
     providers: list[str] = []  # order for failover; empty: every configured provider, in file order
     max_concurrency: int = 2048
+    # asks that wait for a slot when max_concurrency are in flight, served highest priority first
+    # (``Ask.priority``, else the tier's); one that does not fit is answered overloaded at once
+    max_queued: int = 256
     dedup_window_s: float = 60.0  # a retried ask id within this window is answered once
     dedup_max: int = 100_000
     # leave out of the provider order those whose API key is not set in this process's environment
