@@ -711,3 +711,140 @@ StreamReply = Chunk | Completion | Answer | Failure
 CacheGetReply = CacheEntry | CacheMiss | Failure
 CachePutReply = CacheStored | Failure
 ReviewReply = Verdict | Failure
+
+
+# --- images (``<root>.image`` and ``<root>.provider.<name>.image``) ------------------------------
+
+
+class ObjectRef(_Value, frozen=True, kw_only=True):
+    """An image too large for a message, in the JetStream object store ``bucket`` under ``name``
+    (``Client.image_bytes`` fetches it); ``digest`` is the store's SHA-256 of it."""
+
+    bucket: str
+    name: str
+    size: int
+    digest: str = ""
+
+
+class Picture(_Value, frozen=True, kw_only=True):
+    """One generated image: inline ``data`` (base64 on the wire), a provider's ``url``, or ``ref``."""
+
+    media_type: str = "image/png"
+    data: bytes | None = None
+    url: str | None = None
+    ref: ObjectRef | None = None
+
+
+class ImageAsk(_Msg, frozen=True, kw_only=True):
+    """A client's image request on ``<root>.image`` (the images actor: tier policy, quota, provider)."""
+
+    id: str
+    prompt: str
+    size: str = "1024x1024"  # "WxH"
+    count: int = 1
+    style: dict[str, str] = {}  # style hints: {"style": "vivid", "quality": "hd", "negative": "text"}
+    tier: str | None = None
+    user: str | None = None
+    provider: str | None = None  # a provider to use instead of the images order
+    model: str | None = None
+    budget_ms: int | None = None
+    labels: dict[str, str] = {}
+
+
+class ImageRequest(_Msg, frozen=True, kw_only=True):
+    """One provider image call on ``<root>.provider.<name>.image``; ``id`` is the call id."""
+
+    id: str
+    ask_id: str
+    prompt: str
+    size: str = "1024x1024"
+    count: int = 1
+    style: dict[str, str] = {}
+    model: str | None = None
+    tier: str | None = None
+    user: str | None = None
+    labels: dict[str, str] = {}
+
+
+class ImageResult(_Msg, frozen=True, kw_only=True):
+    id: str
+    ask_id: str
+    provider: str
+    model: str
+    images: list[Picture] = []
+    size: str = ""
+    usage: TokenUsage = TokenUsage()
+    cost_usd: float | None = None  # None: no price known for this model
+    latency_ms: float = 0.0
+    placeholder: bool = False  # a rendered placeholder, not a generated image (tier policy)
+    quota: str | None = None  # the quota this image counted against, e.g. "tier:pro:images:month"
+    metadata: dict[str, Any] = {}
+
+
+ImageReply = ImageResult | Failure
+
+
+# --- quotas (count-based, per tier and period; the cost actor) ------------------------------------
+
+
+class QuotaReserve(_Msg, frozen=True, kw_only=True):
+    """Hold ``count`` units of ``quota`` for ``tier`` until the call commits or ``expires_at``."""
+
+    call_id: str
+    ask_id: str
+    tier: str
+    quota: str = "images"
+    count: int = 1
+    user: str | None = None
+    expires_at: float = 0.0  # unix time; 0: a minute from now
+
+
+class QuotaCommit(_Msg, frozen=True, kw_only=True):
+    """The call is over: ``ok`` turns the hold into use, a failure releases it."""
+
+    call_id: str
+    tier: str
+    quota: str = "images"
+    ok: bool = True
+
+
+class Quota(_Value, frozen=True, kw_only=True):
+    tier: str
+    quota: str
+    period: str  # "day" | "month"
+    limit: int
+    used: int = 0
+    held: int = 0
+    left: int = 0
+    stamp: str = ""  # the period: YYYY-MM or YYYY-MM-DD (UTC)
+
+
+class QuotaGranted(_Msg, frozen=True, kw_only=True):
+    call_id: str
+    quota: Quota | None = None  # None: no quota applies to that tier
+
+
+class QuotaQuery(_Msg, frozen=True, kw_only=True):
+    pass
+
+
+class QuotaReport(_Msg, frozen=True, kw_only=True):
+    quotas: list[Quota] = []
+
+
+# --- alerts (``<root>.events.alert``, kept in the events stream) -----------------------------------
+
+
+class Alert(_Msg, frozen=True, kw_only=True):
+    """An alert fired (``resolved`` False) or cleared (True). One per (rule, subject) while its
+    condition lasts: the health actor sends it when it starts and when it ends, not in between."""
+
+    rule: str  # breaker_open | error_rate | fallback_routes | budget_spend | quality_first_pass
+    subject: str  # the provider, tier, budget or "supervisor" it is about
+    severity: str = "warning"  # "warning" | "critical"
+    value: float = 0.0  # the measured value (minutes, percent)
+    threshold: float = 0.0
+    since: float = 0.0  # unix time the condition started
+    at: float = 0.0  # unix time of this event
+    resolved: bool = False
+    message: str = ""

@@ -27,6 +27,10 @@ subject                                kind                         served by
 ``<root>.events.usage.<name>``         event (stream EVENTS)        cost
 ``<root>.events.experiment.<e>``       event (stream EVENTS)        ``llmbus experiments``
 ``<root>.events.shadow.<e>``           event (stream EVENTS)        ``llmbus experiments``
+``<root>.events.alert``                event (stream EVENTS)        ``llmbus alerts``, webhook sink
+``<root>.image``                       request (queue ``images``)   images actor (tier policy, quota)
+``<root>.provider.<name>.image``       request (queue provider.N)   provider actor (images)
+``<root>.cost.quota.reserve|commit``   request                      cost (count quotas per tier)
 ``<root>.reply.<client>.<token>``      replies to our requests      the requesting client
 =====================================  ===========================  ==============================
 """
@@ -48,6 +52,7 @@ CACHE_QUEUE = "cache"
 HEALTH_QUEUE = "health"
 COST_QUEUE = "cost"  # several cost actors share the requests; budgets stay exact by compare-and-set
 SUPERVISOR_QUEUE = "supervisor"
+IMAGES_QUEUE = "images"
 
 
 def check_token(value: str, what: str) -> str:
@@ -115,6 +120,11 @@ class Subjects:
     def experiment_event(self, name: str, shadow: bool = False) -> str:
         """``<root>.events.experiment.<name>`` (each ask of an experiment) or ``.events.shadow.<name>``."""
         return f"{self.root}.events.{'shadow' if shadow else 'experiment'}.{name}"
+
+    @property
+    def alert_event(self) -> str:
+        """Where the health actor announces an alert firing or resolving (``Alert``)."""
+        return f"{self.root}.events.alert"
 
     def health_event(self, provider: str) -> str:
         """Where the health actor announces a breaker's change (``BreakerChange``)."""
@@ -216,10 +226,18 @@ CONTROL_STRATEGY = Service("strategy", "{root}.control.strategy", m.StrategySet 
 CONTROL_EXPERIMENT = Service("experiment", "{root}.control.experiment", m.ExperimentSet | m.ExperimentQuery,
                              m.ExperimentReport | m.Failure, ROUTER_QUEUE)
 SUPERVISOR_REVIEW = Service("review", "{root}.supervisor.review", m.Review, m.ReviewReply, SUPERVISOR_QUEUE)
+IMAGE = Service("image", "{root}.image", m.ImageAsk, m.ImageReply, IMAGES_QUEUE)
+PROVIDER_IMAGE = Service("image", "{root}.provider.{name}.image", m.ImageRequest, m.ImageReply, "provider.{name}")
+COST_QUOTA_RESERVE = Service("quota_reserve", "{root}.cost.quota.reserve", m.QuotaReserve, m.QuotaGranted | m.Failure,
+                             COST_QUEUE)
+COST_QUOTA_COMMIT = Service("quota_commit", "{root}.cost.quota.commit", m.QuotaCommit, m.QuotaGranted | m.Failure,
+                            COST_QUEUE)
+COST_QUOTAS = Service("quotas", "{root}.cost.quotas", m.QuotaQuery, m.QuotaReport | m.Failure, COST_QUEUE)
 
 RPC_TABLE: tuple[Service, ...] = (
     ASK, ASK_STREAM, PROVIDER_COMPLETE, PROVIDER_STREAM, CACHE_GET, CACHE_PUT, CACHE_STATS, CACHE_CLEAR, CACHE_COALESCED,
     COST_RESERVE, COST_COMMIT, COST_REPORT, COST_BUDGET_SET, COST_BUDGETS, HEALTH_STATUS, HEALTH_RESET,
     HEALTH_STATUS_EACH, CACHE_STATS_EACH,
     CONTROL_STRATEGY, CONTROL_EXPERIMENT, SUPERVISOR_REVIEW,
+    IMAGE, PROVIDER_IMAGE, COST_QUOTA_RESERVE, COST_QUOTA_COMMIT, COST_QUOTAS,
 )
