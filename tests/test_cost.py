@@ -237,3 +237,36 @@ async def test_reservations_written_by_an_older_version_count_against_the_budget
         assert isinstance(refused, m.Failure) and refused.kind == m.BUDGET_EXCEEDED  # 0.4 + 0.5 + 0.2 > 1
         stored = await cost.kv.get("reservations")  # rewritten in the keyword form, the old hold kept
         assert b'"type":"Hold"' in stored.value and b'"old"' in stored.value
+
+
+@pytest.mark.anyio
+async def test_a_cost_actor_whose_ledger_view_lags_still_counts_a_call_another_one_settled(stack, pricing_file):
+    """Two cost actors: B sees call c1 in the ledger, A's watch has not delivered it yet. B's next
+    write must not make c1 vanish from A's view (neither spent nor held): A would grant past the
+    limit (the overshoot once seen in the budget race under load)."""
+    import time
+
+    import msgspec
+
+    async with stack(COST_TOML.format(ms=0, pricing=pricing_file), names=["cost"]) as s:
+        a = s.actors[0]
+        b = await s.add("cost")
+        await a.budget_set(m.BudgetSet(scope="user", name="u", period="day", limit_usd=1.5e-3), None)
+        await wait_until(lambda: "user:u:day" in b.limits, what="B sees the budget")
+        held_back: list = []
+        seen = a._changed
+        a.mirror.on_change = lambda key, value: (held_back.append((key, value)) if key.startswith("ledger.")
+                                                 else seen(key, value))  # A's ledger view lags
+        def reserve(actor, call_id):
+            return actor.reserve(m.Reserve(call_id=call_id, ask_id=call_id, amount_usd=1e-3, user="u",
+                                           expires_at=time.time() + 60), None)
+
+        await reserve(a, "c1")
+        usage = msgspec.structs.replace(usage_event("c1", "c1", tokens=1000, user="u"), at=time.time())
+        await s.client.nc.publish(s.client.subjects.usage("p"), codec.encode(usage))
+        await wait_until(lambda: "c1" in b.totals.calls, what="B sees c1 in the ledger")
+        await b.commit(m.Commit(call_id="c1", actual_usd=1e-3), None)  # B writes the reservations
+        with pytest.raises(BudgetExceeded):  # spent 1e-3 (c1) + 1e-3 > 1.5e-3, whichever actor decides
+            await reserve(a, "c2")
+        with pytest.raises(BudgetExceeded):
+            await reserve(b, "c3")

@@ -19,8 +19,11 @@ budget that applies, spent + reserved + amount ≤ limit, and the reservation is
 single key ``reservations`` with compare-and-set, so two cost actors stay exact (a conflict re-reads
 and decides again). Reservations that arrive together are decided in order and written in one
 compare-and-set, so a burst of asks costs a few KV writes. After the
-call the router publishes ``Commit`` (the actual cost, 0 for a failure); a reservation is dropped
-once its call is in the ledger, or when it expires (the ask's deadline) if it never committed.
+call the router publishes ``Commit`` (the actual cost, 0 for a failure); a reservation stops counting
+once its call is in the ledger (it is then in the spent total), and is dropped from the key
+``SETTLE_S`` after that, or when it expires (the ask's deadline) if it never committed. Dropping it at
+once let a second cost actor whose ledger watch lagged see the call neither spent nor held, and grant
+past the limit.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ DIMENSIONS = ("provider", "model", "tier", "user", "day", "strategy")
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCOPES, PERIODS = ("user", "tier"), ("day", "month")
 COMMITTED_KEEP_S = 300.0  # a committed call whose usage never reaches the ledger is forgotten then
+# A hold whose call is in the ledger stays in the reservations key this long after this actor saw the
+# entry: another cost actor whose ledger watch lags would otherwise see the call neither spent nor held.
+SETTLE_S = 10.0
 KV_RETRY_S = 5.0  # a ledger or reservation write is retried this long (a restarting server)
 
 
@@ -106,14 +112,14 @@ class Totals:
         self.by: dict[str, dict[tuple[str, str], list]] = {d: {} for d in DIMENSIONS}
         self.asks: dict[str, dict[tuple[str, str], set[str]]] = {d: defaultdict(set) for d in DIMENSIONS}
         self.spent: dict[tuple, float] = defaultdict(float)  # ("user", "alice", "day", "2026-11-25") -> usd
-        self.calls: set[str] = set()  # call ids in the ledger
+        self.calls: dict[str, float] = {}  # call ids in the ledger -> when this actor saw the entry (unix)
         self.seen: set[str] = set()  # ledger keys counted (a re-watch must not count twice)
 
     def add(self, key: str, e: m.LedgerEntry) -> None:
         if key in self.seen:
             return
         self.seen.add(key)
-        self.calls.add(e.call_id)
+        self.calls.setdefault(e.call_id, time.time())
         values = {"provider": e.provider, "model": e.model, "tier": e.tier or "-", "user": e.user or "-",
                   "day": e.day, "strategy": e.strategy or "-"}
         for dim, value in values.items():
@@ -315,7 +321,9 @@ class CostActor(Actor):
                     self._holds_cache = ({}, None)
             cached, revision = self._holds_cache
             now = time.time()
-            holds = {cid: h for cid, h in cached.items() if h.expires_at > now and cid not in self.totals.calls}
+            ledgered = self.totals.calls
+            holds = {cid: h for cid, h in cached.items()
+                     if h.expires_at > now and ledgered.get(cid, now) > now - SETTLE_S}
             results = [change(holds, now) for change, _ in batch]
             try:
                 data, last = codec.encode(holds), revision
@@ -336,6 +344,8 @@ class CostActor(Actor):
         if bad := names.problem(req.call_id, "call_id", "label"):
             raise BadRequest(bad)
         def change(holds: dict[str, Hold], now: float) -> m.Reserved | m.Failure:
+            # decided again after a write whose reply was lost: its own hold is then in the key already
+            holds.pop(req.call_id, None)
             budgets = self.applicable(req.user, req.tier, now)
             for budget, spent_key, limit in budgets:
                 spent = self.totals.spent.get(spent_key, 0.0)
