@@ -143,6 +143,9 @@ class Params(_HotValue, frozen=True, kw_only=True):
     top_p: float | None = None
     stop: list[str] = []
     model: str | None = None  # a model hint; providers map it or use their default
+    # which tool the model must call, OpenAI's form ("auto" | "none" | "required" | {"type": "function", …}):
+    # passed through to providers that take it (the gateway's tool_choice)
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class TokenUsage(_Value, frozen=True, kw_only=True):
@@ -701,6 +704,24 @@ class ExperimentEvent(_Msg, frozen=True, kw_only=True):
     route_name: str | None = None  # the fallback route that answered (tiers)
     agreement: float | None = None  # shadow: 1.0 same data / rapidfuzz similarity of text; None: nothing to compare
     at: float = 0.0
+
+
+# --- gateway (HTTP API keys) ---------------------------------------------------------------------
+
+
+class VirtualKey(_Msg, frozen=True, kw_only=True):
+    """One HTTP API key of the gateway, stored in the KV bucket ``<root>_keys`` under
+    ``key.<sha256 of the key>`` (the key itself is never stored). ``id`` is the hash's first 12
+    hex digits (``llmbus keys list`` and ``revoke`` name keys by it); requests made with the key
+    ask as ``user`` in ``tier``, at most ``rpm`` a minute (None: the gateway's default)."""
+
+    id: str
+    user: str
+    tier: str | None = None
+    rpm: int | None = None
+    budget_usd_day: float | None = None  # set as the user's daily budget with the cost actor
+    created_at: float = 0.0
+    revoked: bool = False  # a revoked key is refused with 403 (an unknown one with 401)
 
 
 # Reply unions: what each request subject answers with.
