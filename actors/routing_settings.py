@@ -33,6 +33,24 @@ class RouteSettings(_Table, frozen=True, kw_only=True):
     rules: str | None = None  # "module:function(ask) -> str | dict": the emergency route
 
 
+class QuotaSettings(_Table, frozen=True, kw_only=True):
+    """``[tiers.<name>.quotas]``: ``images = { per = "month", limit = 50 }`` (count-based, the cost actor)."""
+
+    per: Literal["day", "month"] = "month"
+    limit: int
+
+
+class TierImages(_Table, frozen=True, kw_only=True):
+    """``[tiers.<name>.images]``: what the images actor does for the tier once its quota is used up:
+    render a ``placeholder``, ``refuse`` (``budget_exceeded`` naming the quota), or use a ``cheaper``
+    model (``cheaper_model`` on ``cheaper_provider``, or on the provider the order gives)."""
+
+    over_quota: Literal["placeholder", "refuse", "cheaper"] = "refuse"
+    cheaper_model: str | None = None
+    cheaper_provider: str | None = None
+    providers: list[str] = []  # the tier's image providers, in order; empty: [images].providers
+
+
 class TierSettings(_Table, frozen=True, kw_only=True):
     strategy: str | None = None  # None: the router's (live or configured)
     providers: list[str] = []  # candidates, in order; empty: the router's order
@@ -45,6 +63,8 @@ class TierSettings(_Table, frozen=True, kw_only=True):
     priority: int = 0  # higher first (reported; admission by priority is left to the runtime)
     options: dict[str, Any] = {}  # the strategy's options for this tier
     routes: list[RouteSettings] = []
+    quotas: dict[str, QuotaSettings] = {}  # quota name ("images") -> per period and limit
+    images: TierImages = TierImages()
 
     def candidates(self, order: list[str]) -> list[str]:
         wanted = [p for p in self.providers if p in order] if self.providers else list(order)
@@ -108,6 +128,12 @@ def check_routing(settings, known: dict) -> str | None:
                 return f"{where}.providers names {p!r}, which has no [providers.{p}] table"
         if tier.fanout < 1 or tier.retries < 0:
             return f"{where}: fanout must be 1 or more and retries 0 or more"
+        for quota, q in tier.quotas.items():
+            if q.limit < 0:
+                return f"{where}.quotas.{quota}: the limit must be 0 or more"
+        for p in [*tier.images.providers, *([tier.images.cheaper_provider] if tier.images.cheaper_provider else [])]:
+            if p not in settings.providers:
+                return f"{where}.images names {p!r}, which has no [providers.{p}] table"
         seen = set()
         for route in tier.routes:
             rwhere = f"{where}.routes[{route.name}]"

@@ -198,6 +198,7 @@ class ProviderSettings(_Table, frozen=True, kw_only=True):
     # media types sent as the original where the API takes them natively (today: application/pdf
     # for openai, anthropic and gemini); others are sent as extracted text
     native_documents: list[str] = []
+    image_model: str = ""  # the model of image asks (openai: gpt-image-1, gemini: imagen-4.0-…); "": the kind's default
     context_tokens: int | None = None  # the model's window; None: the kind's default (mock: no check)
     document_overflow: Literal["fail", "truncate"] = "fail"  # documents over the window: context_length, or cut
     # --- mock only ---
@@ -239,6 +240,37 @@ class SupervisorSettings(_Table, frozen=True, kw_only=True):
     validators: list[str] = []
 
 
+class ImagesSettings(_Table, frozen=True, kw_only=True):
+    """``[images]``: the images actor (``<root>.image``). Images over ``inline_max_kb`` (and any that
+    would not fit the connection's max_payload) go to the object store ``<root>_images``, kept
+    ``store_ttl_s``; the reply carries a reference. ``prices``: USD per image by model."""
+
+    enabled: bool = True
+    providers: list[str] = []  # in order; empty: every configured provider of a kind that makes images
+    inline_max_kb: float = 256.0
+    store_ttl_s: float = 86400.0
+    prices: dict[str, float] = {}
+
+
+class AlertSettings(_Table, frozen=True, kw_only=True):
+    """``[alerts]``: rules the health actor evaluates every ``eval_s`` (``actors/pure/alerts.py``)."""
+
+    enabled: bool = True
+    eval_s: float = 15.0
+    breaker_open_minutes: float = 5.0  # a breaker open (or misconfigured) longer than this
+    error_rate_percent: float = 25.0  # a provider's failed calls over this share …
+    error_window_s: float = 300.0  # … within this window …
+    error_min_calls: int = 20  # … once it made this many calls in it
+    fallback_percent: float = 20.0  # answers of a tier from a fallback route (not its first) over this share
+    fallback_min_asks: int = 20
+    budget_percent: float = 80.0  # a budget's spend over this share of its limit
+    quality_first_pass_percent: float = 60.0  # supervisor first-pass rate under this …
+    quality_min_reviews: int = 10  # … once it reviewed this many drafts
+    webhook_url: str = ""  # POST each alert event as JSON here ("" : no webhook)
+    webhook_timeout_s: float = 5.0
+    webhook_retries: int = 3
+
+
 class Settings(_Table, frozen=True, kw_only=True):
     bus: BusSettings = BusSettings()
     router: RouterSettings = RouterSettings()
@@ -247,6 +279,8 @@ class Settings(_Table, frozen=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     record: RecordSettings = RecordSettings()
+    images: ImagesSettings = ImagesSettings()
+    alerts: AlertSettings = AlertSettings()
     tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
     experiments: dict[str, ExperimentSettings] = {}  # [experiments.<name>]: rollout, A/B, shadow (routing)
     patterns_dir: str | None = None  # the user's own analysis patterns (*.toml), beside config/patterns/
