@@ -20,6 +20,7 @@ from bus import messages as m
 from bus.connection import ConnectOptions
 from bus.errors import ConfigError
 from bus.subjects import check_token
+from actors.gateway.config import GatewaySettings
 from actors.routing_settings import ExperimentSettings, Preset, TierSettings, check_routing, load_presets
 
 # the NATS token's variable when [bus.auth] names none (`llmbus up --auth` says to export it)
@@ -281,6 +282,7 @@ class Settings(_Table, frozen=True, kw_only=True):
     record: RecordSettings = RecordSettings()
     images: ImagesSettings = ImagesSettings()
     alerts: AlertSettings = AlertSettings()
+    gateway: GatewaySettings = GatewaySettings()  # [gateway]: the HTTP API (actors/gateway/config.py)
     tiers: dict[str, TierSettings] = {}  # [tiers.<name>]: free, pro, premium in the shipped config
     experiments: dict[str, ExperimentSettings] = {}  # [experiments.<name>]: rollout, A/B, shadow (routing)
     patterns_dir: str | None = None  # the user's own analysis patterns (*.toml), beside config/patterns/
