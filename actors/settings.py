@@ -181,7 +181,7 @@ class Latency(_Table, frozen=True, kw_only=True):
 # Kinds of provider and the environment variable each reads its key from by default.
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 # Mock-only failure modes besides the wire failure kinds.
-MOCK_FAULTS = ("stall", "cut_stream", "malformed_output", "empty")
+MOCK_FAULTS = ("stall", "cut_stream", "stall_stream", "malformed_output", "empty")
 
 
 class ProviderSettings(_Table, frozen=True, kw_only=True):
@@ -205,7 +205,8 @@ class ProviderSettings(_Table, frozen=True, kw_only=True):
     # --- mock only ---
     latency: Latency = Latency()
     # probability per call of each failure kind, or of a mock fault: "stall" (never reply),
-    # "cut_stream" (a stream breaks halfway), "malformed_output" (invalid structured output),
+    # "cut_stream" (a stream breaks halfway), "stall_stream" (a stream stops halfway, never ends),
+    # "malformed_output" (invalid structured output),
     # "empty" (an empty answer)
     failures: dict[str, float] = {}
     retry_after_s: float | None = None  # sent with rate_limited failures
