@@ -149,6 +149,8 @@ class OpenAIProvider(RemoteProvider):
                 {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
                 for t in request.tools
             ]
+            if request.params.tool_choice is not None:  # passed through as the caller gave it
+                args["tool_choice"] = request.params.tool_choice
         return args
 
     async def call(self, request, messages, schema, timeout_s) -> Reply:
