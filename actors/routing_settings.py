@@ -65,6 +65,7 @@ class TierSettings(_Table, frozen=True, kw_only=True):
     routes: list[RouteSettings] = []
     quotas: dict[str, QuotaSettings] = {}  # quota name ("images") -> per period and limit
     images: TierImages = TierImages()
+    record: Literal["all", "errors", "off"] | None = None  # its asks' recording (None: [record] sampling)
 
     def candidates(self, order: list[str]) -> list[str]:
         wanted = [p for p in self.providers if p in order] if self.providers else list(order)

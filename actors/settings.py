@@ -147,6 +147,24 @@ class RecordSettings(_Table, frozen=True, kw_only=True):
         return self.sampling != "off"
 
 
+class MetricsSettings(_Table, frozen=True, kw_only=True):
+    """``[metrics]``: the Prometheus endpoint of every actor process (``actors.metrics``; one per
+    ``llmbus up`` process). ``port`` 0: no endpoint (the figures are still counted, and ``llmbus
+    status`` reads them over the bus)."""
+
+    port: int = 0
+    host: str = "127.0.0.1"
+
+
+class TracingSettings(_Table, frozen=True, kw_only=True):
+    """``[tracing]``: W3C ``traceparent`` on every call of an ask, and its spans exported over OTLP/HTTP
+    to ``otlp_endpoint`` (e.g. ``http://localhost:4318/v1/traces``; needs the ``otel`` extra). Empty:
+    no spans; a traceparent the caller sends still travels to every call (``actors.tracing``)."""
+
+    otlp_endpoint: str = ""
+    service_name: str = "llmbus"
+
+
 class CacheSettings(_Table, frozen=True, kw_only=True):
     enabled: bool = True  # routers look asks up in the cache actor and store the answers they make
     dir: str = ""  # the diskcache directory (empty: <data dir>/cache); the subject root is appended
@@ -281,6 +299,8 @@ class Settings(_Table, frozen=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     record: RecordSettings = RecordSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     images: ImagesSettings = ImagesSettings()
     alerts: AlertSettings = AlertSettings()
     gateway: GatewaySettings = GatewaySettings()  # [gateway]: the HTTP API (actors/gateway/config.py)
@@ -291,6 +311,18 @@ class Settings(_Table, frozen=True, kw_only=True):
         default_factory=lambda: {"mock": ProviderSettings()}
     )
     source: str = "built-in defaults"  # where these settings came from (not a TOML key)
+
+    def recording(self) -> str:
+        """How asks are recorded: ``off``; ``all`` (the stream captures every request and reply);
+        ``window`` (each router's recorder keeps a window per ask and writes the asks its tier's
+        sampling keeps: ``[tiers.<name>] record``, else ``[record] sampling``; ``actors.recorder``)."""
+        modes = {t.record for t in self.tiers.values() if t.record is not None} | {self.record.sampling}
+        return "off" if modes == {"off"} else "all" if modes == {"all"} else "window"
+
+    def sampling_for(self, tier: str | None) -> str:
+        """``all``, ``errors`` or ``off`` for an ask of ``tier``."""
+        t = self.tiers.get(tier) if tier is not None else None
+        return t.record if t is not None and t.record is not None else self.record.sampling
 
     def provider_order(self) -> list[str]:
         order = [n for n in (self.router.providers or self.providers) if n in self.providers]
