@@ -200,6 +200,7 @@ class Actor:
                 await nc.subscribe(ep.subject, queue=ep.queue, cb=self._dispatcher(ep))
             )
         cancel_sub = await nc.subscribe(self.subjects.cancel, cb=self._on_cancel)
+        ack_sub = await nc.subscribe(self.subjects.stream_ack, cb=self._on_ack) if self._streams() else None
         for pattern in ("$SRV.*", f"$SRV.*.{self.micro_name}", f"$SRV.*.{self.micro_name}.{self.id}"):
             await nc.subscribe(pattern, cb=self._on_discovery)
         await nc.flush()
@@ -213,6 +214,8 @@ class Actor:
                 await self._drain()
                 if not nc.is_closed:  # a dead connection has no subscriptions to remove
                     await cancel_sub.unsubscribe()
+                    if ack_sub is not None:
+                        await ack_sub.unsubscribe()
 
     async def _drain(self) -> None:
         for sub in self._serving:
@@ -300,6 +303,24 @@ class Actor:
             elif ctx.cancel_reason is None:  # the first Cancel says why (a second, e.g. the router's
                 ctx.cancel_reason = reason  # own Cancel of its calls, must not rewrite the reason)
             task.cancel()
+
+    def _streams(self) -> bool:
+        return any(ep.streaming for ep in self._endpoints)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        """A ``StreamAck``: the consumer of that stream is still there (``bus.endpoint``'s watchdog)."""
+        try:
+            ack = codec.stream_ack.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        tasks = self._inflight_by_ask.get(ack.ask_id)
+        if tasks is None:
+            return
+        at = now()
+        for task in tasks if type(tasks) is set else (tasks,):
+            ctx = self._inflight.get(task)
+            if ctx is not None and ctx.acked_at > 0.0 and (ack.call_id is None or ack.call_id == ctx.call_id):
+                ctx.acked_at = at
 
     # --- NATS micro discovery -----------------------------------------------------------------
     def micro_metadata(self) -> dict[str, str]:

@@ -34,7 +34,7 @@ from bus import messages as m
 from bus.connection import ConnectOptions, connect
 from bus.deadline import deadline_in, now
 from bus.errors import error_for
-from bus.rpc import ATTEMPT_HEADER, Rpc, attempt_until, new_id
+from bus.rpc import ATTEMPT_HEADER, STREAM_ACK_S, Rpc, attempt_until, new_id
 from bus.subjects import Subjects
 
 DEFAULT_BUDGET_MS = 30_000
@@ -85,7 +85,8 @@ class Client:
     ``root``: the fleet's subject root (default ``$LLMBUS_ROOT``, else ``llm``); ``name``: how this
     connection appears in NATS monitoring; ``options``: auth and TLS; ``nc``: an existing nats-py
     connection to use instead of opening one (it is not closed on exit); without ``options``,
-    ``$LLMBUS_NATS_TOKEN`` is the token when set. Use it as
+    ``$LLMBUS_NATS_TOKEN`` is the token when set; ``stream_ack_s``: how often a ``stream`` says it
+    is still reading (the router stops a stream unheard for two intervals; 0: never). Use it as
     ``async with Client() as client:``; entering raises ``Unavailable`` when no server answers.
     """
 
@@ -97,8 +98,10 @@ class Client:
         name: str = "llmbus-client",
         options: ConnectOptions | None = None,
         nc: NATS | None = None,
+        stream_ack_s: float = STREAM_ACK_S,
     ) -> None:
         self.url = url or default_url()
+        self.stream_ack_s = stream_ack_s  # a stream's acks (``StreamAck``); 0: none (the router never stops it)
         self.subjects = Subjects(root or os.environ.get("LLMBUS_ROOT") or "llm")
         self.name = name
         if options is None and os.environ.get("LLMBUS_NATS_TOKEN"):  # as `llmbus up --auth` says
@@ -246,7 +249,8 @@ class Client:
         subject = self.subjects.ask_stream
         for attempt in range(retries + 1):
             got_chunk = False
-            async for item in self.rpc.stream(subject, request, deadline=deadline, ask_id=request.id):
+            async for item in self.rpc.stream(subject, request, deadline=deadline, ask_id=request.id,
+                                              ack_s=self.stream_ack_s):
                 if isinstance(item, m.Chunk):
                     got_chunk = True
                 elif (isinstance(item, m.Failure) and not got_chunk and attempt < retries

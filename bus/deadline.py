@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 BUDGET_HEADER = "Llm-Budget-Ms"
 ASK_ID_HEADER = "Llm-Ask-Id"
+# on a stream request: the consumer acknowledges every this many ms (``StreamAck``); absent: no acks
+ACK_HEADER = "Llm-Ack-Ms"
 
 now = time.monotonic
 

@@ -30,7 +30,7 @@ from nats.errors import MaxPayloadError
 
 from bus import codec
 from bus import messages as m
-from bus.deadline import ASK_ID_HEADER, BUDGET_HEADER, alarms, deadline_from, now
+from bus.deadline import ACK_HEADER, ASK_ID_HEADER, BUDGET_HEADER, alarms, deadline_from, now
 from bus.errors import LlmError
 from bus.subjects import Service, Subjects
 
@@ -55,6 +55,7 @@ class Context:
     call_id: str | None = None  # the request's own ``id`` once decoded (a Complete's call id)
     cancel_reason: str | None = None
     expired: bool = False  # the deadline passed while the handler ran
+    acked_at: float = 0.0  # a stream's last StreamAck from its consumer (the runtime sets it)
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - now())
@@ -65,6 +66,35 @@ def _expire(task: asyncio.Task, ctx: Context) -> None:
     if not task.done():
         ctx.expired = True
         task.cancel()
+
+
+UNHEARD = "the stream's consumer stopped acknowledging"
+
+
+def _unheard(clock, task: asyncio.Task, ctx: Context, ack_s: float) -> None:
+    """Two ack intervals after the last ``StreamAck``: stop the stream (and the work behind it),
+    unless an ack came meanwhile — then look again two intervals after that one."""
+    if task.done() or ctx.acked_at < 0.0:  # over (the stream has ended: its final reply is going out)
+        return
+    silent_until = ctx.acked_at + 2.0 * ack_s
+    if now() >= silent_until - clock.RESOLUTION_S:
+        if ctx.cancel_reason is None:
+            ctx.cancel_reason = UNHEARD
+        task.cancel()
+    else:
+        clock.at(silent_until, _unheard, clock, task, ctx, ack_s)
+
+
+def ack_interval_s(headers: dict[str, str] | None) -> float:
+    """The consumer's ack interval from a stream request's ``Llm-Ack-Ms`` (0: it sends no acks)."""
+    raw = headers.get(ACK_HEADER) if headers else None
+    if raw is None:
+        return 0.0
+    try:
+        ms = float(raw)
+    except ValueError:
+        return 0.0
+    return ms / 1000.0 if 0.0 < ms < 86_400_000.0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +223,14 @@ class Endpoint:
         try:
             if not self.streaming:
                 return await self.handler(request, ctx)
-            return await self._stream(nc, msg.reply, self.handler(request, ctx))
+            ack_s = ack_interval_s(ctx.headers)
+            if ack_s:  # the consumer acknowledges: two intervals without one stop the stream
+                ctx.acked_at = now()
+                clock.at(ctx.acked_at + 2.0 * ack_s, _unheard, clock, task, ctx, ack_s)
+            try:
+                return await self._stream(nc, msg.reply, self.handler(request, ctx))
+            finally:
+                ctx.acked_at = -1.0  # the watchdog, if any, stands down
         except TimeoutError:
             return m.Failure(kind=m.TIMEOUT, message=f"{self.name}: deadline passed")
         except LlmError as exc:

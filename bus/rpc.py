@@ -32,11 +32,12 @@ from nats.nuid import NUID
 
 from bus import codec
 from bus import messages as m
-from bus.deadline import ASK_ID_HEADER, alarms, headers_for, now
+from bus.deadline import ACK_HEADER, ASK_ID_HEADER, alarms, headers_for, now
 from bus.subjects import Service, Subjects
 
 T = TypeVar("T")
 
+STREAM_ACK_S = 2.0  # a stream consumer's default ack interval (``[bus] stream_ack_s`` for actors)
 ATTEMPT_HEADER = "Llm-Attempt"  # on a retry only: "2", "3"… (the first attempt carries none)
 _NO_RESPONDERS_STATUS = "503"
 _NO_RESPONDERS = "no responders on"
@@ -252,16 +253,27 @@ class Rpc:
         deadline: float,
         ask_id: str | None = None,
         call_id: str | None = None,
+        ack_s: float = 0.0,
+        ack_chunks: int = 32,
     ) -> AsyncIterator[m.Chunk | m.Completion | m.Failure]:
         """Send ``request`` to a streaming endpoint; yield its Chunks, then exactly one final
         Completion or Failure (``timeout`` at the deadline). Leaving the loop early sends a Cancel,
-        so the producer stops."""
+        so the producer stops.
+
+        ``ack_s`` > 0 (with an ``ask_id``): the producer is told (``Llm-Ack-Ms``) that a
+        ``StreamAck`` comes every ``ack_s`` seconds or ``ack_chunks`` chunks, whichever first, and
+        stops when it hears none for two intervals. Acks are sent while this loop is read: a
+        consumer that stops reading (or vanishes) stops acknowledging."""
         token = str(next(self._tokens))
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._streams[token] = queue
         final = False
+        acks = _Acks(self, ask_id, call_id or getattr(request, "id", None), ack_s, ack_chunks) \
+            if ack_s > 0 and ask_id else None
         try:
             payload, hdrs = codec.encode(request), headers_for(deadline, ask_id)
+            if acks is not None:
+                hdrs[ACK_HEADER] = str(max(1, round(ack_s * 1000.0)))
             if not fits(self.nc, payload, hdrs):
                 final = True
                 yield too_large(self.nc, subject, wire_size(payload, hdrs))
@@ -273,10 +285,17 @@ class Rpc:
                 yield m.Failure(kind=m.UNAVAILABLE, message=f"cannot publish to {subject}: {exc}")
                 return
             while not final:
+                if acks is None or not queue.empty():
+                    until = deadline
+                else:
+                    until = min(deadline, acks.due)
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(until):
                         msg = await queue.get()
                 except TimeoutError:
+                    if until < deadline:  # nothing came for an interval: say we are still here
+                        await acks.send()
+                        continue
                     final = True
                     yield m.Failure(kind=m.TIMEOUT, message=f"{subject}: stream not finished within the budget")
                     return
@@ -290,6 +309,8 @@ class Rpc:
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     item = m.Failure(kind=m.INTERNAL, message=f"malformed stream message from {subject}: {exc}")
                 final = not isinstance(item, m.Chunk)
+                if acks is not None and not final:
+                    await acks.read(item.seq)
                 yield item
         finally:
             self._streams.pop(token, None)
@@ -306,6 +327,37 @@ class Rpc:
             self.subjects.cancel,
             codec.encode(m.Cancel(ask_id=ask_id, call_id=call_id, reason=reason, deadline=deadline)),
         )
+
+
+class _Acks:
+    """A stream consumer's acknowledgements: every ``chunks`` chunks or ``every_s`` seconds."""
+
+    __slots__ = ("rpc", "subject", "ask_id", "call_id", "every_s", "chunks", "seq", "unacked", "due")
+
+    def __init__(self, rpc: Rpc, ask_id: str, call_id: str | None, every_s: float, chunks: int) -> None:
+        self.rpc = rpc
+        self.subject = rpc.subjects.stream_ack
+        self.ask_id, self.call_id = ask_id, call_id
+        self.every_s, self.chunks = every_s, max(1, chunks)
+        self.seq = -1
+        self.unacked = 0
+        self.due = now() + every_s
+
+    async def read(self, seq: int) -> None:
+        self.seq = seq
+        self.unacked += 1
+        if self.unacked >= self.chunks or now() >= self.due:
+            await self.send()
+
+    async def send(self) -> None:
+        self.unacked = 0
+        self.due = now() + self.every_s
+        if not self.rpc.nc.is_closed:
+            try:
+                await self.rpc.nc.publish(self.subject, codec.encode(
+                    m.StreamAck(ask_id=self.ask_id, call_id=self.call_id, seq=self.seq)))
+            except NatsError:  # reconnecting with a full buffer: the next interval tries again
+                pass
 
 
 def elapsed_ms(start: float) -> float:

@@ -7,8 +7,8 @@ itself with the label ``mock.fault`` (e.g. ``labels={"mock.fault": "rate_limited
 
 Mock faults besides the wire kinds: ``stall`` (accept, never answer: the caller's deadline ends
 it), ``cut_stream`` (a stream breaks halfway: the consumer gets a Failure, never a complete
-answer), ``malformed_output`` (structured output that is not valid JSON), ``empty`` (an empty
-answer). Latency never outlives the deadline: the endpoint's deadline ends a sleep that would.
+answer), ``stall_stream`` (a stream stops halfway and never ends), ``malformed_output``
+(structured output that is not valid JSON), ``empty`` (an empty answer). Latency never outlives the deadline: the endpoint's deadline ends a sleep that would.
 
 A structured ask (with a schema) is answered with ``actors.pure.examples.example_for`` of the schema,
 its strings the prompt: data the ask's schema accepts, the same for the same ask — with the
@@ -36,6 +36,7 @@ from actors.settings import Latency, ProviderSettings
 
 FAULT_LABEL = "mock.fault"
 STALL, CUT_STREAM, MALFORMED, EMPTY = "stall", "cut_stream", "malformed_output", "empty"
+STALL_STREAM = "stall_stream"
 
 
 def draw_latency_s(latency: Latency, rng: random.Random) -> float:
@@ -137,5 +138,7 @@ class MockProvider(ProviderActor):
         for i, word in enumerate(words):
             if fault == CUT_STREAM and i >= len(words) // 2:
                 raise Unavailable(f"mock {self.provider}: the stream was cut after {i} pieces")
+            if fault == STALL_STREAM and i == len(words) // 2:
+                await asyncio.Event().wait()  # until the deadline, a Cancel, or the consumer's silence ends it
             yield word if i == 0 else " " + word
         yield answer

@@ -95,8 +95,10 @@ class AskCalls:
         """A provider call on its stream subject: chunks go to the relay; returns the final reply."""
         relay = self.relay
         first = True
+        bus = self.router.settings.bus
         async for item in self.router.rpc.stream(PROVIDER_STREAM.subject(self.router.subjects, provider), request,
-                                                 deadline=deadline, ask_id=self.ask.id, call_id=call_id):
+                                                 deadline=deadline, ask_id=self.ask.id, call_id=call_id,
+                                                 ack_s=bus.stream_ack_s, ack_chunks=bus.stream_ack_chunks):
             if item.__class__ is not m.Chunk:
                 return item
             if first:

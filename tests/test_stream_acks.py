@@ -1,0 +1,130 @@
+"""Stream acknowledgements (DESIGN §5): a stream's consumer sends ``StreamAck`` every N chunks or T
+seconds; a producer that hears none for two intervals stops, and the work behind it stops too.
+
+The intervals here are short (``[bus] stream_ack_s`` for the router's own acks to providers, the
+``Llm-Ack-Ms`` header or ``Client.stream_ack_s`` for a consumer of the router), and the bounds are
+asserted from the moment the consumer fell silent, with room for a loaded machine above them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from bus import codec
+from bus import messages as m
+from bus.client import Client
+from bus.deadline import ACK_HEADER, ASK_ID_HEADER, BUDGET_HEADER
+from bus.endpoint import UNHEARD
+from bus.rpc import new_id
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.anyio
+
+ACK_S = 0.3
+SLACK_S = 1.2  # above two intervals: scheduling on a loaded 2-core machine
+
+MOCKS = f"""
+[bus]
+stream_ack_s = {ACK_S}
+stream_ack_chunks = 2
+
+[router]
+strategy = "failover"
+providers = ["a", "b"]
+
+[providers.a]
+latency = {{ dist = "fixed", ms = 1 }}
+
+[providers.b]
+latency = {{ dist = "fixed", ms = 1 }}
+"""
+
+
+def ask(prompt: str = "one two three four five six", **fields) -> m.Ask:
+    return m.Ask(id=new_id(), messages=[m.Message(role="user", content=prompt)], stream=True, **fields)
+
+
+async def test_a_raw_consumer_that_reads_chunks_and_never_acks_stops_the_work(stack):
+    """A plain NATS subscriber asks for acks (``Llm-Ack-Ms``), reads the chunks, never acks: the
+    router stops within two intervals of the request, and so does the provider call behind it."""
+    async with stack(MOCKS) as s:
+        provider, router = s.actor("provider.a"), s.actor("router")
+        request = ask(labels={"mock.fault": "stall_stream"})  # half the words, then nothing
+        inbox = s.client.nc.new_inbox()
+        got: list = []
+        first = anyio.Event()
+
+        async def on(msg) -> None:
+            got.append(codec.stream_reply.decode(msg.data))
+            first.set()
+
+        sub = await s.client.nc.subscribe(inbox, cb=on)
+        hdrs = {BUDGET_HEADER: "20000", ASK_ID_HEADER: request.id, ACK_HEADER: str(int(ACK_S * 1000))}
+        sent = time.monotonic()
+        await s.client.nc.publish(s.client.subjects.ask_stream, codec.encode(request), reply=inbox, headers=hdrs)
+        with anyio.fail_after(5):
+            await first.wait()
+        assert isinstance(got[0], m.Chunk) and provider.in_flight(request.id) == 1
+        await wait_until(lambda: provider.in_flight() == 0 and router.in_flight() == 0,
+                         within_s=2 * ACK_S + SLACK_S, what="the router and the provider call stopped")
+        took = time.monotonic() - sent
+        assert took >= 2 * ACK_S - 0.01, took  # not before the consumer was silent two intervals
+        await sub.unsubscribe()
+        stream = router.statistics().endpoints["ask_stream"]
+        assert stream.last_error == f"{m.CANCELLED}: {UNHEARD}", stream
+        produced = provider.statistics().endpoints["stream"]
+        assert produced.last_error.startswith(f"{m.CANCELLED}: "), produced  # the router's Cancel, not a timeout
+
+
+async def test_a_client_whose_connection_closes_hard_stops_the_work(stack, nats_url, root):
+    """A client's connection closes under its stream (no Cancel is sent): the router hears no more
+    acks and stops, and the provider call with it, within two of the client's intervals."""
+    async with stack(MOCKS) as s:
+        provider, router = s.actor("provider.a"), s.actor("router")
+        client = Client(nats_url, root=root, stream_ack_s=ACK_S)
+        await client.__aenter__()
+        items = client.stream("one two three four five six", labels={"mock.fault": "stall_stream"},
+                              budget_ms=20_000)
+        chunk = await items.__anext__()
+        assert isinstance(chunk, m.Chunk)
+        await wait_until(lambda: provider.in_flight() == 1, what="the provider streams")
+        await client.nc.close()  # gone: no Cancel, no more acks
+        silent = time.monotonic()
+        await wait_until(lambda: provider.in_flight() == 0 and router.in_flight() == 0,
+                         within_s=2 * ACK_S + SLACK_S, what="the router and the provider call stopped")
+        assert time.monotonic() - silent < 2 * ACK_S + SLACK_S
+        assert router.statistics().endpoints["ask_stream"].last_error == f"{m.CANCELLED}: {UNHEARD}"
+        await items.aclose()
+        await client.__aexit__(None, None, None)
+
+
+async def test_acks_keep_a_slow_stream_alive_past_two_intervals(stack):
+    """A consumer that keeps reading keeps both legs alive (client → router, router → provider)
+    while nothing comes for many intervals: the stream ends at its deadline, not by silence."""
+    async with stack(MOCKS) as s:
+        s.client.stream_ack_s = ACK_S
+        provider = s.actor("provider.a")
+        started = time.monotonic()
+        items = [i async for i in s.client.stream("one two three four", labels={"mock.fault": "stall_stream"},
+                                                  budget_ms=int(6 * ACK_S * 1000), strategy="single",
+                                                  providers=["a"])]
+        took = time.monotonic() - started
+        *chunks, final = items
+        assert chunks and all(isinstance(c, m.Chunk) for c in chunks)
+        assert isinstance(final, m.Failure) and final.kind == m.TIMEOUT, final
+        assert took >= 5 * ACK_S, took  # well past two intervals of silence
+        await wait_until(lambda: provider.in_flight() == 0, what="the provider call ended")
+        assert provider.statistics().endpoints["stream"].last_error.startswith(f"{m.TIMEOUT}: ")
+
+
+async def test_a_stream_without_acks_asked_is_never_stopped_for_silence(stack):
+    """No ``Llm-Ack-Ms`` (an older client, ``nats req``): the producer expects no acks."""
+    async with stack(MOCKS) as s:
+        s.client.stream_ack_s = 0.0
+        items = [i async for i in s.client.stream("one two", labels={"mock.fault": "stall_stream"},
+                                                  budget_ms=int(4 * ACK_S * 1000), strategy="single",
+                                                  providers=["a"])]
+        assert isinstance(items[-1], m.Failure) and items[-1].kind == m.TIMEOUT, items[-1]
