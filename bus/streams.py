@@ -150,6 +150,21 @@ async def ensure_kv(
         return await js.key_value(bucket)
 
 
+async def ensure_object_store(nc: NATS, bucket: str, *, ttl_s: float | None = None):
+    """Open the JetStream object store ``bucket``, creating it (file storage, objects kept ``ttl_s``)."""
+    from nats.js.api import ObjectStoreConfig
+
+    js = nc.jetstream()
+    try:
+        return await js.object_store(bucket)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_object_store(bucket, config=ObjectStoreConfig(ttl=ttl_s, storage=StorageType.FILE))
+    except BadRequestError:  # created concurrently by another actor
+        return await js.object_store(bucket)
+
+
 class KvMirror:
     """A live local copy of the keys of a KV bucket that match ``pattern`` (``values[key] = bytes``).
 
@@ -312,7 +327,8 @@ async def delete_root(nc: NATS, root: str) -> list[str]:
     gone = []
     for info in await js.streams_info():
         name = info.config.name
-        if name in (subjects.events_stream, subjects.record_stream) or name.startswith(f"KV_{subjects.bucket('')}"):
+        if name in (subjects.events_stream, subjects.record_stream) or name.startswith(
+                (f"KV_{subjects.bucket('')}", f"OBJ_{subjects.bucket('')}")):
             await js.delete_stream(name)
             gone.append(name)
     return gone
