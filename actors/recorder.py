@@ -1,12 +1,15 @@
-"""``[record] sampling = "errors"``: an active recorder that keeps only failed asks.
+"""The active recorder: ``[record] sampling = "errors"``, or a sampling per tier
+(``[tiers.<name>] record = "all"|"errors"|"off"``; ``Settings.recording() == "window"``).
 
 Each router runs one (a background job): a plain subscription on ``<root>.>`` keeps, per ask id,
 the messages carrying ``Llm-Ask-Id`` (requests, and replies, which carry it when recording is on)
-for ``window_s``. When the ask's own reply (``Llm-Re: <root>.ask``) is a Failure, the window is
-written to ``<root>.recorded.<the original subject>`` — the only subjects the ``<ROOT>_RECORD``
-stream captures in this mode — with the original subject and time as headers (``Llm-Subject``,
-``Llm-At``), so ``actors.recording`` reads them like a full recording. ``Nats-Msg-Id`` makes the
-copies written by several routers one (JetStream's duplicate window). An answered ask is dropped.
+for ``window_s``. The ask's own request names its tier, which gives its sampling (``sampling_for``):
+``off`` drops the ask at once; at the ask's own reply (``Llm-Re: <root>.ask``) ``all`` writes the
+window, ``errors`` writes it only when the reply is a Failure. A window is written to
+``<root>.recorded.<the original subject>`` — the only subjects the ``<ROOT>_RECORD`` stream captures
+in this mode — with the original subject and time as headers (``Llm-Subject``, ``Llm-At``), so
+``actors.recording`` reads them like a full recording. ``Nats-Msg-Id`` makes the copies written by
+several routers one (JetStream's duplicate window).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+
+import msgspec
 
 import anyio
 from anyio.abc import TaskStatus
@@ -28,14 +34,31 @@ AT_HEADER = "Llm-At"
 _FAILURE = b'"type":"Failure"'
 
 
+class _Tier(msgspec.Struct):
+    tier: str | None = None
+
+
+_tier = msgspec.json.Decoder(_Tier)  # only the tier of an Ask (the rest is skipped, not built)
+
+
+def _errors(tier: str | None) -> str:
+    return "errors"
+
+
 class ErrorRecorder:
-    def __init__(self, nc: NATS, subjects: Subjects, *, window_s: float = 60.0, max_asks: int = 20_000) -> None:
+    """``sampling_for(tier)`` -> ``all``/``errors``/``off`` (default: ``errors`` for every ask)."""
+
+    def __init__(self, nc: NATS, subjects: Subjects, *, window_s: float = 60.0, max_asks: int = 20_000,
+                 sampling_for: Callable[[str | None], str] = _errors) -> None:
         self.nc = nc
         self.subjects = subjects
         self.window_s = window_s
         self.max_asks = max_asks
-        self.asks: OrderedDict[str, list[tuple[float, str, dict, bytes]]] = OrderedDict()
-        self.written = 0  # failed asks written
+        self.sampling_for = sampling_for
+        # ask id -> its window, or when it began (a float: its tier records nothing, its messages are dropped)
+        self.asks: OrderedDict[str, list[tuple[float, str, dict, bytes]] | float] = OrderedDict()
+        self.modes: dict[str, str] = {}  # ask id -> its sampling (while its window is kept)
+        self.written = 0  # asks written
         root = subjects.root
         self._skip = (f"{root}.events.", f"{root}.recorded.")
         self._ask_subjects = (subjects.ask, subjects.ask_stream)
@@ -61,22 +84,39 @@ class ErrorRecorder:
         if not ask_id or msg.subject.startswith(self._skip):
             return
         t = time.time()
-        kept = self.asks.get(ask_id)
-        if kept is None:
-            kept = self.asks[ask_id] = []
+        kept = self.asks.get(ask_id, ())
+        if kept.__class__ is float:  # its tier records nothing
+            if hdrs.get(RE_HEADER) in self._ask_subjects:
+                del self.asks[ask_id]
+            return
+        if kept == ():
+            if msg.subject in self._ask_subjects:  # the ask itself: its tier says what is kept
+                try:
+                    mode = self.sampling_for(_tier.decode(msg.data).tier)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    mode = self.sampling_for(None)
+            else:
+                mode = self.sampling_for(None)
             self._expire(t)
+            if mode == "off":
+                self.asks[ask_id] = t
+                return
+            kept = self.asks[ask_id] = []
+            self.modes[ask_id] = mode
         kept.append((t, msg.subject, dict(hdrs), msg.data))
         if hdrs.get(RE_HEADER) in self._ask_subjects:  # the ask's own reply: keep it or drop it
-            window = self.asks.pop(ask_id, [])
-            if _FAILURE in msg.data[:40]:
+            window = self.asks.pop(ask_id, None) or []
+            mode = self.modes.pop(ask_id, "errors")
+            if mode == "all" or _FAILURE in msg.data[:40]:
                 await self._write(ask_id, window)
 
     def _expire(self, t: float) -> None:
         while self.asks:
             first = next(iter(self.asks.values()))
-            if len(self.asks) <= self.max_asks and (not first or t - first[0][0] < self.window_s):
+            began = first if first.__class__ is float else first[0][0] if first else t
+            if len(self.asks) <= self.max_asks and t - began < self.window_s:
                 return
-            self.asks.popitem(last=False)
+            self.modes.pop(self.asks.popitem(last=False)[0], None)
 
     async def _write(self, ask_id: str, window: list[tuple[float, str, dict, bytes]]) -> None:
         root = self.subjects.root

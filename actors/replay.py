@@ -87,8 +87,9 @@ def text_of(reply) -> str:
 def replay_settings(settings: Settings, root: str) -> Settings:
     """The live settings under ``root``, with no cost, health, cache or recording."""
     s = settings
+    tiers = {name: msgspec.structs.replace(t, record=None) for name, t in s.tiers.items()}
     return msgspec.structs.replace(
-        s, bus=msgspec.structs.replace(s.bus, root=root),
+        s, bus=msgspec.structs.replace(s.bus, root=root), tiers=tiers,
         cost=msgspec.structs.replace(s.cost, enabled=False),
         health=msgspec.structs.replace(s.health, enabled=False),
         cache=msgspec.structs.replace(s.cache, enabled=False),

@@ -45,6 +45,7 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from actors import metrics
 from bus import codec
 from bus import messages as m
 from bus.connection import ConnectOptions, connect
@@ -359,9 +360,10 @@ class Actor:
                         "last_error": st.last_error,
                         "processing_time": st.processing_time_ns,
                         "average_processing_time": st.processing_time_ns // max(1, st.num_requests),
-                        "data": data,
+                        # the process's metrics once (actors.metrics; `llmbus status` reads them)
+                        "data": data if i else {**data, "metrics": metrics.snapshot()},
                     }
-                    for ep in self._endpoints
+                    for i, ep in enumerate(self._endpoints)
                 ],
             }
         else:

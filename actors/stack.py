@@ -22,7 +22,8 @@ from actors.settings import Settings
 def actor_names(settings: Settings) -> list[str]:
     cache = ["cache"] if settings.cache.enabled else []
     supervisor = ["supervisor"] if settings.supervisor.enabled else []
-    return ["router", "health", "cost", *cache, *supervisor, *(f"provider.{name}" for name in settings.providers)]
+    images = ["images"] if settings.images.enabled else []
+    return ["router", "health", "cost", *cache, *supervisor, *images, *(f"provider.{name}" for name in settings.providers)]
 
 
 def unconfigured(settings: Settings) -> dict[str, str]:
@@ -83,7 +84,8 @@ def _cost(settings: Settings, common: dict[str, Any]) -> Actor:
     seed = [m.BudgetSet(scope=b.scope, name=b.name, period=b.period, limit_usd=b.limit_usd)
             for b in settings.cost.budgets]
     kinds = {n: p.kind for n, p in settings.providers.items()}
-    return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, **common)
+    quotas = {name: tier.quotas for name, tier in settings.tiers.items() if tier.quotas}
+    return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, quotas=quotas, **common)
 
 
 def _supervisor(settings: Settings, common: dict[str, Any]) -> Actor:
@@ -102,8 +104,14 @@ def _supervisor(settings: Settings, common: dict[str, Any]) -> Actor:
     return SupervisorActor(judge_with=judge_with, validators=validators, **common)
 
 
+def _images(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.images.actor import ImagesActor
+
+    return ImagesActor(settings=settings, **common)
+
+
 BUILDERS: dict[str, Builder] = {"router": _router, "health": _health, "cost": _cost, "cache": _cache,
-                                "supervisor": _supervisor}
+                                "supervisor": _supervisor, "images": _images}
 
 
 def _provider(provider: str, settings: Settings, common: dict[str, Any]) -> Actor:
@@ -120,7 +128,7 @@ def build_actor(name: str, settings: Settings) -> Actor:
     """One actor by name: a key of ``BUILDERS`` (``router``, ``health``, ``cost``, ``cache``) or
     ``provider.<name>``; ``KeyError`` for any other name. A provider whose API key is not set raises
     ``ConfigError`` naming the variable."""
-    if settings.record.on:  # replies carry their ask id, so the recording pairs them (bus.endpoint)
+    if settings.recording() != "off":  # replies carry their ask id, so the recording pairs them (bus.endpoint)
         from bus import endpoint
 
         endpoint.RECORDING = True

@@ -49,6 +49,8 @@ from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
 from bus.streams import KvMirror, Skipped, consume, ensure_events_stream, retrying
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_COMMIT, COST_REPORT, COST_RESERVE
+from actors import metrics
+from actors.cost.quotas import Quotas
 from actors.pure.facts import usage_problem
 from actors.pure.pricing import Pricing
 from actors.providers.events import each
@@ -175,8 +177,9 @@ class CostActor(Actor):
     description = "priced usage ledger, reports and budgets"
 
     def __init__(self, *, pricing: Pricing, provider_kinds: dict[str, str],
-                 budgets: list[m.BudgetSet] = (), **kw) -> None:
+                 budgets: list[m.BudgetSet] = (), quotas: dict | None = None, **kw) -> None:
         super().__init__(**kw)
+        self.quotas = Quotas(quotas or {})  # count quotas per tier (actors/cost/quotas.py)
         self.pricing = pricing
         self.provider_kinds = provider_kinds  # provider name -> kind (openai, mock, …) for pricing
         self.seed_budgets = list(budgets)
@@ -200,13 +203,14 @@ class CostActor(Actor):
                 (COST_BUDGET_SET, self.budget_set),
                 (COST_BUDGETS, self.budget_report),
             )
-        ]
+        ] + self.quotas.endpoints(self.subjects)
 
     def background(self):
         return [self._mirror, self._consume]
 
     async def setup(self) -> None:
         await ensure_events_stream(self.nc, self.subjects)
+        await self.quotas.open(self.nc, self.subjects)
 
     async def _mirror(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         self.mirror = KvMirror(self.nc, self.subjects.bucket("cost"), ">", on_change=self._changed)
@@ -228,7 +232,9 @@ class CostActor(Actor):
 
     def _changed(self, key: str, value: bytes | None) -> None:
         if key.startswith("ledger.") and value is not None:
-            self.totals.add(key, _entry.decode(value))
+            self.totals.add(key, entry := _entry.decode(value))
+            for budget, spent_key, limit in self.applicable(entry.user, entry.tier, entry.at):  # the gauge
+                metrics.budget(budget, self.totals.spent.get(spent_key, 0.0), limit)
         elif key.startswith("limit."):
             if value is None:
                 self.limits.pop(self.limit_keys.pop(key, ""), None)
@@ -260,11 +266,13 @@ class CostActor(Actor):
     async def record(self, usage: m.Usage) -> bool:
         """Write the priced entry once; False when this (ask id, call id) was already counted."""
         key = ledger_key(usage.ask_id, usage.call_id)
-        data = codec.encode(self.price(usage))
+        entry = self.price(usage)
+        data = codec.encode(entry)
         try:  # a transient failure (the server restarting) is retried; a write that did land is then "exists"
             await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
         except KeyWrongLastSequenceError:
             return False
+        metrics.cost(usage.provider, usage.tier, entry.cost_usd)  # once fleet-wide: the writer counts it
         return True
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:

@@ -40,6 +40,7 @@ from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest
 from bus.streams import Skipped, consume, ensure_events_stream, ensure_kv, retrying
 from bus.subjects import HEALTH_RESET, HEALTH_STATUS, HEALTH_STATUS_EACH
+from actors import metrics
 from actors.pure import breaker as br
 from actors.pure.facts import outcome_problem
 from actors.pure.quantiles import Sketch
@@ -177,6 +178,7 @@ class HealthActor(Actor):
         data = codec.encode(after)
         await retrying(lambda: self.kv.put(f"state.{after.provider}", data), deadline=monotonic() + KV_RETRY_S)
         if after.state != before.state:
+            metrics.breaker(after.provider, after.state)
             reason = why or after.reason or ("success" if after.state == br.CLOSED else "")
             self.log.info("breaker_changed", provider=after.provider, before=before.state, after=after.state,
                           reason=reason, detail=after.detail, open_until=after.open_until)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from bus import messages as m
+from actors import metrics
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
 from bus.errors import LlmError
@@ -175,3 +176,4 @@ class ProviderActor(Actor):
                 experiment=request.labels.get("experiment") if request.labels else None,
             )
         self.events.add(outcome, usage)
+        metrics.provider_call(self.provider, kind, outcome.latency_ms)

@@ -20,6 +20,7 @@ import msgspec
 
 from bus import messages as m
 from bus import names
+from actors import metrics
 from bus.deadline import now
 from bus.endpoint import Context, Encoded, Endpoint
 from bus.rpc import ATTEMPT_HEADER
@@ -102,25 +103,26 @@ class Router(Actor):
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
 
     async def setup(self) -> None:
-        if self.settings.record.on:  # the recording stream (llmbus trace/replay), before any ask
+        mode = self.settings.recording()
+        if mode != "off":  # the recording stream (llmbus trace/replay), before any ask
             from bus.streams import ensure_record_stream, retrying
 
             r = self.settings.record
             await retrying(lambda: ensure_record_stream(self.nc, self.subjects, max_age_s=r.max_age_s,
-                                                        max_bytes=r.max_bytes, errors_only=r.sampling == "errors"),
+                                                        max_bytes=r.max_bytes, errors_only=mode == "window"),
                            deadline=now() + 30.0)
 
     def background(self):
         jobs = [self.fleet.run, self.choice.run, self._watch_reliability]
         jobs += [self._watch_breakers, self._watch_latency] if self.settings.health.enabled else []
         jobs += [self.experiments.run] if self.experiments.active else []
-        jobs += [self._record_errors] if self.settings.record.sampling == "errors" else []
+        jobs += [self._record_errors] if self.settings.recording() == "window" else []
         return jobs + ([self._watch_budgets] if self.settings.cost.enabled else [])
 
     async def _record_errors(self, *, task_status) -> None:
         from actors.recorder import ErrorRecorder
 
-        await ErrorRecorder(self.nc, self.subjects).run(task_status=task_status)
+        await ErrorRecorder(self.nc, self.subjects, sampling_for=self.settings.sampling_for).run(task_status=task_status)
 
     async def _watch_reliability(self, *, task_status) -> None:
         self.reliability = ReliabilityView(self.nc, self.subjects, self.log)
@@ -189,6 +191,7 @@ class Router(Actor):
                 result = await cache.run(ask, ctx, route)
         finally:
             kept = self.recent.finish(ask.id, result)
+            metrics.asked(getattr(result, "strategy", None) or self.strategy_for(ask), ask.tier, result, now() - ctx.arrival)
             if self.fleet.waiting:  # other routers wait for this ask's result (a retry reached them)
                 await self.fleet.finished(ask.id, result, kept)
         return result if kept is None else Encoded(result, kept)

@@ -36,6 +36,7 @@ from bus.deadline import now
 from bus.endpoint import Context
 from bus.subjects import CACHE_COALESCED, CACHE_GET, CACHE_PUT
 from bus.rpc import elapsed_ms
+from actors import metrics
 from actors.router.cache_key import cache_key
 from actors.router.flights import COALESCED, HIT, MADE, Flights
 from actors.settings import Settings
@@ -105,8 +106,10 @@ class CacheStep:
                 return await route(ask, ctx)
             if found is not None:
                 self.counts[HIT] += 1
+                metrics.cache(HIT)
                 return served(found, ask, HIT, started)
             self.counts["miss"] += 1
+            metrics.cache("miss")
 
         async def make() -> m.Answer | m.Failure:
             result = await route(ask, ctx)
@@ -123,6 +126,8 @@ class CacheStep:
             make=make, look=None if ask.cache == "refresh" else look,
         )
         self.counts[how] += 1
+        if how != MADE:
+            metrics.cache(how)
         if how == MADE:
             return result
         if how == COALESCED:
@@ -149,5 +154,6 @@ class CacheStep:
                                            deadline=now() + self._slice_s(deadline), ask_id=ask_id)
         if isinstance(got, m.CacheStored):
             self.counts["stored"] += 1
+            metrics.cache("stored")
         else:
             self.actor.log.debug("cache_store_failed", kind=got.kind, message=got.message)

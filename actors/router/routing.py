@@ -27,6 +27,7 @@ import msgspec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context
+from actors import metrics
 from actors.pure import breaker as br
 from actors.routing_settings import RouteSettings, TierSettings, multi_llm
 
@@ -162,6 +163,7 @@ class Routing:
             message = result.message + " (routes: " + ", ".join(f"{t['route']} {t['failure']}" for t in tried) + ")"
             return msgspec.structs.replace(result, message=message, route=steps)
         self.uses[(ask.tier, route.name)] += 1
+        metrics.fallback_route(ask.tier, route.name)
         if route.name != order[0].name or skipped:
             self.router.log.info("fallback_route", tier=ask.tier, route=route.name, tried=len(tried), skipped=skipped)
         meta["route_name"] = route.name
