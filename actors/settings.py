@@ -10,6 +10,7 @@ provider). ``$LLMBUS_NATS_URL`` and ``$LLMBUS_ROOT`` override ``bus.nats_url`` a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -74,13 +75,19 @@ class BusSettings(_Table, frozen=True, kw_only=True):
     stream_ack_s: float = 2.0
     stream_ack_chunks: int = 32
     auth: NatsAuth = msgspec.field(default_factory=lambda: NatsAuth())
+    # a cluster: its seed URLs (several hosts; nats_url "a,b,c" says the same), the replicas of every
+    # stream and KV bucket (3 on a cluster of 3: a server may die without losing state), and the
+    # servers' HTTP monitoring URLs (`llmbus cluster status` reads the JetStream meta leader there)
+    urls: list[str] = []
+    replicas: int = 1
+    monitor_urls: list[str] = []
 
     @property
     def url(self) -> str:
-        return self.nats_url or f"nats://{self.host}:{self.port}"
+        return self.nats_url or ",".join(self.urls) or f"nats://{self.host}:{self.port}"
 
     def connect_options(self) -> ConnectOptions:
-        return self.auth.options()
+        return dataclasses.replace(self.auth.options(), replicas=self.replicas)
 
     def store_path(self) -> Path:
         return Path(self.store_dir) if self.store_dir else data_dir() / "nats"
