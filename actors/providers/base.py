@@ -28,6 +28,7 @@ from bus.errors import LlmError
 from bus.streams import ensure_events_stream
 from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
 from actors.documents.prepare import has_documents, options_for, prepare
+from actors.providers import images
 from actors.providers.events import EventBatches
 from actors.runtime import Actor
 
@@ -65,6 +66,7 @@ class ProviderActor(Actor):
         return [
             Endpoint.serving(PROVIDER_COMPLETE, self.subjects, self._serve_complete, name=self.provider),
             Endpoint.serving(PROVIDER_STREAM, self.subjects, self._serve_stream, name=self.provider),
+            images.endpoint(self),  # <root>.provider.<name>.image (actors/providers/images.py)
         ]
 
     # --- to implement -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bus import messages as m
 from bus.endpoint import Context
 from bus.errors import InvalidOutput, Unavailable, error_for
 from actors.providers.base import ProviderActor
+from actors.providers.images import render_placeholder
 from actors.pure.examples import example_for
 from actors.pure.tokens import count_words
 from actors.settings import Latency, ProviderSettings
@@ -142,3 +143,16 @@ class MockProvider(ProviderActor):
                 await asyncio.Event().wait()  # until the deadline, a Cancel, or the consumer's silence ends it
             yield word if i == 0 else " " + word
         yield answer
+
+    async def image(self, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
+        """Placeholder PNGs with the prompt's words (``actors.providers.images.render_placeholder``);
+        latency and faults as for completions; label ``mock.image = "noise"``: photo-sized PNGs."""
+        delay, _ = await self._prepare(request)
+        noise = request.labels.get("mock.image") == "noise"
+        pictures = [m.Picture(media_type="image/png",
+                              data=render_placeholder(request.prompt if i == 0 else f"{request.prompt} #{i + 1}",
+                                                      request.size, noise=noise, label=self.provider))
+                    for i in range(request.count)]
+        return m.ImageResult(id=request.id, ask_id=request.ask_id, provider=self.provider,
+                             model=request.model or f"{self.model}-image", images=pictures, size=request.size,
+                             cost_usd=0.0, latency_ms=round(delay * 1000.0, 3))

@@ -1,0 +1,202 @@
+"""Count quotas per tier and period (``[tiers.<name>.quotas]``), served by the cost actor.
+
+``images = { per = "month", limit = 50 }`` lets tier ``pro`` make 50 images a UTC month. The same
+reservation mechanism as budgets: before the provider call the images actor sends ``QuotaReserve``
+(the ask id as call id, so a retried ask holds once); it is granted only if used + held + count ≤
+limit, and the hold is written with KV compare-and-set under one key per (tier, quota, period) in
+the bucket ``<root>_quotas``, so several cost actors stay exact (a conflict re-reads and decides
+again). Changes that arrive together for one key are decided in order and written in one
+compare-and-set. ``QuotaCommit`` turns the hold into use (``ok``) or releases it; a hold never
+committed lapses at its ``expires_at`` (the ask's deadline). A committed call id is remembered in
+the period's value (the last ``DONE_KEEP``), so a repeated reserve or commit of it counts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from bus import messages as m
+from bus import names
+from bus.deadline import now as monotonic
+from bus.endpoint import Context, Endpoint
+from bus.errors import BadRequest, BudgetExceeded
+from bus.streams import ensure_kv, retrying
+from bus.subjects import COST_QUOTA_COMMIT, COST_QUOTA_RESERVE, COST_QUOTAS, Subjects
+from actors.routing_settings import QuotaSettings
+
+DONE_KEEP = 5000
+KV_RETRY_S = 5.0
+
+
+class QuotaHold(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    count: int
+    expires_at: float
+
+
+class QuotaUse(msgspec.Struct, kw_only=True, tag=True):
+    """One period's value in KV: units used, holds by call id, call ids already counted."""
+
+    used: int = 0
+    holds: dict[str, QuotaHold] = {}
+    done: list[str] = []
+
+
+_use = msgspec.json.Decoder(QuotaUse)
+_encode = msgspec.json.Encoder().encode
+
+
+def stamp_of(period: str, at: float) -> str:
+    day = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
+    return day if period == "day" else day[:7]
+
+
+def quota_name(tier: str, quota: str, period: str) -> str:
+    return f"tier:{tier}:{quota}:{period}"
+
+
+class Quotas:
+    """The quota endpoints of a cost actor; ``limits``: tier -> quota name -> QuotaSettings."""
+
+    def __init__(self, limits: dict[str, dict[str, QuotaSettings]], *, clock: Callable[[], float] = time.time) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.kv = None
+        self._pending: dict[str, list] = {}
+        self._writers: dict[str, asyncio.Future] = {}
+        self._cache: dict[str, tuple[QuotaUse, int | None]] = {}  # key -> (value, revision) as last written
+
+    async def open(self, nc, subjects: Subjects) -> None:
+        self.kv = await retrying(lambda: ensure_kv(nc, subjects.bucket("quotas")), deadline=monotonic() + KV_RETRY_S)
+
+    def endpoints(self, subjects: Subjects) -> list[Endpoint]:
+        return [Endpoint.serving(COST_QUOTA_RESERVE, subjects, self.reserve),
+                Endpoint.serving(COST_QUOTA_COMMIT, subjects, self.commit),
+                Endpoint.serving(COST_QUOTAS, subjects, self.report)]
+
+    # --- the key of a period -----------------------------------------------------------------
+    def _setting(self, tier: str, quota: str) -> QuotaSettings | None:
+        return self.limits.get(tier, {}).get(quota)
+
+    def _key(self, tier: str, quota: str, q: QuotaSettings, at: float) -> str:
+        return f"q.{tier}.{quota}.{stamp_of(q.per, at)}"
+
+    def _state(self, tier: str, quota: str, q: QuotaSettings, use: QuotaUse, at: float) -> m.Quota:
+        held = sum(h.count for h in use.holds.values() if h.expires_at > at)
+        return m.Quota(tier=tier, quota=quota, period=q.per, limit=q.limit, used=use.used, held=held,
+                       left=max(0, q.limit - use.used - held), stamp=stamp_of(q.per, at))
+
+    async def _change(self, key: str, change) -> object:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append((change, fut))
+        writer = self._writers.get(key)
+        if writer is None or writer.done():
+            self._writers[key] = asyncio.ensure_future(self._write(key))
+        return await fut
+
+    async def _write(self, key: str) -> None:
+        while self._pending.get(key):
+            batch, self._pending[key] = self._pending[key], []
+            try:
+                results = await self._write_batch(key, batch)
+            except Exception as exc:  # KV unreachable: every caller hears it
+                results = [m.Failure(kind=m.UNAVAILABLE, message=f"quota store unavailable: {exc}")] * len(batch)
+            for (_, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+        self._pending.pop(key, None)
+
+    async def _write_batch(self, key: str, batch) -> list:
+        while True:
+            cached = self._cache.get(key)
+            if cached is None:
+                try:
+                    entry = await retrying(lambda: self.kv.get(key), deadline=monotonic() + KV_RETRY_S)
+                    cached = (_use.decode(entry.value), entry.revision)
+                except KeyNotFoundError:
+                    cached = (QuotaUse(), None)
+            use, revision = cached
+            at = self.clock()
+            use = QuotaUse(used=use.used, holds={c: h for c, h in use.holds.items() if h.expires_at > at},
+                           done=list(use.done))
+            results = [change(use, at) for change, _ in batch]
+            use.done = use.done[-DONE_KEEP:]
+            data, last = _encode(use), revision
+            try:
+                if last is None:
+                    revision = await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
+                else:
+                    revision = await retrying(lambda: self.kv.update(key, data, last=last),
+                                              deadline=monotonic() + KV_RETRY_S)
+            except KeyWrongLastSequenceError:
+                self._cache.pop(key, None)  # another cost actor wrote first: read again, decide again
+                continue
+            self._cache[key] = (use, revision)
+            return results
+
+    # --- endpoints ----------------------------------------------------------------------------
+    async def reserve(self, req: m.QuotaReserve, ctx: Context) -> m.QuotaGranted:
+        for value, what, kind in ((req.call_id, "call_id", "label"), (req.tier, "tier", "token"),
+                                  (req.quota, "quota", "token")):
+            if bad := names.problem(value, what, kind):
+                raise BadRequest(bad)
+        if not 1 <= req.count <= 1000:
+            raise BadRequest(f"a quota reservation counts 1 to 1000 units (got {req.count})")
+        q = self._setting(req.tier, req.quota)
+        if q is None:
+            return m.QuotaGranted(call_id=req.call_id)
+        key = self._key(req.tier, req.quota, q, self.clock())
+
+        def change(use: QuotaUse, at: float) -> m.QuotaGranted | m.Failure:
+            if req.call_id not in use.holds and req.call_id not in use.done:
+                held = sum(h.count for h in use.holds.values())
+                if use.used + held + req.count > q.limit:
+                    return m.Failure(kind=m.BUDGET_EXCEEDED, message=(
+                        f"quota {quota_name(req.tier, req.quota, q.per)} ({stamp_of(q.per, at)}): used {use.used} "
+                        f"+ held {held} + this ask {req.count} > limit {q.limit}"))
+                use.holds[req.call_id] = QuotaHold(count=req.count, expires_at=req.expires_at or at + 60.0)
+            return m.QuotaGranted(call_id=req.call_id, quota=self._state(req.tier, req.quota, q, use, at))
+
+        result = await self._change(key, change)
+        if isinstance(result, m.Failure):
+            if result.kind == m.BUDGET_EXCEEDED:
+                raise BudgetExceeded(result.message)
+            return result
+        return result
+
+    async def commit(self, req: m.QuotaCommit, ctx: Context) -> m.QuotaGranted:
+        for value, what, kind in ((req.call_id, "call_id", "label"), (req.tier, "tier", "token"),
+                                  (req.quota, "quota", "token")):
+            if bad := names.problem(value, what, kind):
+                raise BadRequest(bad)
+        q = self._setting(req.tier, req.quota)
+        if q is None:
+            return m.QuotaGranted(call_id=req.call_id)
+        key = self._key(req.tier, req.quota, q, self.clock())
+
+        def change(use: QuotaUse, at: float) -> m.QuotaGranted:
+            hold = use.holds.pop(req.call_id, None)
+            if hold is not None and req.ok:
+                use.used += hold.count
+                use.done.append(req.call_id)
+            return m.QuotaGranted(call_id=req.call_id, quota=self._state(req.tier, req.quota, q, use, at))
+
+        return await self._change(key, change)
+
+    async def report(self, req: m.QuotaQuery, ctx: Context) -> m.QuotaReport:
+        at = self.clock()
+        out = []
+        for tier, quotas in sorted(self.limits.items()):
+            for quota, q in sorted(quotas.items()):
+                try:
+                    entry = await self.kv.get(self._key(tier, quota, q, at))
+                    use = _use.decode(entry.value)
+                except KeyNotFoundError:
+                    use = QuotaUse()
+                out.append(self._state(tier, quota, q, use, at))
+        return m.QuotaReport(quotas=out)
