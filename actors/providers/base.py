@@ -85,7 +85,8 @@ class ProviderActor(Actor):
         config = getattr(self, "config", None)
         reserve = request.params.max_tokens or getattr(config, "max_tokens", 0) or 0
         started = time.perf_counter()
-        messages = await prepare(list(request.messages), options_for(config), reserve_tokens=reserve)
+        messages = await prepare(list(request.messages), options_for(config, request.params.model),
+                                 reserve_tokens=reserve)
         docs = [p for msg in messages if not isinstance(msg.content, str) for p in msg.content if type(p) is m.Document]
         self.log.info("documents", step="extract", ask_id=request.ask_id, documents=len(docs),
                       native=sum(1 for d in docs if d.data is not None), chars=sum(len(d.text or "") for d in docs),
