@@ -270,7 +270,7 @@ class Chunk(_HotMsg, frozen=True, kw_only=True):
     # consumer discards what it has, then appends this chunk's delta
     reset: bool = False
     # a worker's state, for live progress (the router's streamed asks): ``worker`` names the call
-    # ("a", "b (regenerate)", "review"), ``state`` is "running", "ok", a failure kind or "cancelled";
+    # ("a", "b (regenerate)", "supervisor"), ``state`` is "running", "ok", a failure kind or "cancelled";
     # such a chunk carries no text
     worker: str | None = None
     state: str | None = None
