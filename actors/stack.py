@@ -13,7 +13,7 @@ import anyio
 
 from bus import messages as m
 from bus.errors import ConfigError
-from bus.server import NatsServer, url_greets
+from bus.server import NatsCluster, NatsServer, url_greets
 from bus.subjects import Subjects
 from actors.runtime import Actor, run_actors
 from actors.settings import Settings
@@ -154,6 +154,7 @@ class Stack:
     url: str
     actors: list[Actor]
     server: NatsServer | None  # None when an already running server was reused
+    cluster: NatsCluster | None = None  # `up --cluster N`: its servers (``server`` is then None)
 
     def stop(self) -> None:
         for actor in self.actors:
@@ -168,10 +169,17 @@ async def embedded(
     store: str | Path | None = None,
     reuse: bool = False,
     token: str | None = None,
+    cluster: int = 0,
 ) -> AsyncIterator[Stack]:
     """Start nats-server (or reuse one answering at ``settings.bus.url`` when ``reuse``) and every
     actor; yields once all are ready; stops the actors gracefully, then the server. With ``token``
-    the server requires it (the actors' own ``[bus.auth]`` must give it)."""
+    the server requires it (the actors' own ``[bus.auth]`` must give it). ``cluster=N`` (N ≥ 2):
+    N clustered servers on client ports ``port``…``port+N-1`` instead, streams and buckets with
+    ``bus.replicas`` replicas (N, at most 3, when the config leaves it at 1), actors spread over them."""
+    if cluster:
+        async with _clustered(settings, cluster, port=port, store=store, token=token) as stack:
+            yield stack
+        return
     server = None
     reuse_url = f"nats://{settings.bus.host}:{port}" if port else settings.bus.url
     if reuse and await anyio.to_thread.run_sync(url_greets, reuse_url):
@@ -192,3 +200,28 @@ async def embedded(
     finally:
         if server is not None:
             await anyio.to_thread.run_sync(server.stop)
+
+
+@asynccontextmanager
+async def _clustered(settings: Settings, size: int, *, port: int | None, store: str | Path | None,
+                     token: str | None) -> AsyncIterator[Stack]:
+    import msgspec
+
+    if size < 2:
+        raise ConfigError(f"a cluster needs at least 2 servers (got {size})")
+    replicas = settings.bus.replicas if settings.bus.replicas != 1 else min(size, 3)
+    settings = msgspec.structs.replace(settings, bus=msgspec.structs.replace(settings.bus, replicas=replicas))
+    ports = [port + i for i in range(size)] if port else None
+    cluster = NatsCluster(size, host=settings.bus.host, ports=ports, store=store, token=token)
+    await anyio.to_thread.run_sync(cluster.start)
+    try:
+        actors = build_actors(settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_actors, actors, cluster.url)
+            stack = Stack(url=cluster.url, actors=actors, server=None, cluster=cluster)
+            try:
+                yield stack
+            finally:
+                stack.stop()
+    finally:
+        await anyio.to_thread.run_sync(cluster.stop)
