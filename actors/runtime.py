@@ -48,7 +48,7 @@ from nats.aio.msg import Msg
 from actors import metrics
 from bus import codec
 from bus import messages as m
-from bus.connection import ConnectOptions, connect
+from bus.connection import ConnectOptions, connect, rotated
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint, EndpointStatistics
 from bus.errors import Unavailable
@@ -377,8 +377,8 @@ async def run_actors(
 ) -> None:
     """Run several actors in this process; ready once all are; stops them all on cancel/stop."""
     async with anyio.create_task_group() as tg:
-        for actor in actors:
-            await tg.start(actor.run, url)
+        for i, actor in enumerate(actors):  # several seeds (a cluster): actor i connects to seed i first
+            await tg.start(actor.run, rotated(url, i))
         # Everything alive now (modules, actors, connections) lives as long as the process: move it
         # out of the collector's sight so full collections stay short (measured: ~4 % CPU at load).
         gc.freeze()

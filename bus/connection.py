@@ -75,9 +75,12 @@ class ConnectOptions:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # replicas of every stream and KV bucket this connection creates (``bus.replicas``; 3 on a cluster)
+    replicas: int = 1
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if k in ("password", "token") else v) for k, v in self.__dict__.items() if v is not None}
+        shown = {k: ("***" if k in ("password", "token") else v) for k, v in self.__dict__.items()
+                 if v is not None and not (k == "replicas" and v == 1)}
         return f"ConnectOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def secrets(self) -> list[str]:
@@ -126,6 +129,8 @@ def check_url(url: str) -> None:
 class Connection(NATS):
     """A nats-py client that reconnects where nats-py would close (see the module docstring)."""
 
+    replicas = 1  # of the streams and buckets it creates (``ConnectOptions.replicas``)
+
     async def _process_err(self, err_msg: str) -> None:
         low = err_msg.lower()
         if self.is_connected and not any(k in low for k in _KEEPS_OPEN):
@@ -168,10 +173,14 @@ async def connect(
     opts = options or ConnectOptions()
     check_url(url)
     shown = redact(url)
-    first = url.split(",")[0].strip()
-    # a plain TCP greeting check (the server speaks first): not for websockets
-    if urlsplit(first).scheme not in ("ws", "wss") and not await anyio.to_thread.run_sync(url_greets, first):
-        raise ConnectUnavailable(f"no NATS server answers at {redact(first)}")
+    seeds = seed_urls(url)
+    # a plain TCP greeting check (the server speaks first): not for websockets. Of several seeds (a
+    # cluster) one that answers is enough; the rest are where a reconnect goes.
+    if urlsplit(seeds[0]).scheme not in ("ws", "wss"):
+        answering = [u for u in seeds if await anyio.to_thread.run_sync(url_greets, u)]
+        if not answering:
+            raise ConnectUnavailable(f"no NATS server answers at {redact(seeds[0]) if len(seeds) == 1 else shown}")
+        seeds = answering + [u for u in seeds if u not in answering]
     throttle = _Throttle()
     connecting = True
     errors: list[Exception] = []
@@ -221,8 +230,9 @@ async def connect(
     try:
         # One try and one retry (max_reconnect_attempts=1), then the error; forever once connected.
         await nc.connect(
-            url,
+            seeds,
             name=name,
+            dont_randomize=True,  # the caller orders the seeds (``rotated``: actors spread over them)
             user=opts.user,
             password=opts.password,
             token=opts.token,
@@ -250,4 +260,20 @@ async def connect(
         raise ConnectUnavailable(f"cannot connect to NATS at {shown}: {reason}") from None
     connecting = False
     nc.options["max_reconnect_attempts"] = -1
+    nc.replicas = max(1, opts.replicas)
     return nc
+
+
+def seed_urls(url: str) -> list[str]:
+    """The servers of a NATS URL: one, or several comma-separated seeds of a cluster."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+def rotated(url: str, i: int) -> str:
+    """``url``'s seeds starting at the ``i``-th (modulo their number): connection ``i`` of a process
+    goes to its own seed first, so actors spread over the servers of a cluster."""
+    seeds = seed_urls(url)
+    if len(seeds) < 2:
+        return url
+    k = i % len(seeds)
+    return ",".join(seeds[k:] + seeds[:k])

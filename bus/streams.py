@@ -101,7 +101,8 @@ EVENTS_MAX_BYTES = 1 << 30
 
 
 async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: float, max_bytes: int) -> None:
-    """Create (or update) a stream of the root: file storage, oldest dropped first, and ``no_ack``
+    """Create (or update) a stream of the root: file storage, oldest dropped first, replicas of the
+    connection (``replicas_of``), and ``no_ack``
     (a stream that captures request subjects would otherwise answer every request with a PubAck)."""
     config = StreamConfig(
         name=name,
@@ -112,12 +113,19 @@ async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: 
         max_age=max_age_s,
         max_bytes=max_bytes,
         no_ack=True,
+        num_replicas=replicas_of(nc),
     )
     js = nc.jetstream()
     try:
         await js.add_stream(config)
     except BadRequestError:  # exists with other settings: bring it to ours
         await js.update_stream(config)
+
+
+def replicas_of(nc: NATS) -> int:
+    """Replicas for what ``nc`` creates: ``bus.replicas`` through ``bus.connection.connect`` (3 on
+    a cluster of 3), 1 for a connection made otherwise."""
+    return getattr(nc, "replicas", 1)
 
 
 async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
@@ -145,7 +153,8 @@ async def ensure_kv(
     except BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=storage, ttl=ttl))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=storage, ttl=ttl,
+                                                        replicas=replicas_of(nc)))
     except BadRequestError:  # created concurrently by another actor
         return await js.key_value(bucket)
 
