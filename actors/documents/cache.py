@@ -2,11 +2,13 @@
 
 Shared by every provider actor of one process, so an ensemble of N providers extracts a document
 once; a failure (encrypted, corrupt, empty) is kept too, so it is not parsed N times either. The
-bound is on the characters kept, not on entries: one 500-page PDF weighs what it weighs."""
+bound is on the characters kept, not on entries: one 500-page PDF weighs what it weighs. Safe to
+use from worker threads (map_reduce extracts in one): a lock guards every read and write."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 
 from actors.documents.extract import DocumentError, Extracted
@@ -24,27 +26,31 @@ class ExtractCache:
         self.chars = 0
         self.hits = self.misses = 0
         self._items: OrderedDict[str, Extracted | DocumentError] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: str) -> Extracted | DocumentError | None:
-        item = self._items.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        self._items.move_to_end(key)
-        self.hits += 1
-        return item
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item
 
     def put(self, key: str, item: Extracted | DocumentError) -> None:
-        if key in self._items:
-            return
         size = _size(item)
-        if size > self.max_chars:
-            return
-        self._items[key] = item
-        self.chars += size
-        while self.chars > self.max_chars:
-            _, old = self._items.popitem(last=False)
-            self.chars -= _size(old)
+        with self._lock:
+            if key in self._items or size > self.max_chars:
+                return
+            self._items[key] = item
+            self.chars += size
+            while self.chars > self.max_chars:
+                _, old = self._items.popitem(last=False)
+                self.chars -= _size(old)
+
+    def __contains__(self, key: str) -> bool:  # a look that is not a hit or a miss
+        return key in self._items
 
     def __len__(self) -> int:
         return len(self._items)

@@ -11,7 +11,7 @@ import re
 import msgspec
 
 from actors.documents.extract import Extracted
-from actors.documents.prepare import estimate_tokens
+from actors.documents.tokens import estimate_tokens
 
 HEADING = re.compile(r"^(?=#{1,6} )", re.M)
 PARAGRAPH = re.compile(r"\n\s*\n")
