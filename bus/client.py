@@ -285,6 +285,54 @@ class Client:
             attempt += 1
             await asyncio.sleep(pause)
 
+    async def image(
+        self,
+        prompt: str,
+        *,
+        size: str = "1024x1024",
+        count: int = 1,
+        style: dict[str, str] | None = None,
+        tier: str | None = None,
+        user: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        budget_ms: int = 60_000,
+        labels: dict[str, str] | None = None,
+        ask_id: str | None = None,
+    ) -> m.ImageResult:
+        """Generate ``count`` images of ``prompt`` as the tier says (a generated image within its
+        quota, else its policy: a placeholder, ``BudgetExceeded`` naming the quota, or a cheaper
+        model). Large images come back as object-store references: ``image_bytes`` fetches them."""
+        assert self.rpc is not None, "use `async with Client(...)`"
+        if budget_ms <= 0:
+            raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"budget_ms must be above 0 (got {budget_ms})"))
+        request = m.ImageAsk(id=ask_id or new_id(), prompt=prompt, size=size, count=count, style=style or {},
+                             tier=tier, user=user, provider=provider, model=model, budget_ms=budget_ms,
+                             labels=labels or {})
+        from bus.subjects import IMAGE
+
+        try:
+            reply = await self.rpc.service(IMAGE, request, deadline=deadline_in(budget_ms), ask_id=request.id)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.rpc.cancel(request.id, reason="the client gave up"))
+            raise
+        if isinstance(reply, m.Failure):
+            raise error_for(reply)
+        return reply
+
+    async def image_bytes(self, result: m.ImageResult) -> list[bytes]:
+        """The bytes of each picture of ``result``: inline, or fetched from the object store."""
+        out = []
+        for pic in result.images:
+            if pic.data is not None:
+                out.append(pic.data)
+            elif pic.ref is not None:
+                store = await self.nc.jetstream().object_store(pic.ref.bucket)
+                out.append((await store.get(pic.ref.name)).data)
+            else:
+                raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"picture at {pic.url} is a URL: fetch it over HTTP"))
+        return out
+
 
 def ask_sync(prompt: str | Sequence[m.Message], *, url: str | None = None, root: str | None = None,
              **arguments: Any) -> m.Answer:
