@@ -1,0 +1,151 @@
+"""Images: the provider image endpoint (inline or object-store references), the images actor's
+tier policy, and count quotas exact under concurrency with two cost actors."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from bus import messages as m
+from bus.deadline import deadline_in
+from bus.errors import BadRequest, BudgetExceeded
+from bus.subjects import COST_QUOTAS, PROVIDER_IMAGE
+from actors.providers.images import render_placeholder
+
+IMAGES_TOML = """
+[router]
+strategy = "single"
+providers = ["mock"]
+
+[providers.mock]
+model = "m-1"
+
+[providers.cheap]
+model = "c-1"
+
+[images]
+providers = ["mock"]
+
+[tiers.free.quotas]
+images = {{ per = "month", limit = 0 }}
+[tiers.free.images]
+over_quota = "placeholder"
+
+[tiers.pro.quotas]
+images = {{ per = "month", limit = {pro} }}
+[tiers.pro.images]
+over_quota = "refuse"
+
+[tiers.premium.quotas]
+images = {{ per = "day", limit = 1 }}
+[tiers.premium.images]
+over_quota = "cheaper"
+cheaper_provider = "cheap"
+cheaper_model = "cheap-image"
+"""
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_placeholder_is_a_deterministic_png_of_the_size():
+    from PIL import Image
+    import io
+
+    a = render_placeholder("a beach at sunset", "320x200")
+    assert a.startswith(PNG) and a == render_placeholder("a beach at sunset", "320x200")
+    assert a != render_placeholder("a mountain at dawn", "320x200")
+    assert Image.open(io.BytesIO(a)).size == (320, 200)
+
+
+@pytest.mark.anyio
+async def test_mock_images_inline_then_through_the_object_store(stack):
+    async with stack(IMAGES_TOML.format(pro=3), names=["provider.mock"]) as s:
+        rpc = s.client.rpc
+        req = m.ImageRequest(id="c1", ask_id="a1", prompt="a beach at sunset", size="256x256", count=2)
+        small = await rpc.service(PROVIDER_IMAGE, req, deadline=deadline_in(10_000), name="mock")
+        assert isinstance(small, m.ImageResult), small
+        assert [p.ref for p in small.images] == [None, None] and small.images[0].data.startswith(PNG)
+        assert small.images[0].data == render_placeholder("a beach at sunset", "256x256", label="mock")
+
+        s.actor("mock").inline_max_bytes = 1000  # over it: the object store
+        big = await rpc.service(PROVIDER_IMAGE, req, deadline=deadline_in(10_000), name="mock")
+        assert all(p.data is None and p.ref is not None for p in big.images), big
+        assert big.images[0].ref.bucket == f"{s.root}_images"
+        assert await s.client.image_bytes(big) == await s.client.image_bytes(small)
+
+        # a photo-sized image (over the 1 MiB max_payload) never travels in the message
+        s.actor("mock").inline_max_bytes = 10 << 20
+        noisy = m.ImageRequest(id="c2", ask_id="a2", prompt="noise", size="1024x1024", labels={"mock.image": "noise"})
+        photo = await rpc.service(PROVIDER_IMAGE, noisy, deadline=deadline_in(20_000), name="mock")
+        assert isinstance(photo, m.ImageResult), photo
+        assert photo.images[0].ref is not None and photo.images[0].ref.size > s.client.nc.max_payload
+        (data,) = await s.client.image_bytes(photo)
+        assert data.startswith(PNG) and len(data) == photo.images[0].ref.size
+
+        bad = await rpc.service(PROVIDER_IMAGE, m.ImageRequest(id="c3", ask_id="a3", prompt="x", size="huge"),
+                                deadline=deadline_in(5000), name="mock")
+        assert isinstance(bad, m.Failure) and bad.kind == m.BAD_REQUEST and "size" in bad.message
+
+
+@pytest.mark.anyio
+async def test_tiers_placeholder_refuse_and_cheaper(stack, pricing_file):
+    toml = IMAGES_TOML.format(pro=1) + f'\n[cost]\npricing = "{pricing_file}"\n'
+    async with stack(toml, names=["cost", "images", "provider.mock", "provider.cheap"]) as s:
+        c = s.client
+        free = await c.image("a beach at sunset", tier="free", size="128x128")
+        assert free.placeholder and free.provider == "placeholder" and "tier:free:images:month" in free.metadata["over_quota"]
+
+        pro = await c.image("a beach at sunset", tier="pro", size="128x128")
+        assert not pro.placeholder and pro.provider == "mock" and pro.quota == "tier:pro:images:month"
+        assert pro.metadata["quota_left"] == 0
+        with pytest.raises(BudgetExceeded, match="tier:pro:images:month.*limit 1"):
+            await c.image("another beach", tier="pro", size="128x128")
+        again = await c.image("a beach at sunset", tier="pro", size="128x128", ask_id=pro.ask_id)  # a retry holds once
+        assert again.provider == "mock"
+
+        first = await c.image("a city", tier="premium", size="128x128")
+        assert first.provider == "mock"
+        cheaper = await c.image("a city at night", tier="premium", size="128x128")
+        assert cheaper.provider == "cheap" and cheaper.model == "cheap-image" and cheaper.metadata["cheaper"]
+
+        untiered = await c.image("no tier", size="128x128")
+        assert untiered.provider == "mock" and untiered.quota is None
+        with pytest.raises(BadRequest):
+            await c.image("", tier="pro")
+        with pytest.raises(BadRequest, match="no tier"):
+            await c.image("x", tier="gold")
+
+        report = await c.rpc.service(COST_QUOTAS, m.QuotaQuery(), deadline=deadline_in(5000))
+        by_tier = {q.tier: q for q in report.quotas}
+        assert (by_tier["pro"].used, by_tier["pro"].left) == (1, 0)
+        assert (by_tier["premium"].used, by_tier["premium"].period) == (1, "day")
+        assert by_tier["free"].limit == 0
+
+
+@pytest.mark.anyio
+async def test_quota_exact_under_100_concurrent_asks_with_two_cost_actors(stack, pricing_file):
+    toml = IMAGES_TOML.format(pro=37) + f'\n[cost]\npricing = "{pricing_file}"\n'
+    async with stack(toml, names=["cost", "images", "provider.mock"]) as s:
+        await s.add("cost")
+        made, refused = [], []
+
+        async def one(i: int) -> None:
+            try:
+                made.append(await s.client.image(f"picture {i}", tier="pro", size="64x64", budget_ms=30_000))
+            except BudgetExceeded as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(one, i)
+        assert (len(made), len(refused)) == (37, 63), [str(e) for e in refused[:2]]
+        report = await s.client.rpc.service(COST_QUOTAS, m.QuotaQuery(), deadline=deadline_in(5000))
+        pro = next(q for q in report.quotas if q.tier == "pro")
+        assert (pro.used, pro.held, pro.left) == (37, 0, 0)
+
+
+@pytest.fixture
+def pricing_file(tmp_path):
+    path = tmp_path / "pricing.toml"
+    path.write_text('[mock."m-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "test"\n')
+    return str(path)
