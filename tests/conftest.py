@@ -140,7 +140,7 @@ def stack(nats_url: str, root: str) -> Callable:
 async def delete_root_streams(url: str, root: str) -> None:
     """Remove a test root's events stream and KV buckets: each reserves storage on the shared
     server (the events stream 1 GiB), so a suite of many roots would run out of it."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))  # several seeds: a cluster
     try:
         await delete_root(nc, root)
     finally:
