@@ -239,9 +239,13 @@ class Client:
         ``Failure`` (as a value: nothing is raised for a Failure). Takes the arguments of ``ask``.
 
         With ``single`` and ``failover`` the chunks are the provider's own stream, passed through; a
-        chunk with ``stage == "restart"`` says that provider's stream broke and the next provider's
-        answer starts over. Other strategies yield their final Answer alone. Leaving the loop early
-        cancels the work behind it. ``retries`` resends on no-responders before any chunk arrived.
+        chunk with ``reset`` set (``stage == "restart"``) says that provider's stream broke: discard
+        the text so far, the next provider's answer starts over (``StreamText`` does it). ``review``
+        yields its stages (``draft``, ``enhanced``, ``final``: the whole answer each time). Chunks
+        with ``worker`` set report a call's state (no text). Other strategies yield their final
+        Answer alone. Leaving the loop early cancels the work behind it; a consumer that stops
+        reading stops acknowledging (``stream_ack_s``), and the router stops the work after two
+        intervals. ``retries`` resends on no-responders before any chunk arrived.
         """
         assert self.rpc is not None, "use `async with Client(...)`"
         request = self.build(prompt, stream=True, **arguments)
@@ -332,6 +336,49 @@ class Client:
             else:
                 raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"picture at {pic.url} is a URL: fetch it over HTTP"))
         return out
+
+
+class StreamText:
+    """The text of a stream as it stands, honouring resets: ``feed`` each item of ``Client.stream``.
+
+        text = StreamText()
+        async for item in client.stream("…"):
+            text.feed(item)              # a Chunk(reset=True) discards what came before it
+        text.value                       # the final Answer's text once it came, else the deltas so far
+
+    A stage chunk (``draft``, ``enhanced``, ``final``: a whole answer as it stands then) replaces
+    the text; a worker's state chunk (``Chunk.worker``) carries none."""
+
+    STAGES = ("draft", "enhanced", "final")
+
+    __slots__ = ("parts", "resets", "final")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.resets = 0  # how many times the text started over
+        self.final: m.Answer | m.Failure | None = None
+
+    def feed(self, item: m.Chunk | m.Answer | m.Failure) -> str:
+        if item.__class__ is not m.Chunk:
+            self.final = item
+        elif item.reset or item.stage in self.STAGES:
+            if item.reset:
+                self.resets += 1
+            self.parts = [item.delta] if item.delta else []
+        elif item.delta:
+            self.parts.append(item.delta)
+        return self.value
+
+    @property
+    def value(self) -> str:
+        if isinstance(self.final, m.Answer):
+            return self.final.text
+        return "".join(self.parts)
+
+    @property
+    def streamed(self) -> str:
+        """The deltas since the last reset (what a consumer showed), whatever the final says."""
+        return "".join(self.parts)
 
 
 def ask_sync(prompt: str | Sequence[m.Message], *, url: str | None = None, root: str | None = None,

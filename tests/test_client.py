@@ -48,7 +48,7 @@ async def test_a_broken_stream_fails_over_with_a_restart_chunk(stack):
         assert isinstance(final, m.Answer), final
         assert [(st.provider, st.outcome) for st in final.route] == [("b", "unavailable"), ("a", "ok")]
         restart = [i for i, c in enumerate(items) if isinstance(c, m.Chunk) and c.stage == "restart"]
-        assert len(restart) == 1 and restart[0] > 0  # b's chunks came first
+        assert len(restart) == 1 and restart[0] > 0 and items[restart[0]].reset  # b's chunks came first
         assert "".join(c.delta for c in items[restart[0] + 1:-1]) == final.text == "[a] one two three four five six"
 
 

@@ -203,10 +203,16 @@ async def test_the_stream_shows_draft_then_enhanced_then_final_and_ends_with_the
         options = {"cycles": 1, "quality_target": 1.0}
         items = [x async for x in s.client.stream(ASK, strategy="review", schema=SCHEMA, budget_ms=5000,
                                                   strategy_options=options)]
-        stages = [c.stage for c in items if isinstance(c, m.Chunk)]
-        assert stages == ["draft", "enhanced", "final"]
+        staged = [c for c in items if isinstance(c, m.Chunk) and c.worker is None]
+        assert [c.stage for c in staged] == ["draft", "enhanced", "final"]
         final = items[-1]
-        assert isinstance(final, m.Answer) and final.text == items[-2].delta
+        assert isinstance(final, m.Answer) and final.text == staged[-1].delta
+        # every call's state came too, each worker from running to its outcome (live progress)
+        states = [(c.worker, c.state) for c in items if isinstance(c, m.Chunk) and c.worker is not None]
+        workers = {w for w, _ in states}
+        assert {"supervisor", "a (draft)"} < workers and all((w, "running") in states for w in workers), states
+        assert all(states.index((w, "running")) < max(i for i, (x, st) in enumerate(states) if x == w and st != "running")
+                   for w in workers), states
         plain = await s.client.ask(ASK, strategy="review", schema=SCHEMA, budget_ms=5000, strategy_options=options)
         assert plain.data == final.data and plain.metadata["quality"] == final.metadata["quality"]
 

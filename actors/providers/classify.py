@@ -115,7 +115,9 @@ def classify(exc: BaseException, *, provider: str | None = None, secrets: Iterab
         message = f"HTTP {status}: {text}"
     elif "Timeout" in lineage:
         kind, message = m.TIMEOUT, f"{name}: the provider did not answer in time"
-    elif any(word in lineage for word in ("Connect", "Protocol", "Network", "Transport")):
+    # aiohttp's (google-genai's async transport when aiohttp is installed): a body cut mid-stream is a
+    # ClientPayloadError, whose bases say only ClientError
+    elif any(word in lineage for word in ("Connect", "Protocol", "Network", "Transport", "Payload")):
         kind, message = m.UNAVAILABLE, f"{name}: {text}"
     else:
         kind, message = m.INTERNAL, f"{name}: {text}"

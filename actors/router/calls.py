@@ -21,7 +21,7 @@ from bus import codec
 from bus import messages as m
 from bus.rpc import is_no_responders, new_id
 from bus.subjects import PROVIDER_COMPLETE, PROVIDER_STREAM
-from actors.strategies.base import Call
+from actors.strategies.base import Call, outcome_of
 from actors.strategies.runner import Record
 
 if TYPE_CHECKING:
@@ -56,6 +56,14 @@ class AskCalls:
         return None if self.unknown else round(self.spent, 9)
 
     async def call(self, call: Call, call_id: str, deadline: float):
+        if self.relay is None:
+            return await self._call(call, call_id, deadline)
+        self.relay.worker(worker_of(call), "running")  # a streamed ask: its workers' states are shown
+        result = await self._call(call, call_id, deadline)
+        self.relay.worker(worker_of(call), outcome_of(result))
+        return result
+
+    async def _call(self, call: Call, call_id: str, deadline: float):
         router = self.router
         if call.provider is None:
             return await router.rpc.service(call.service, call.request, name=call.name, deadline=deadline,
@@ -99,15 +107,17 @@ class AskCalls:
         async for item in self.router.rpc.stream(PROVIDER_STREAM.subject(self.router.subjects, provider), request,
                                                  deadline=deadline, ask_id=self.ask.id, call_id=call_id,
                                                  ack_s=bus.stream_ack_s, ack_chunks=bus.stream_ack_chunks):
+            if first and (item.__class__ is m.Chunk or item.__class__ is m.Completion):
+                relay.begin()  # after an earlier call's text: the consumer discards it (reset)
+                first = False
             if item.__class__ is not m.Chunk:
                 return item
-            if first:
-                relay.begin()
-                first = False
             relay.chunk(item)
         return m.Failure(kind=m.INTERNAL, message=f"{provider}: the stream ended without a final reply")
 
     async def cancel(self, record: Record, reason: str) -> None:
+        if self.relay is not None:
+            self.relay.worker(worker_of(record.call), "cancelled")
         await self.router.rpc.cancel(self.ask.id, record.call_id, reason=reason)
         await self._release(record.call_id, 0.0)
 
@@ -116,6 +126,14 @@ class AskCalls:
         if worst is not None:
             self.held -= worst
             await self.router.budgets.after(self.ask, call_id, cost)
+
+
+def worker_of(call: Call) -> str:
+    """How a streamed ask's progress names a call: the provider ("a"), with what for when it is
+    not the answer itself ("b (regenerate)"); a service call by its name ("supervisor")."""
+    if call.provider is None or call.purpose == "answer":
+        return call.target
+    return f"{call.target} ({call.purpose})"
 
 
 def gone(provider: str) -> bytes:

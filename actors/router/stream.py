@@ -3,8 +3,10 @@
 With ``single`` and ``failover`` the provider calls go to the providers' stream subject and their
 chunks are passed through as they come, renumbered for the ask (``Chunk.id`` is the ask id, ``seq``
 counts from 0 over the whole ask). When a provider's stream breaks and failover moves on, one
-``Chunk(stage="restart")`` says the text so far is void: the next provider starts over. Any other
-strategy runs as a plain ask and its final Answer is the stream's only message.
+``Chunk(reset=True, stage="restart")`` says the text so far is void: the consumer discards it and
+the next provider starts over (stream rescue: no text is shown twice). Every call of the ask is
+also reported as it starts and ends (``Chunk(worker=…, state=…)``, no text), for live progress.
+Any other strategy runs as a plain ask and its final Answer is the stream's only message.
 
 A streamed ask is not looked up in the cache, nor deduplicated by id: its chunks exist only once.
 The plain ask path does not pay for any of this (``AskCalls.relay`` is None there).
@@ -43,8 +45,12 @@ class Relay:
     def begin(self) -> None:
         """A call's first chunk: after an earlier call's chunks, say the answer starts over."""
         if self.calls_streamed:
-            self._put(m.Chunk(id=self.ask_id, seq=self.seq, stage="restart"))
+            self._put(m.Chunk(id=self.ask_id, seq=self.seq, stage="restart", reset=True))
         self.calls_streamed += 1
+
+    def worker(self, name: str, state: str) -> None:
+        """A call started ("running") or ended (its outcome)."""
+        self._put(m.Chunk(id=self.ask_id, seq=self.seq, worker=name, state=state))
 
     def chunk(self, chunk: m.Chunk) -> None:
         self._put(m.Chunk(id=self.ask_id, seq=self.seq, delta=chunk.delta, stage=chunk.stage))
