@@ -1,0 +1,450 @@
+"""The live dashboard: ``GET /`` (one HTML page, vanilla JS, no build step), ``GET /dashboard/state``
+(a JSON snapshot), ``GET /dashboard/events`` (SSE: the state, at most ``1 / MIN_PUSH_S`` times a
+second, at once when a breaker or an alert changes), ``GET /dashboard/trace/{ask_id}`` (an ask's
+trace from the recording, as ``llmbus trace`` prints it; ``?format=json`` for the JSON) and
+``/dashboard/static/…``.
+
+Where the figures come from (nothing here imports another actor's state):
+
+- breaker states: a watch on the health KV bucket (``state.*``), so a change is on the page within
+  milliseconds of the health actor storing it;
+- success rates and latency: ``<root>.events.outcome.>`` (plain subscription: the last minute) and the
+  fleet's health report (``health.status.each``, every ``POLL_HEALTH_S``);
+- spend today by tier: the cost report (``cost.report`` by tier, today UTC); cache hit rate: the fleet's
+  cache stats; alerts: ``<root>.events.alert`` events;
+- asks per second by strategy, fallback routes and recent failures: the asks (``<root>.ask``,
+  ``<root>.ask.stream``) and their final replies, watched only while someone looks at the page (an SSE
+  stream is open, or the state was read in the last ``LINGER_S``): a watcher receives every reply of the
+  fleet, which costs the process real time, so nobody pays for it when nobody looks.
+
+``guard``, when given, is awaited with each request and may return a Response (401/403) to refuse it:
+the gateway passes its key check, so the dashboard follows the API's key rules.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from actors.gateway.board import Board
+from bus import codec
+from bus import messages as m
+from bus.deadline import deadline_in
+from bus.deadline import now as monotonic
+from bus.rpc import Rpc
+from bus.streams import KvMirror
+from bus.subjects import CONTROL_STRATEGY, COST_REPORT, Subjects
+
+STATIC = Path(__file__).parent / "static"
+MIN_PUSH_S = 0.33  # at most ~3 pushes a second per browser; breaker and alert changes go at once
+KEEPALIVE_S = 15.0
+LINGER_S = 10.0  # the traffic watch stays this long after the last look
+POLL_HEALTH_S = 1.0
+POLL_REPORTS_S = 2.0
+PENDING_KEPT_S = 300.0  # an ask whose reply was never seen is forgotten then
+TRACE_BUDGET_S = 5.0
+BACKFILL_BUDGET_S = 5.0
+ALERTS_SINCE_S = 24 * 3600.0  # alerts that fired (and did not resolve) this long ago still show
+FAILURES_SINCE_S = 900.0
+
+log = structlog.get_logger("llmbus.dashboard")
+Guard = Callable[[Request], Awaitable[Response | None]]
+
+
+class _AskHead(msgspec.Struct):
+    """The fields of an Ask the dashboard reads (the rest is skipped while decoding)."""
+
+    id: str = ""
+    strategy: str | None = None
+    tier: str | None = None
+
+
+class _ReplyHead(msgspec.Struct):
+    """The fields of an Answer or Failure the dashboard reads."""
+
+    type: str = ""
+    strategy: str | None = None
+    cached: bool = False
+    route: list[m.Step] = []
+    kind: str = ""
+    message: str = ""
+    provider: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+_ask_head = msgspec.json.Decoder(_AskHead)
+_reply_head = msgspec.json.Decoder(_ReplyHead)
+_breaker = msgspec.json.Decoder(m.BreakerState)
+_CHUNK = b'"type":"Chunk"'
+
+
+def today(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
+
+
+class Dashboard:
+    def __init__(self, nc, subjects: Subjects, settings, *, guard: Guard | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.settings = settings
+        self.guard = guard
+        self.clock = clock
+        tiers = getattr(settings, "tiers", {}) or {}
+        self.board = Board(list(settings.providers),
+                           {name: [r.name for r in t.routes] for name, t in tiers.items() if t.fallback_routes})
+        self.strategies: m.StrategyReport | None = None  # the routers' default and per-tier strategies
+        self.viewers = 0  # open SSE streams
+        self._looked = -LINGER_S  # monotonic time of the last state read
+        self._pending: dict[str, tuple[str, str | None, str | None, float]] = {}  # reply -> ask id, strategy, tier, t
+        self._moved = anyio.Event()
+        self._look = anyio.Event()
+        self._stopped = False
+        self._frame: tuple[int, float, bytes] = (-1, 0.0, b"")
+
+    # --- the bus side ---------------------------------------------------------------------------
+    async def run(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch the bus until cancelled; ready once breaker states are loaded and the events
+        subscription is known to the server."""
+        rpc = await Rpc(self.nc, self.subjects).start()
+        fleet = SimpleNamespace(nc=self.nc, subjects=self.subjects, rpc=rpc)
+        events = await self.nc.subscribe(self.subjects.events, cb=self._on_event)
+        try:
+            async with anyio.create_task_group() as tg:
+                mirror = KvMirror(self.nc, self.subjects.bucket("health"), "state.>", on_change=self._on_breaker)
+                await tg.start(mirror.run)
+                await self.nc.flush()
+                tg.start_soon(self._poll_health, fleet)
+                tg.start_soon(self._poll_reports, fleet)
+                tg.start_soon(self._watch_traffic)
+                tg.start_soon(self._backfill)
+                task_status.started()
+        finally:
+            self._stopped = True
+            self._notify()
+            with anyio.CancelScope(shield=True):
+                for closing in (events.unsubscribe, rpc.close):
+                    try:
+                        await closing()
+                    except Exception:  # noqa: S110 — the connection is closed already
+                        pass
+
+    def _notify(self) -> None:
+        moved, self._moved = self._moved, anyio.Event()
+        moved.set()
+
+    def _on_breaker(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            self.board.breaker(_breaker.decode(value))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        self._notify()
+
+    async def _on_event(self, msg) -> None:
+        kind = msg.subject[len(self.subjects.root) + 8:]  # after "<root>.events."
+        try:
+            if kind.startswith("outcome."):
+                from actors.providers.events import each
+
+                for outcome in each(codec.decoder(m.OutcomeEvent).decode(msg.data)):
+                    self.board.outcome(outcome)
+            elif kind == "alert" or kind.startswith("alert."):
+                body = msgspec.json.decode(msg.data)
+                if not isinstance(body, dict) or not self.board.alert(body, self.clock()):
+                    return
+            else:
+                return
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        self._notify()
+
+    async def _backfill(self) -> None:
+        """What happened before this dashboard started: alerts still active (the events stream), and
+        recent failed asks when the recording keeps only failures (``[record] sampling = "errors"``)."""
+        from actors import recording
+
+        with anyio.move_on_after(BACKFILL_BUDGET_S):
+            try:
+                for msg in await _stored(self.nc, self.subjects.events_stream, f"{self.subjects.root}.events.alert.>",
+                                         f"{self.subjects.root}.events.alert", since_s=ALERTS_SINCE_S):
+                    body = msgspec.json.decode(msg.data)
+                    if isinstance(body, dict):
+                        self.board.alert(body, self.clock())
+                if getattr(self.settings.record, "sampling", "off") == "errors":
+                    records = await recording.read(self.nc, self.subjects.record_stream, since_s=FAILURES_SINCE_S)
+                    for line in recording.list_asks(self.subjects, records):
+                        if line.failed and line.ask_id not in {f["ask_id"] for f in self.board.failures}:
+                            self.board.failed(line.strategy or "", ask_id=line.ask_id, kind=line.outcome,
+                                              message=f"recorded: {line.prompt}", provider=None, at=line.at,
+                                              count=False)
+            except Exception as exc:  # noqa: BLE001 — a backfill is a nicety: the live view goes on
+                log.info("dashboard_backfill_failed", error=str(exc) or type(exc).__name__)
+        self._notify()
+
+    async def _poll_health(self, fleet) -> None:
+        from actors.cli.copies import fleet_health
+
+        while True:
+            try:
+                report = await fleet_health(fleet, m.HealthQuery())
+                if isinstance(report, m.HealthReport):
+                    self.board.health(report, self.clock())
+                    self._notify()
+            except Exception as exc:  # a reconnecting server: the next poll tries again
+                log.info("dashboard_poll_failed", source="health", error=str(exc) or type(exc).__name__)
+            await anyio.sleep(POLL_HEALTH_S)
+
+    async def _poll_reports(self, fleet) -> None:
+        from actors.cli.copies import fleet_cache
+
+        while True:
+            try:
+                day = today(self.clock())
+                cost = await fleet.rpc.service(COST_REPORT, m.CostQuery(by="tier", since=day, until=day),
+                                               deadline=deadline_in(1_000))
+                if isinstance(cost, m.CostReport):
+                    self.board.cost(cost, day, self.clock())
+                choice = await fleet.rpc.service(CONTROL_STRATEGY, m.StrategyQuery(), deadline=deadline_in(1_000))
+                if isinstance(choice, m.StrategyReport):
+                    self.strategies = choice
+                stats = await fleet_cache(fleet)
+                if isinstance(stats, m.CacheStats):
+                    self.board.cache_stats(stats, self.clock())
+                self._notify()
+            except Exception as exc:
+                log.info("dashboard_poll_failed", source="reports", error=str(exc) or type(exc).__name__)
+            await anyio.sleep(POLL_REPORTS_S)
+
+    def _watched(self) -> bool:
+        return self.viewers > 0 or monotonic() - self._looked < LINGER_S
+
+    def _looked_now(self) -> None:
+        self._looked = monotonic()
+        self._look.set()
+
+    async def _watch_traffic(self) -> None:
+        """Subscribe to asks and replies while the page is watched; unsubscribe when nobody looks."""
+        while True:
+            if not self._watched():
+                self._look = anyio.Event()
+                await self._look.wait()
+            subs = [await self.nc.subscribe(self.subjects.ask, cb=self._on_ask),
+                    await self.nc.subscribe(self.subjects.ask_stream, cb=self._on_ask),
+                    await self.nc.subscribe(f"{self.subjects.root}.reply.>", cb=self._on_reply)]
+            self.board.sources["traffic"] = self.clock()
+            try:
+                while self._watched():
+                    await anyio.sleep(1.0)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for sub in subs:
+                        try:
+                            await sub.unsubscribe()
+                        except Exception:  # noqa: S110 — closed already
+                            pass
+                self._pending.clear()
+                self.board.sources.pop("traffic", None)
+
+    async def _on_ask(self, msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            head = _ask_head.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        now = monotonic()
+        pending = self._pending
+        while pending:  # forget the oldest whose reply never came (another root's client, a crash)
+            first = next(iter(pending))
+            if now - pending[first][3] < PENDING_KEPT_S and len(pending) < 50_000:
+                break
+            del pending[first]
+        pending[msg.reply] = (head.id, head.strategy, head.tier, now)
+
+    async def _on_reply(self, msg) -> None:
+        ask = self._pending.get(msg.subject)
+        if ask is None or _CHUNK in msg.data[:24]:
+            return
+        try:
+            head = _reply_head.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        del self._pending[msg.subject]
+        ask_id, strategy, tier, _ = ask
+        if strategy is None:  # the routers chose: the tier's strategy, else their default
+            known = self.strategies
+            strategy = (known.tiers.get(tier or "") or known.default) if known is not None else "default"
+        at = self.clock()
+        if head.type == "Answer":
+            self.board.answered(head.strategy or strategy, cached=head.cached, route=head.route, at=at,
+                                metadata=head.metadata)
+        elif head.type == "Failure":
+            self.board.failed(strategy, ask_id=ask_id, kind=head.kind, message=head.message,
+                              provider=head.provider, at=at)
+        else:
+            return
+        self._notify()
+
+    # --- the HTTP side --------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self._guarded(self._page), methods=["GET"]),
+            Route("/dashboard/state", self._guarded(self._state), methods=["GET"]),
+            Route("/dashboard/events", self._guarded(self._events), methods=["GET"]),
+            Route("/dashboard/trace/{ask_id}", self._guarded(self._trace), methods=["GET"]),
+            Mount("/dashboard/static", app=StaticFiles(directory=STATIC), name="dashboard-static"),
+        ]
+
+    def _guarded(self, handler: Callable[[Request], Awaitable[Response]]):
+        if self.guard is None:
+            return handler
+        guard = self.guard
+
+        async def checked(request: Request) -> Response:
+            refused = await guard(request)
+            return refused if refused is not None else await handler(request)
+
+        return checked
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.board.snapshot(self.clock())
+        snap["root"] = self.subjects.root
+        snap["watching_traffic"] = "traffic" in self.board.sources
+        return snap
+
+    def _encoded(self) -> bytes:
+        """The current state as one SSE frame, shared by every browser (made at most every 0.1 s)."""
+        version, made, frame = self._frame
+        now = monotonic()
+        if version != self.board.version or now - made > 0.1:
+            body = msgspec.json.encode(self.snapshot())
+            frame = b"event: state\nid: %d\ndata: %s\n\n" % (self.board.version, body)
+            self._frame = (self.board.version, now, frame)
+        return frame
+
+    async def _page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    async def _state(self, request: Request) -> Response:
+        self._looked_now()
+        return Response(msgspec.json.encode(self.snapshot()), media_type="application/json")
+
+    async def _events(self, request: Request) -> Response:
+        return StreamingResponse(self._stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _stream(self):
+        self.viewers += 1
+        self._looked_now()
+        board = self.board
+        sent, urgent_seen, pushed = -1, board.urgent, -MIN_PUSH_S
+        try:
+            yield b"retry: 2000\n\n"
+            while not self._stopped:
+                if board.version == sent:
+                    with anyio.move_on_after(KEEPALIVE_S) as idle:
+                        await self._moved.wait()
+                    if idle.cancelled_caught:
+                        yield b": keepalive\n\n"
+                    continue
+                wait = pushed + MIN_PUSH_S - monotonic()
+                if wait > 0 and board.urgent == urgent_seen:
+                    with anyio.move_on_after(wait):  # an urgent change cuts the wait short
+                        while board.urgent == urgent_seen and not self._stopped:
+                            await self._moved.wait()
+                    continue
+                sent, urgent_seen, pushed = board.version, board.urgent, monotonic()
+                yield self._encoded()
+        finally:
+            self.viewers -= 1
+
+    async def _trace(self, request: Request) -> Response:
+        from actors import recording
+
+        ask_id = request.path_params["ask_id"]
+        as_json = request.query_params.get("format") == "json"
+        if not ask_id or len(ask_id) > 200 or not ask_id.isprintable():
+            return JSONResponse({"error": {"message": "not an ask id", "type": "invalid_request_error"}}, 400)
+        with anyio.move_on_after(TRACE_BUDGET_S):
+            tr = await recording.trace(self.nc, self.subjects, ask_id)
+            if not tr.calls and not tr.events:
+                msg = (f"no recording of ask {ask_id} under root {self.subjects.root} "
+                       "(is [record] sampling \"all\" or \"errors\"? has it aged out?)")
+                if as_json:
+                    return JSONResponse({"error": {"message": msg, "type": "not_found"}}, 404)
+                return HTMLResponse(_trace_page(ask_id, f"<p>{escape(msg)}</p>"), 404)
+            if as_json:
+                return Response(msgspec.json.encode(tr.as_json()), media_type="application/json")
+            return HTMLResponse(_trace_page(ask_id, _trace_html(tr)))
+        msg = f"reading the recording took over {TRACE_BUDGET_S:.0f} s"
+        return JSONResponse({"error": {"message": msg, "type": "timeout"}}, 504)
+
+
+async def _stored(nc, stream: str, *subjects: str, since_s: float) -> list:
+    """The messages of ``stream`` on ``subjects`` stored in the last ``since_s`` (an ephemeral
+    consumer filtered on the server, so the rest of the stream is never read)."""
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    js = nc.jetstream()
+    try:
+        await js.stream_info(stream)
+    except NotFoundError:
+        return []
+    start = datetime.fromtimestamp(time.time() - since_s, timezone.utc).isoformat().replace("+00:00", "Z")
+    out = []
+    for subject in subjects:
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_TIME,
+                                opt_start_time=start, inactive_threshold=30.0, mem_storage=True)
+        psub = await js.pull_subscribe(subject, stream=stream, config=config)
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(batch=256, timeout=0.3)
+                except (NatsTimeoutError, TimeoutError):
+                    break
+                out += msgs
+                if not msgs or msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            try:
+                await psub.unsubscribe()
+            except Exception:  # noqa: S110 — the ephemeral consumer goes after inactive_threshold anyway
+                pass
+    return out
+
+
+def _trace_html(tr) -> str:
+    """The tree ``llmbus trace`` prints, as HTML (rich's own export, colours kept)."""
+    from rich.console import Console
+
+    from actors.cli.trace import render
+
+    console = Console(record=True, width=140, file=io.StringIO(), color_system="truecolor")
+    console.print(render(tr))
+    return console.export_html(inline_styles=True, code_format="<pre class=\"trace\">{code}</pre>")
+
+
+def _trace_page(ask_id: str, body: str) -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>trace {escape(ask_id)}</title>
+<link rel="stylesheet" href="/dashboard/static/trace.css"></head><body>
+<header><a href="/">← dashboard</a><h1>ask <code>{escape(ask_id)}</code></h1>
+<a href="?format=json">JSON</a></header><main>{body}</main></body></html>"""
