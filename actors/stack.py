@@ -23,7 +23,9 @@ def actor_names(settings: Settings) -> list[str]:
     cache = ["cache"] if settings.cache.enabled else []
     supervisor = ["supervisor"] if settings.supervisor.enabled else []
     images = ["images"] if settings.images.enabled else []
-    return ["router", "health", "cost", *cache, *supervisor, *images, *(f"provider.{name}" for name in settings.providers)]
+    gateway = ["gateway"] if settings.gateway.listen else []  # `llmbus up --http ADDR` sets gateway.listen
+    return ["router", "health", "cost", *cache, *supervisor, *images, *(f"provider.{name}" for name in settings.providers),
+            *gateway]
 
 
 def unconfigured(settings: Settings) -> dict[str, str]:
@@ -110,8 +112,14 @@ def _images(settings: Settings, common: dict[str, Any]) -> Actor:
     return ImagesActor(settings=settings, **common)
 
 
+def _gateway(settings: Settings, common: dict[str, Any]) -> Actor:
+    from actors.gateway.actor import GatewayActor
+
+    return GatewayActor(settings=settings, **common)
+
+
 BUILDERS: dict[str, Builder] = {"router": _router, "health": _health, "cost": _cost, "cache": _cache,
-                                "supervisor": _supervisor, "images": _images}
+                                "supervisor": _supervisor, "images": _images, "gateway": _gateway}
 
 
 def _provider(provider: str, settings: Settings, common: dict[str, Any]) -> Actor:
