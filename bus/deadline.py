@@ -13,11 +13,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 
 BUDGET_HEADER = "Llm-Budget-Ms"
 ASK_ID_HEADER = "Llm-Ask-Id"
 # on a stream request: the consumer acknowledges every this many ms (``StreamAck``); absent: no acks
 ACK_HEADER = "Llm-Ack-Ms"
+# W3C trace context: sent only when the caller has one (set ``traceparent``) or spans are on
+# (``actors.tracing``); a handler that received one passes it on to every request it makes
+TRACE_HEADER = "traceparent"
+traceparent: ContextVar[str | None] = ContextVar("llmbus_traceparent", default=None)
 
 now = time.monotonic
 
@@ -61,6 +66,9 @@ def headers_for(deadline: float, ask_id: str | None) -> dict[str, str]:
     hdrs = {BUDGET_HEADER: str(budget_ms_left(deadline))}
     if ask_id:
         hdrs[ASK_ID_HEADER] = ask_id
+    trace = traceparent.get()
+    if trace is not None:
+        hdrs[TRACE_HEADER] = trace
     return hdrs
 
 

@@ -11,6 +11,10 @@ millisecond, ~0.7 µs) that cancels the handler's task (and marks the context ex
 answers ``timeout``), rather than an anyio or asyncio timeout scope: nats-py is asyncio-only, and on
 this path a loop timer of its own costs ~2 µs, ``asyncio.timeout_at`` ~6 µs and an anyio scope
 ~10 µs (measured, python 3.11).
+
+A request's W3C ``traceparent`` header is set as the handler task's ``bus.deadline.traceparent``,
+so every request the handler makes carries it on (``headers_for``); with spans on (``SPANS``,
+``actors.tracing``) each handled request is a span, child of the caller's.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from nats.errors import MaxPayloadError
 
 from bus import codec
 from bus import messages as m
-from bus.deadline import ACK_HEADER, ASK_ID_HEADER, BUDGET_HEADER, alarms, deadline_from, now
+from bus.deadline import ACK_HEADER, ASK_ID_HEADER, BUDGET_HEADER, TRACE_HEADER, alarms, deadline_from, now, traceparent
 from bus.errors import LlmError
 from bus.subjects import Service, Subjects
 
@@ -41,6 +45,9 @@ log = structlog.get_logger("llmbus.endpoint")
 RECORDING = False
 RE_HEADER = "Llm-Re"  # the request's subject, on a recorded reply
 CALL_ID_HEADER = "Llm-Call-Id"
+# ``actors.tracing`` sets it when spans are exported: ``SPANS(endpoint name, ctx)`` starts a span
+# (its traceparent set for the requests the handler makes) and returns ``finish(result)``
+SPANS: Callable[[str, Context], Callable[[Any], None]] | None = None
 
 
 @dataclass(slots=True)
@@ -165,9 +172,15 @@ class Endpoint:
         """Run the handler for one message and publish exactly one reply (if a reply is wanted)."""
         started = time.perf_counter_ns()
         self.num_requests += 1
+        hdrs = ctx.headers
+        if hdrs is not None and TRACE_HEADER in hdrs:  # every request this handler makes carries it on
+            traceparent.set(hdrs[TRACE_HEADER])
+        span = SPANS(self.name, ctx) if SPANS is not None else None
         try:
             result = await self._run(nc, msg, ctx)
         except asyncio.CancelledError:
+            if span is not None:
+                span(None)
             # Stopped by the runtime (shutdown past its grace): still answer, then stop.
             if msg.reply and not nc.is_closed:
                 reply = m.Failure(kind=m.UNAVAILABLE, message=f"{self.name} is stopping")
@@ -182,6 +195,8 @@ class Endpoint:
         if isinstance(result, m.Failure):
             self.num_errors += 1
             self.last_error = f"{result.kind}: {result.message}"
+        if span is not None:
+            span(result)
         self.processing_time_ns += time.perf_counter_ns() - started
         if msg.reply and not nc.is_closed:
             hdrs = None

@@ -19,6 +19,24 @@ from bus.errors import ConfigError, LlmError
 
 app = group()
 
+MetricsPortOpt = Annotated[Optional[int], typer.Option(
+    "--metrics-port", min=0, max=65535,
+    help="serve Prometheus metrics on this port (default [metrics] port; 0: none)")]
+
+
+def observe(settings: settings_mod.Settings, metrics_port: int | None) -> str:
+    """Start this process's metrics endpoint and span export as configured; what the banner says."""
+    port = settings.metrics.port if metrics_port is None else metrics_port
+    said = "off (--metrics-port or [metrics] port)"
+    if port:
+        from actors import metrics
+
+        said = f"http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics"
+    from actors import tracing
+
+    tracing.configure(settings.tracing)
+    return said
+
 
 @app.command()
 def up(
@@ -30,6 +48,7 @@ def up(
                                        "(or bus.auth.token_env's variable), else one kept in the per-user data dir")] = False,
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run every actor in this process; with no NATS URL given (or with --port), start nats-server
     too. The banner (first, on stderr) says which URL won and why. Ctrl-C stops."""
@@ -60,6 +79,11 @@ def up(
         err.print(f"no NATS server answers at {redact(settings.bus.url)} ({url_origin(opts)}): start it, or unset "
                   f"{url_origin(opts)} (or give --port) to let `llmbus up` run its own", markup=False)
         raise typer.Exit(1)
+    try:
+        metrics_at = observe(settings, metrics_port)
+    except OSError as exc:
+        err.print(f"error: metrics endpoint: {exc}", markup=False)
+        raise typer.Exit(1) from None
 
     async def main() -> None:
         if url_given:
@@ -69,7 +93,7 @@ def up(
             async with anyio.create_task_group() as tg:
                 await tg.start(run_actors, actors, settings.bus.url)
                 _announce(settings.bus.url, actors, settings, server="NATS server already running", why=why,
-                          store=None)
+                          store=None, metrics_at=metrics_at)
                 await stop_on_signal(actors)
             return
         where = store or settings.bus.store_path()
@@ -77,7 +101,7 @@ def up(
                             reuse=token is None, token=token) as stack:
             _announce(stack.url, stack.actors, settings, why=why, store=where if stack.server else None,
                       server="embedded nats-server" if stack.server is not None else "nats-server already running",
-                      auth=how)
+                      auth=how, metrics_at=metrics_at)
             await stop_on_signal(stack.actors)
 
     try:
@@ -127,7 +151,7 @@ def _up_token(settings: settings_mod.Settings) -> tuple[str, str, settings_mod.S
 
 
 def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str, why: str, store,
-              auth: str = "") -> None:
+              auth: str = "", metrics_at: str = "") -> None:
     """The banner: where the fleet is and what runs in it, one fact per line, never wrapped."""
     from actors.stack import unconfigured
     from bus.connection import redact
@@ -142,6 +166,7 @@ def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str,
         f"  config:    {Path(settings.source).resolve() if Path(settings.source).is_file() else settings.source}",
         f"  store:     {store if store is not None else '(the running server keeps its own)'}",
         f"  cache:     {settings.cache.path() / settings.bus.root if settings.cache.enabled else 'off'}",
+        *([f"  metrics:   {metrics_at}"] if metrics_at else []),
         "  providers:",
     ]
     width = max((len(n) for n in settings.providers), default=0)
@@ -163,6 +188,7 @@ def actor(
     config: ConfigOpt = None,
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run one actor in this process, against a NATS server that is already running."""
     settings = load_settings(ctx, config, nats_url, verbose=verbose, level=logging.INFO)
@@ -177,6 +203,11 @@ def actor(
     except ConfigError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
+    try:
+        observe(settings, metrics_port)
+    except OSError as exc:
+        err.print(f"error: metrics endpoint: {exc}", markup=False)
+        raise typer.Exit(1) from None
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
