@@ -4,7 +4,11 @@
 A pattern has a ``description`` (``llmbus patterns``), a ``worker`` prompt (the system message every
 worker gets), a ``synthesis`` prompt (the synthesizer's template: ``{question}`` and ``{candidates}``
 are filled in, as in ``config/templates/synthesis.md``), an optional output ``schema`` (JSON text)
-and ``min_documents`` (compare needs two). ``apply`` turns one into the ask's fields."""
+and ``min_documents`` (compare needs two). ``apply`` turns one into the ask's fields: the worker
+prompt is the first message (synthesis's candidates and map_reduce's chunk readers get it), and the
+synthesis prompt goes to the merging step of ``synthesis`` (``template_body``) or ``map_reduce``
+(``reduce_template``, ``{candidates}`` being the parts' answers); other strategies use the worker
+prompt alone."""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import msgspec
 from bus import messages as m
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "patterns"
+# the strategy option that takes a pattern's synthesis prompt, per merging strategy
+MERGE_OPTION = {"synthesis": "template_body", "map_reduce": "reduce_template"}
 
 
 class Pattern(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,5 +69,6 @@ def apply(pattern: Pattern, messages: list[m.Message], *, strategy: str | None,
     if docs < pattern.min_documents:
         raise PatternError(f"pattern {pattern.name} needs at least {pattern.min_documents} documents (got {docs})")
     out = [m.Message(role="system", content=pattern.worker), *messages]
-    options = {"template_body": pattern.synthesis} if strategy == "synthesis" and pattern.synthesis else None
+    key = MERGE_OPTION.get(strategy or "")
+    options = {key: pattern.synthesis} if key and pattern.synthesis else None
     return out, schema if schema is not None else pattern.schema_dict(), options

@@ -108,6 +108,9 @@ class Done:
     providers: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     confidence: float | None = None  # overrides the completion's, when the policy computed one
+    # canonical log lines the runner emits (``log.info(event, ask_id=…, strategy=…, **fields)``),
+    # one per step of the policy's work: the policy says what happened, the runner does the I/O
+    log: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,11 @@ class Policy:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    # an optional ``async def prepare(self) -> None`` the runner awaits (within the strategy's
+    # deadline) before ``begin``: the one place for slow work that must not run in the router's
+    # event loop, handed to a worker thread (map_reduce extracts and chunks its documents there).
+    # It does no bus I/O and keeps what it finds (an error too) for ``begin``; None: nothing to do.
+    prepare: ClassVar[Any] = None
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan

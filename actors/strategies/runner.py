@@ -15,6 +15,10 @@ A call still open when the policy is done is cancelled — unless its reply has 
 is in the Answer's. A straggler cancelled before it answered has no usage to report (the provider
 stopped; what a remote API bills for a dropped request is not knowable here).
 
+A policy with a ``prepare`` coroutine has it awaited first, within the deadline (its slow work, in
+a worker thread, off the router's loop); the lines of a ``Done.log`` are logged once the policy is
+done, each with the ask id and the strategy (INFO: level-gated, and empty for most policies).
+
 Whatever happens the runner returns a ``Done``: a policy that ignores the ``Deadline`` event gets
 ``timeout``, a policy that raises gets ``internal`` (logged by the caller), and when the ask itself
 is cancelled every call still open is cancelled on the bus before the cancellation propagates.
@@ -28,10 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
+
 from bus import messages as m
 from actors.strategies.base import Call, Cancel, Deadline, Done, Policy, Progress, Reply, Wake, WakeAt, outcome_of
 
 CANCELLED = "cancelled"
+log = structlog.get_logger("llmbus.strategy")
 
 
 @dataclass(slots=True)
@@ -75,7 +82,12 @@ class Outcome:
 
 async def run(policy: Policy, calls: Calls, *, deadline: float, clock: Callable[[], float]) -> Outcome:
     """Run ``policy`` to its ``Done``, carrying out its actions (see the module docstring)."""
-    return await _Run(policy, calls, deadline, clock).go()
+    outcome = await _Run(policy, calls, deadline, clock).go()
+    if outcome.done.log:
+        ask_id = policy.plan.ask.id
+        for event, fields in outcome.done.log:
+            log.info(event, ask_id=ask_id, strategy=policy.name, **fields)
+    return outcome
 
 
 class _Run:
@@ -102,6 +114,10 @@ class _Run:
     async def go(self) -> Outcome:
         policy, clock = self.policy, self.clock
         try:
+            if policy.prepare is not None:
+                failure = await self._prepare()
+                if failure is not None:
+                    return Outcome(Done(failure), self.records)
             try:
                 actions = policy.start(clock())
             except Exception as exc:
@@ -151,6 +167,16 @@ class _Run:
                     return Outcome(Done(policy.failure("budget spent", kind=m.TIMEOUT)), self.records)
         finally:
             await self._close()
+
+    async def _prepare(self) -> m.Failure | None:
+        try:
+            await asyncio.wait_for(self.policy.prepare(), max(0.0, self.deadline - self.clock()))
+        except TimeoutError:
+            return self.policy.failure("its preparation (e.g. extracting documents) did not finish in time",
+                                       kind=m.TIMEOUT)
+        except Exception as exc:
+            return _bug(self.policy, exc)
+        return None
 
     # --- calls ---------------------------------------------------------------------------------
     def _open(self, call: Call) -> Record | None:
