@@ -53,8 +53,12 @@ def greets(host: str, port: int, wait_s: float = 0.5) -> bool:
 
 
 def url_greets(url: str, wait_s: float = 0.5) -> bool:
-    parsed = urlparse(url if "://" in url else f"nats://{url}")
-    return greets(parsed.hostname or "127.0.0.1", parsed.port or 4222, wait_s)
+    """True if a NATS server answers at ``url`` (one of its seeds, for a comma-separated list)."""
+    for one in (u.strip() for u in url.split(",") if u.strip()):
+        parsed = urlparse(one if "://" in one else f"nats://{one}")
+        if greets(parsed.hostname or "127.0.0.1", parsed.port or 4222, wait_s):
+            return True
+    return False
 
 
 def terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

@@ -46,6 +46,9 @@ def up(
     store: Annotated[Optional[Path], typer.Option(help="JetStream store dir (default bus.store_dir, else the per-user data dir)")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="the embedded nats-server requires a token: $LLMBUS_NATS_TOKEN "
                                        "(or bus.auth.token_env's variable), else one kept in the per-user data dir")] = False,
+    cluster: Annotated[int, typer.Option("--cluster", min=0, max=9, help="run N ≥ 2 clustered nats-servers (client "
+                                         "ports bus.port … bus.port+N-1), streams and buckets with N replicas (≤ 3), "
+                                         "actors spread over them")] = 0,
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
     metrics_port: MetricsPortOpt = None,
@@ -55,6 +58,10 @@ def up(
     opts = options(ctx, config, verbose=verbose)
     opts.log(logging.WARNING)  # the banner comes first; -v for the actors' lines
     settings = opts.settings()
+    if cluster == 1 or (cluster and settings.bus.nats_url and port is None):
+        err.print(f"--cluster N runs N ≥ 2 servers of its own: give N ≥ 2, and unset {url_origin(opts)} "
+                  "(or give --port)", markup=False)
+        raise typer.Exit(2)
     token, how = None, ""
     if auth:
         if settings.bus.nats_url and port is None:
@@ -97,6 +104,12 @@ def up(
                 await stop_on_signal(actors)
             return
         where = store or settings.bus.store_path()
+        if cluster:
+            from actors.cli.cluster import up_cluster
+
+            await up_cluster(settings, cluster, port=settings.bus.port if port is None else port,
+                             store=where / "cluster", token=token, why=why, auth=how)
+            return
         async with embedded(settings, port=settings.bus.port if port is None else port, store=where,
                             reuse=token is None, token=token) as stack:
             _announce(stack.url, stack.actors, settings, why=why, store=where if stack.server else None,
