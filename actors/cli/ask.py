@@ -120,7 +120,7 @@ def ask(
     schema_file: Annotated[Optional[Path], typer.Option("--schema", exists=True, dir_okay=False, help="a JSON Schema file: ask for structured output (printed as JSON)")] = None,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0)] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1)] = None,
-    stream: Annotated[bool, typer.Option("--stream", help="print the answer as it is written")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="show the workers and the answer live on stderr as it is written (the final text on stdout)")] = False,
     retries: Annotated[int, typer.Option(min=0, help="resend the same ask id on no-responders / retryable failures")] = 0,
     user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
@@ -161,28 +161,18 @@ def ask(
                   tier=tier, max_cost_usd=max_cost_usd, cache=cache, cache_namespace=namespace, schema=schema,
                   params=params, **({"labels": {"preset": preset}} if preset else {}),
                   **({"strategy_options": strategy_options} if strategy_options else {}))
-    printed: list[str] = []
-
     async def send(client):
         try:
             if not stream:
                 return await client.ask(messages, **fields)
-            final = None
-            async for item in client.stream(messages, **fields):
-                if isinstance(item, m.Chunk):
-                    if item.stage in REVIEW_STAGES:  # a whole answer at that stage: progress, on stderr
-                        if not json_out:
-                            text = " ".join(item.delta.split())
-                            err.print(f"[{item.stage}] {text[:100]}{'…' if len(text) > 100 else ''}", markup=False)
-                        continue
-                    if item.stage == "restart" and printed and not json_out:
-                        err.print("\n[the provider's stream broke: the answer starts again]", markup=False)
-                    if item.delta and not json_out:
-                        sys.stdout.write(item.delta)
-                        sys.stdout.flush()
-                        printed.append(item.delta)
-                else:
-                    final = item
+            from actors.cli.live import StreamView
+
+            final = None  # progress on stderr (live on a terminal); the final text on stdout, once
+            with StreamView(err, quiet=json_out) as view:
+                async for item in client.stream(messages, **fields):
+                    view.feed(item)
+                    if not isinstance(item, m.Chunk):
+                        final = item
             return final
         except LlmError as exc:
             return exc.failure
@@ -201,9 +191,6 @@ def ask(
                 raise typer.Exit(2) from None
         elif schema is not None and reply.data is not None:
             write_out(msgspec.json.encode(reply.data).decode())
-        elif printed:
-            if not "".join(printed).endswith("\n"):
-                write_out("")
         else:
             write_out(reply.text)
         if isinstance(reply.metadata.get("consensus"), dict):
@@ -215,10 +202,6 @@ def ask(
             if reply.route:
                 err.print(route_line(reply), markup=False)
         raise typer.Exit(exit_code(reply))
-
-
-# the stages of a reviewed answer (``review``): each Chunk holds the answer as it stands then
-REVIEW_STAGES = ("draft", "enhanced", "final")
 
 
 def consensus_table(report: dict) -> Table:
