@@ -155,14 +155,15 @@ class Options:
 
 
 def url_problem(url: str) -> str | None:
-    """Why ``url`` is not a NATS URL (None when it is one)."""
-    parsed = urlparse(url if "://" in url else f"nats://{url}")
-    if parsed.scheme not in NATS_SCHEMES:
-        return f"not a NATS URL (scheme {parsed.scheme}://; use nats://host:port)"
-    try:
-        parsed.port
-    except ValueError:
-        return "the port is not a number"
+    """Why ``url`` is not a NATS URL, or comma-separated seeds of a cluster (None when it is)."""
+    for one in (u.strip() for u in url.split(",") if u.strip()):
+        parsed = urlparse(one if "://" in one else f"nats://{one}")
+        if parsed.scheme not in NATS_SCHEMES:
+            return f"not a NATS URL (scheme {parsed.scheme}://; use nats://host:port)"
+        try:
+            parsed.port
+        except ValueError:
+            return "the port is not a number"
     return None
 
 
