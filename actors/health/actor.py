@@ -182,8 +182,8 @@ class HealthActor(Actor):
             reason = why or after.reason or ("success" if after.state == br.CLOSED else "")
             self.log.info("breaker_changed", provider=after.provider, before=before.state, after=after.state,
                           reason=reason, detail=after.detail, open_until=after.open_until)
-            metrics = self.metrics.setdefault(after.provider, Metrics())
-            metrics.transitions.append(f"{time.strftime('%H:%M:%S', time.localtime(now))} "
+            kept = self.metrics.setdefault(after.provider, Metrics())  # not `metrics`: that is the module
+            kept.transitions.append(f"{time.strftime('%H:%M:%S', time.localtime(now))} "
                                        f"{before.state}→{after.state} ({reason})")
             self._dirty.add(after.provider)
             event = m.BreakerChange(provider=after.provider, before=before.state, after=after.state,
