@@ -18,6 +18,9 @@ from actors.cli.common import (ConfigOpt, UrlOpt, UvloopOpt, VerboseOpt, err, gr
 from bus.errors import ConfigError, LlmError
 
 app = group()
+HttpOpt = Annotated[Optional[str], typer.Option(
+    "--http", metavar="HOST:PORT", help="run the HTTP gateway there (OpenAI-compatible API and dashboard); "
+    ":PORT is 127.0.0.1; another address needs API keys (llmbus keys create)")]
 
 MetricsPortOpt = Annotated[Optional[int], typer.Option(
     "--metrics-port", min=0, max=65535,
@@ -52,12 +55,14 @@ def up(
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
     metrics_port: MetricsPortOpt = None,
+    http: HttpOpt = None,
 ) -> None:
     """Run every actor in this process; with no NATS URL given (or with --port), start nats-server
     too. The banner (first, on stderr) says which URL won and why. Ctrl-C stops."""
     opts = options(ctx, config, verbose=verbose)
     opts.log(logging.WARNING)  # the banner comes first; -v for the actors' lines
     settings = opts.settings()
+    settings = with_http(settings, http)
     if cluster == 1 or (cluster and settings.bus.nats_url and port is None):
         err.print(f"--cluster N runs N ≥ 2 servers of its own: give N ≥ 2, and unset {url_origin(opts)} "
                   "(or give --port)", markup=False)
@@ -189,22 +194,38 @@ def _announce(url: str, actors, settings: settings_mod.Settings, *, server: str,
             "running" if f"provider-{name}" in running else "not running"
         lines.append(f"    {name:<{width}}  {p.kind:<9} {model:<24} {state}")
     lines.append(f"  strategy:  {settings.router.strategy}; failover order: {' → '.join(settings.provider_order()) or '(none)'}")
+    for gateway in (a for a in actors if a.kind == "gateway"):
+        lines.append(f"  http:      {gateway.url}/v1 (OpenAI base_url); dashboard {gateway.url}/")
     for line in lines:
         err.print(escape(line), soft_wrap=True)
+
+
+def with_http(settings: settings_mod.Settings, http: str | None) -> settings_mod.Settings:
+    """The settings with ``gateway.listen`` = ``http`` (``--http``): the gateway actor runs there."""
+    if http is None:
+        return settings
+    from actors.gateway.config import address
+
+    try:
+        address(http)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--http") from None
+    return msgspec.structs.replace(settings, gateway=msgspec.structs.replace(settings.gateway, listen=http))
 
 
 @app.command()
 def actor(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="router | health | cost | cache | provider.<name>")],
+    name: Annotated[str, typer.Argument(help="router | health | cost | cache | gateway | provider.<name>")],
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
     uvloop: UvloopOpt = False,
     verbose: VerboseOpt = False,
     metrics_port: MetricsPortOpt = None,
+    http: HttpOpt = None,
 ) -> None:
     """Run one actor in this process, against a NATS server that is already running."""
-    settings = load_settings(ctx, config, nats_url, verbose=verbose, level=logging.INFO)
+    settings = with_http(load_settings(ctx, config, nats_url, verbose=verbose, level=logging.INFO), http)
     from actors.runtime import stop_on_signal
     from actors.stack import actor_names, build_actor
 
