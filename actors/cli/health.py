@@ -41,6 +41,8 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
     cache: m.CacheStats | None = None  # None: no cache actor answered
     at: float = 0.0
     reliability: dict = {}  # --detailed: consensus's learned reliability per provider and field
+    # the fleet's metrics (actors.metrics, the Prometheus endpoint's numbers): family -> [[labels…, value]]
+    metrics: dict[str, list[list]] = {}
 
 
 @app.command()
@@ -71,11 +73,13 @@ def status(
             tg.start_soon(one, "cache", fleet_cache(client))
             tg.start_soon(one, "strategy", strategy(client))
             tg.start_soon(one, "actors", discover(client))
+            tg.start_soon(one, "metrics", fleet_metrics(client))
             if detailed:
                 tg.start_soon(one, "reliability", learned(client))
-        return results["health"], results["cache"], results["strategy"], results["actors"], results.get("reliability")
+        return (results["health"], results["cache"], results["strategy"], results["actors"], results.get("reliability"),
+                results["metrics"])
 
-    report, cache_report, choice, infos, reliability = on_fleet(settings, calls, json_out=json_out)
+    report, cache_report, choice, infos, reliability, figures = on_fleet(settings, calls, json_out=json_out)
     if isinstance(report, m.Failure):
         printed_as_json(report, json_out, "health")
     running = {(i.get("metadata") or {}).get("provider") for i in infos}
@@ -87,6 +91,8 @@ def status(
         cache=cache_report if isinstance(cache_report, m.CacheStats) else None,
         at=report.at or time.time(),
         reliability=reliability or {},
+        metrics={name: [[*k, list(v) if isinstance(v, tuple) else v] for k, v in rows.items()]
+                 for name, rows in figures.items()},
     )
     if json_out:
         print_json(full)
@@ -98,6 +104,8 @@ def status(
         c = full.cache.total
         err.print(f"cache: {full.cache.entries} entries, {c.hits} hits / {c.misses} misses ({hit_rate(c.hits, c.misses)}), "
                   f"{c.coalesced} coalesced, {c.stores} stored — `llmbus cache stats` for more", markup=False)
+    if figures:
+        _print_metrics(figures)
     if detailed and full.reliability:
         print_learned(full.reliability)
 
@@ -165,6 +173,47 @@ def _print_health(rows: list[ProviderStatus], *, detailed: bool) -> None:
             cells += [escape(", ".join(f"{k}: {v}" for k, v in sorted(p.errors.items()))) or "—",
                       escape("\n".join(p.transitions)) or "—"]
         table.add_row(*cells)
+    out.print(table)
+
+
+async def fleet_metrics(client) -> dict:
+    from actors.metrics import fleet
+
+    return await fleet(client)
+
+
+def _print_metrics(figures: dict) -> None:
+    """Asks by strategy and tier, provider calls, cache events, cost: the endpoint's numbers."""
+    table = Table(title="llmbus status — metrics (every actor process; `--metrics-port` serves them to Prometheus)")
+    for col in ("what", "by", "count", "detail"):
+        table.add_column(col)
+    by: dict[tuple, dict[str, float]] = {}
+    for (strategy, tier, outcome), n in figures.get("llmbus_asks", {}).items():
+        by.setdefault((strategy, tier), {})[outcome] = n
+    seconds = figures.get("llmbus_ask_seconds", {})
+    for (strategy, tier), outcomes in sorted(by.items()):
+        count, total = seconds.get((strategy,), (0, 0.0))
+        detail = ", ".join(f"{k} {int(v)}" for k, v in sorted(outcomes.items()))
+        mean = f"; mean {1000.0 * total / count:.1f} ms ({strategy})" if count else ""
+        table.add_row("asks", escape(f"{strategy} / {tier or '-'}"), str(int(sum(outcomes.values()))), escape(detail + mean))
+    calls: dict[str, dict[str, float]] = {}
+    for (provider, outcome), n in figures.get("llmbus_provider_calls", {}).items():
+        calls.setdefault(provider, {})[outcome] = n
+    for provider, outcomes in sorted(calls.items()):
+        table.add_row("provider calls", escape(provider), str(int(sum(outcomes.values()))),
+                      escape(", ".join(f"{k} {int(v)}" for k, v in sorted(outcomes.items()))))
+    events = figures.get("llmbus_cache_events", {})
+    if events:
+        table.add_row("cache", "events", str(int(sum(events.values()))),
+                      ", ".join(f"{k[0]} {int(v)}" for k, v in sorted(events.items())))
+    for (provider, tier), usd in sorted(figures.get("llmbus_cost_usd", {}).items()):
+        table.add_row("cost", escape(f"{provider} / {tier or '-'}"), "", f"${usd:.6f}")
+    for (tier, route), n in sorted(figures.get("llmbus_fallback_routes", {}).items()):
+        table.add_row("fallback route", escape(f"{tier or '-'} / {route}"), str(int(n)), "")
+    reviews = figures.get("llmbus_quality_reviews", {})
+    if reviews:
+        table.add_row("quality reviews", "first pass", str(int(sum(reviews.values()))),
+                      ", ".join(f"{k[0]} {int(v)}" for k, v in sorted(reviews.items())))
     out.print(table)
 
 
