@@ -54,7 +54,12 @@ def _get(samples: dict, name: str, **labels) -> float:
 
 
 @pytest.mark.timeout(30)
-async def test_the_metrics_endpoint_is_scraped_after_a_few_asks(stack, root):
+async def test_the_metrics_endpoint_is_scraped_after_a_few_asks(stack, root, nats_url, tmp_path):
+    import json
+    import subprocess
+
+    from tests.helpers import LLMBUS, cli_env
+
     port = metrics.serve(0)  # tests: any free port (the CLI's 0 means off)
     before = await anyio.to_thread.run_sync(scrape, port)
     async with stack(TOML) as s:
@@ -84,10 +89,18 @@ async def test_the_metrics_endpoint_is_scraped_after_a_few_asks(stack, root):
                 await anyio.sleep(0.02)
                 after = await anyio.to_thread.run_sync(scrape, port)
 
-        # the same numbers over the bus, without Prometheus (what `llmbus status` shows)
+        # the same numbers over the bus, without Prometheus: `llmbus status`
         fleet = await metrics.fleet(s.client)
         assert fleet["llmbus_asks"][("failover", "pro", "ok")] >= 4
         assert fleet["llmbus_ask_seconds"][("failover",)][0] >= 5
+        config = tmp_path / "llmbus.toml"
+        config.write_text(f'[bus]\nroot = "{root}"\nnats_url = "{nats_url}"\n' + TOML)
+        done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [str(LLMBUS), "status", "--json"], env=cli_env(LLMBUS_CONFIG=str(config)), capture_output=True,
+            text=True, timeout=20))
+        assert done.returncode == 0, done.stderr
+        rows = json.loads(done.stdout)["metrics"]["llmbus_asks"]
+        assert ["failover", "pro", "ok", fleet["llmbus_asks"][("failover", "pro", "ok")]] in rows
 
 
 def test_breaker_and_quality_figures_are_exported():
