@@ -67,7 +67,8 @@ def _health(settings: Settings, common: dict[str, Any]) -> Actor:
     h = settings.health
     config = BreakerConfig(failures_to_open=h.failures_to_open, cooldown_s=h.cooldown_s,
                            successes_to_close=h.successes_to_close)
-    return HealthActor(config=config, providers=list(settings.providers), **common)
+    return HealthActor(config=config, providers=list(settings.providers), alerts=settings.alerts, tiers=settings.tiers,
+                       **common)
 
 
 def _cache(settings: Settings, common: dict[str, Any]) -> Actor:

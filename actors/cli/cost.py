@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal, Optional
 
+import msgspec
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -12,7 +13,7 @@ from rich.table import Table
 from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, YesOpt, confirm, err, group, load_settings, one_request,
                                out, printed_as_json)
 from bus import messages as m
-from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_REPORT
+from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_QUOTAS, COST_REPORT
 
 app = group()
 budget_app = group(help="spending budgets per user or tier", no_args_is_help=True)
@@ -87,9 +88,26 @@ def budget_show(
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Every budget: limit, spent, reserved."""
-    report = one_request(load_settings(ctx, config, nats_url), COST_BUDGETS, m.BudgetQuery(), json_out=json_out)
+    """Every budget: limit, spent, reserved; then every quota ([tiers.<name>.quotas]): used, held, left."""
+    from actors.cli.common import on_fleet, print_json, service
+
+    async def both(client):
+        return await service(COST_BUDGETS, m.BudgetQuery())(client), await service(COST_QUOTAS, m.QuotaQuery())(client)
+
+    report, quotas = on_fleet(load_settings(ctx, config, nats_url), both, json_out=json_out)
+    if json_out and isinstance(report, m.BudgetReport):  # one document: the budgets, and the quotas beside them
+        print_json({**msgspec.to_builtins(report),
+                    "quotas": msgspec.to_builtins(quotas.quotas) if isinstance(quotas, m.QuotaReport) else []})
+        return
     _print_budgets(report, json_out=json_out)
+    if isinstance(quotas, m.QuotaReport) and quotas.quotas:
+        table = Table(title="llmbus quotas")
+        for col in ("tier", "quota", "period", "limit", "used", "held", "left"):
+            table.add_column(col)
+        for q in quotas.quotas:
+            table.add_row(escape(q.tier), q.quota, f"{q.period} {q.stamp}", str(q.limit), str(q.used), str(q.held),
+                          str(q.left))
+        out.print(table)
 
 
 def _print_budgets(report, *, json_out: bool) -> None:

@@ -15,6 +15,7 @@ import typer
 
 from actors.cli import ask, bench, cache, cost, ensembles, evaluate, fleet, health, routing, run, strategy, trace
 from actors.cli import cluster, patterns
+from actors.cli import alerts, images
 from actors.cli import keys
 from actors.cli.common import (AUTH_FLAGS, ConfigOpt, CredsOpt, NatsUserOpt, NkeyOpt, Options, PasswordEnvOpt, TlsCaOpt,
                                TlsCertOpt, TlsKeyOpt, TokenEnvOpt, UrlOpt, VerboseOpt, auth_first, group)
@@ -56,7 +57,8 @@ def shared(
 
 # One module per command group, each with its own ``app``, listed in the order of ``llmbus --help``.
 # A new group is a module and one more entry here.
-COMMANDS = [run, ask, strategy, fleet, health, cost, cache, bench, routing, ensembles, trace, patterns, evaluate, cluster, keys]
+COMMANDS = [run, ask, strategy, fleet, health, cost, cache, bench, routing, ensembles, trace, patterns, evaluate,
+            images, alerts, cluster, keys]
 for command_group in COMMANDS:
     app.add_typer(command_group.app)
 

@@ -41,6 +41,7 @@ from bus.errors import BadRequest
 from bus.streams import Skipped, consume, ensure_events_stream, ensure_kv, retrying
 from bus.subjects import HEALTH_RESET, HEALTH_STATUS, HEALTH_STATUS_EACH
 from actors import metrics
+from actors.health.alerts import AlertWatch
 from actors.pure import breaker as br
 from actors.pure.facts import outcome_problem
 from actors.pure.quantiles import Sketch
@@ -111,10 +112,12 @@ class HealthActor(Actor):
     description = "circuit breakers and provider health"
 
     def __init__(self, *, config: br.BreakerConfig, providers: list[str],
-                 clock: Callable[[], float] = time.time, **kw) -> None:
+                 clock: Callable[[], float] = time.time, alerts=None, tiers: dict | None = None, **kw) -> None:
         super().__init__(**kw)
         self.config = config
         self.clock = clock
+        # [alerts] rules (actors/health/alerts.py); None: no alerts from this health actor
+        self.alerts = AlertWatch(self, alerts, tiers or {}, clock=clock) if alerts is not None and alerts.enabled else None
         self.breakers: dict[str, m.BreakerState] = {p: br.reset(p, 0.0) for p in providers}
         self.metrics: dict[str, Metrics] = {p: Metrics() for p in providers}
         self._dirty: set[str] = set()
@@ -130,7 +133,7 @@ class HealthActor(Actor):
         ]
 
     def background(self):
-        return [self._consume, self._tick, self._flush]
+        return [self._consume, self._tick, self._flush, *([self.alerts.run] if self.alerts else [])]
 
     async def setup(self) -> None:
         await ensure_events_stream(self.nc, self.subjects)
@@ -207,6 +210,8 @@ class HealthActor(Actor):
         after = br.record(live, ok=outcome.ok, kind=outcome.kind, retry_after_s=outcome.retry_after_s,
                           now=now, config=self.config, detail=outcome.detail)
         self.metrics.setdefault(outcome.provider, Metrics()).add(outcome)
+        if self.alerts is not None:
+            self.alerts.outcome(outcome)
         self._dirty.add(outcome.provider)
         await self._store(live, after, now)
 

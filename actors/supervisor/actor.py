@@ -87,6 +87,7 @@ class SupervisorActor(Actor):
     def micro_metadata(self) -> dict[str, str]:
         return {"kind": self.kind, "judge": self.judge_with, "validators": ",".join(n for n, _ in self.validators),
                 "reviews": str(self.reviews), "fallbacks": str(self.fallbacks),
+                "first_reviews": str(self.first_reviews), "first_passes": str(self.first_passes),  # alerts
                 "first_pass_rate": "" if self.first_reviews == 0 else str(self.first_pass_rate())}
 
     async def review(self, req: m.Review, ctx: Context) -> m.Verdict:

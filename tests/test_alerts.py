@@ -1,0 +1,195 @@
+"""Alerts: each rule fires and resolves on a driven scenario (injected clock), the webhook against
+a local HTTP receiver, and a driven alert end to end: health actor → events stream → ``llmbus alerts``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus import messages as m
+from bus.deadline import deadline_in
+from bus.subjects import PROVIDER_COMPLETE
+from actors.fakes.server import Reply, WireServer, json_reply
+from actors.health.alerts import Webhook
+from actors.pure.alerts import BREAKER_OPEN, BUDGET, ERROR_RATE, FALLBACK, QUALITY, Alerts
+from actors.settings import AlertSettings
+from tests.helpers import cli_env, wait_until
+
+RULES = AlertSettings(breaker_open_minutes=5, error_rate_percent=25, error_window_s=300, error_min_calls=10,
+                      fallback_percent=20, fallback_min_asks=10, budget_percent=80, quality_first_pass_percent=60,
+                      quality_min_reviews=10)
+
+
+class Clock:
+    def __init__(self, t: float = 1_764_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def fired(changes):
+    return [(a.rule, a.subject, a.resolved) for a in changes]
+
+
+def test_breaker_open_fires_after_n_minutes_once_and_resolves():
+    clock = Clock()
+    a = Alerts(RULES, clock=clock)
+    a.breaker("p", "open", clock.t)
+    assert a.evaluate() == []
+    clock.t += 4 * 60
+    a.breaker("p", "half_open", clock.t)  # still not closed: the same episode
+    assert a.evaluate() == []
+    clock.t += 2 * 60
+    (alert,) = a.evaluate()
+    assert (alert.rule, alert.subject, alert.severity, alert.resolved) == (BREAKER_OPEN, "p", "critical", False)
+    assert alert.value == pytest.approx(6.0) and alert.since == clock.t - 360
+    clock.t += 60
+    assert a.evaluate() == []  # deduplicated while it lasts
+    a.breaker("p", "closed", clock.t)
+    assert fired(a.evaluate()) == [(BREAKER_OPEN, "p", True)]
+
+
+def test_error_rate_over_a_window_with_a_minimum_of_calls():
+    clock = Clock()
+    a = Alerts(RULES, clock=clock)
+    for i in range(9):
+        a.call("p", ok=i % 2 == 0)
+    assert a.evaluate() == []  # 9 calls: under the minimum
+    a.call("p", ok=False)
+    (alert,) = a.evaluate()
+    assert (alert.rule, alert.value) == (ERROR_RATE, 50.0) and "5 of 10" in alert.message
+    clock.t += 301  # the window slides past them
+    for _ in range(10):
+        a.call("p", ok=True)
+    assert fired(a.evaluate()) == [(ERROR_RATE, "p", True)]
+
+
+def test_fallback_route_share_in_the_window():
+    clock = Clock()
+    a = Alerts(RULES, clock=clock)
+    a.route_totals("pro", "primary", {"primary": 0})
+    clock.t += 10
+    a.route_totals("pro", "primary", {"primary": 9, "backup": 1})
+    assert a.evaluate() == []  # 10 %
+    clock.t += 10
+    a.route_totals("pro", "primary", {"primary": 12, "backup": 8})
+    (alert,) = a.evaluate()
+    assert (alert.rule, alert.subject, alert.value) == (FALLBACK, "pro", 40.0)
+    clock.t += 400  # the old snapshots leave the window: only what came since counts
+    a.route_totals("pro", "primary", {"primary": 40, "backup": 9})
+    assert fired(a.evaluate()) == [(FALLBACK, "pro", True)]
+
+
+def test_budget_spend_share_of_the_limit():
+    clock = Clock()
+    a = Alerts(RULES, clock=clock)
+    a.budget("user:alice:day", 0.5, 1.0)
+    assert a.evaluate() == []
+    a.budget("user:alice:day", 0.85, 1.0)
+    (alert,) = a.evaluate()
+    assert (alert.rule, alert.severity, alert.value) == (BUDGET, "warning", 85.0)
+    a.budget("user:alice:day", 0.0, 1.0)  # a new day
+    assert fired(a.evaluate()) == [(BUDGET, "user:alice:day", True)]
+
+
+def test_quality_first_pass_rate_under_the_threshold():
+    clock = Clock()
+    a = Alerts(RULES, clock=clock)
+    a.review_totals(0, 0)
+    clock.t += 5
+    a.review_totals(10, 5)
+    (alert,) = a.evaluate()
+    assert (alert.rule, alert.subject, alert.value) == (QUALITY, "supervisor", 50.0)
+    clock.t += 400
+    a.review_totals(30, 25)  # the window now holds 20 reviews, 20 passes
+    assert fired(a.evaluate()) == [(QUALITY, "supervisor", True)]
+
+
+@pytest.mark.anyio
+async def test_webhook_retries_server_errors_and_timeouts_then_delivers():
+    alert = m.Alert(rule=ERROR_RATE, subject="p", value=50.0, threshold=25.0, since=1.0, at=2.0)
+    async with WireServer() as receiver:
+        receiver.push(json_reply(503, {"error": "busy"}), Reply(stall=True), json_reply(200, {"ok": True}))
+        hook = Webhook(receiver.url + "/hook", timeout_s=0.5, retries=3)
+        with anyio.fail_after(10):
+            assert await hook.send(alert)
+        assert len(receiver.requests) == 3 and hook.sent == 1
+        body = json.loads(receiver.requests[-1].body)
+        assert body["type"] == "Alert" and body["rule"] == ERROR_RATE and body["subject"] == "p"
+        assert receiver.requests[-1].path == "/hook"
+
+        receiver.push(json_reply(400, {"error": "no"}))  # a client error is not retried
+        assert not await hook.send(alert) and hook.failed == 1 and len(receiver.requests) == 4
+
+
+ALERTS_TOML = """
+[router]
+strategy = "single"
+providers = ["flaky"]
+
+[providers.flaky]
+failures = { unavailable = 1.0 }
+
+[health]
+failures_to_open = 3
+cooldown_s = 3600
+
+[alerts]
+eval_s = 3600
+error_min_calls = 3
+error_window_s = 3600
+breaker_open_minutes = 5
+webhook_url = "{hook}"
+webhook_retries = 0
+"""
+
+
+@pytest.mark.anyio
+async def test_a_driven_alert_reaches_the_events_stream_the_webhook_and_llmbus_alerts(stack, tmp_path: Path):
+    async with WireServer(default=lambda req: json_reply(200, {})) as receiver:
+        toml = ALERTS_TOML.replace("{hook}", receiver.url + "/alerts")
+        async with stack(toml, names=["health", "provider.flaky"]) as s:
+            health = s.actor("health")
+            clock = Clock()
+            health.clock = clock
+            health.alerts.alerts.clock = clock
+            for i in range(3):
+                reply = await s.client.rpc.service(
+                    PROVIDER_COMPLETE, m.Complete(id=f"c{i}", ask_id=f"a{i}", messages=[m.Message(role="user", content="hi")]),
+                    deadline=deadline_in(5000), name="flaky")
+                assert isinstance(reply, m.Failure)
+            await wait_until(lambda: health.breakers["flaky"].state == "open", what="the breaker opened")
+            assert fired(await health.alerts.tick()) == [(ERROR_RATE, "flaky", False)]
+            clock.t += 6 * 60
+            assert fired(await health.alerts.tick()) == [(BREAKER_OPEN, "flaky", False)]
+            assert await health.alerts.tick() == []  # no repeat while it lasts
+            await wait_until(lambda: len(receiver.requests) == 2, what="the webhook got both")
+
+            config = tmp_path / "llmbus.toml"
+            config.write_text(toml)
+            env = cli_env(LLMBUS_ROOT=s.root, LLMBUS_CONFIG=str(config))
+            done = await anyio.to_thread.run_sync(lambda: _llmbus("--nats-url", s.url, "alerts", "--active", "--json", env=env))
+            assert done.returncode == 0, done.stderr
+            shown = json.loads(done.stdout)["alerts"]
+            assert {(a["rule"], a["subject"]) for a in shown} == {(ERROR_RATE, "flaky"), (BREAKER_OPEN, "flaky")}
+
+            clock.t += 3601  # the failures leave the error window; a reset closes the breaker
+            await health.reset(m.HealthReset(provider="flaky"), None)
+            assert sorted(fired(await health.alerts.tick())) == [(BREAKER_OPEN, "flaky", True), (ERROR_RATE, "flaky", True)]
+            done = await anyio.to_thread.run_sync(lambda: _llmbus("--nats-url", s.url, "alerts", "--active", "--json", env=env))
+            assert json.loads(done.stdout)["alerts"] == []
+            done = await anyio.to_thread.run_sync(lambda: _llmbus("--nats-url", s.url, "failures", "--by", "provider",
+                                                                  "--json", env=env))
+            assert json.loads(done.stdout)["counts"] == {"flaky": 3}, done.stdout
+
+
+def _llmbus(*args: str, env: dict[str, str]):
+    import subprocess
+
+    from tests.helpers import LLMBUS
+
+    return subprocess.run([str(LLMBUS), *args], env=env, capture_output=True, text=True, timeout=60)
