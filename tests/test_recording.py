@@ -237,3 +237,42 @@ async def test_consensus_of_three_is_traced_and_replayed_also_with_another_strat
             assert isinstance(other.result, m.Answer) and other.result.text == "Paris." and other.served == {"a": 1}
         finally:
             await nc.close()
+
+
+@pytest.mark.timeout(30)
+async def test_sampling_per_tier(stack, root, nats_url):
+    """``[tiers.<name>] record``: pro records every ask, free only failed ones, the rest (``[record]
+    sampling = "off"``) nothing — the router's recorder decides per ask from its tier."""
+    import anyio
+
+    toml = TOML.replace('sampling = "all"', 'sampling = "off"') + """
+[tiers.pro]
+record = "all"
+
+[tiers.free]
+record = "errors"
+"""
+    async with stack(toml) as s:
+        assert s.settings.recording() == "window"
+        await s.client.ask("no tier", budget_ms=5_000, cache="skip", ask_id="untiered-ok")
+        with pytest.raises(LlmError):
+            await s.client.ask("no tier, failing", budget_ms=5_000, cache="skip", providers=["first"],
+                               ask_id="untiered-failed")
+        await s.client.ask("free", budget_ms=5_000, cache="skip", tier="free", ask_id="free-ok")
+        with pytest.raises(LlmError):
+            await s.client.ask("free, failing", budget_ms=5_000, cache="skip", tier="free", providers=["first"],
+                               ask_id="free-failed")
+        await s.client.ask("pro", budget_ms=5_000, cache="skip", tier="pro", ask_id="pro-ok")
+        nc = await nats.connect(nats_url)
+        try:
+            with anyio.fail_after(5):  # written in order, just after each reply: pro-ok is the last
+                while True:
+                    recs = await recording.read(nc, Subjects(root).record_stream)
+                    tr = recording.build_trace(Subjects(root), "pro-ok", recs, [])
+                    if tr.ask is not None and tr.ask.reply is not None:  # its window's last message
+                        break
+                    await anyio.sleep(0.02)
+            assert {r.ask_id for r in recs} == {"free-failed", "pro-ok"}
+            assert tr.ask.outcome().startswith("ok Answer") and "provider.second.complete" in [c.name for c in tr.calls]
+        finally:
+            await nc.close()
