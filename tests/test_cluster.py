@@ -1,0 +1,85 @@
+"""A cluster of three nats-servers: state is replicated 3 times, actors spread over the servers, and
+an ask still answers after one server is killed (the heavy scenarios: `llmbus bench cluster`)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus.server import NatsCluster, find_binary
+from bus.subjects import Subjects
+
+TOML = """
+[bus]
+replicas = 3
+
+[router]
+strategy = "single"
+providers = ["p"]
+
+[providers.p]
+model = "m-1"
+"""
+
+DEPLOY = Path(__file__).resolve().parent.parent / "docs" / "deploy"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with NatsCluster(3, ready_within_s=20) as c:
+        yield c
+
+
+@pytest.mark.anyio
+async def test_three_servers_kill_one_an_ask_still_answers(cluster, stack):
+    with anyio.fail_after(20):
+        async with stack(TOML, names=["router", "health", "provider.p"], url=cluster.url) as s:
+            urls = {a.nc.connected_url.port for a in s.actors}
+            assert len(urls) == 3  # each actor on its own seed
+            js = s.client.nc.jetstream()
+            info = await js.stream_info(f"KV_{Subjects(s.root).bucket('health')}")
+            assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2
+            # a subscription is flushed to its own server; its peers learn it over the routes a moment
+            # later, so the first ask may meet no responders: the client's retries cover that
+            assert (await s.client.ask("before", budget_ms=5000, retries=5)).text
+            router_port = s.actor("router").nc.connected_url.port
+            victim = next(i for i, srv in enumerate(cluster.servers) if srv.port == router_port)
+            await anyio.to_thread.run_sync(cluster.kill, victim)  # the router's server, SIGKILL
+            answer = await s.client.ask("after", budget_ms=8000, retries=5)
+            assert answer.text
+            assert s.actor("router").nc.connected_url.port != router_port
+        await anyio.to_thread.run_sync(cluster.restart, victim)
+        await anyio.to_thread.run_sync(cluster.wait_ready)
+
+
+@pytest.mark.anyio
+async def test_replicate_raises_replicas_of_a_roots_buckets_without_losing_a_key(cluster, root):
+    import nats
+
+    from bus import cluster as placement
+    from bus.streams import delete_root, ensure_kv
+
+    nc = await nats.connect(cluster.urls)  # a plain connection: what it creates has 1 replica
+    try:
+        with anyio.fail_after(15):
+            kv = await ensure_kv(nc, Subjects(root).bucket("cost"))
+            for i in range(50):
+                await kv.put(f"ledger.{i}", b"%d" % i)
+            done = await placement.replicate(nc, root, 3)
+            assert [(b.replicas, a.replicas, b.messages, a.messages) for b, a in done] == [(1, 3, 50, 50)]
+            assert len(done[0][1].peers) == 3 and all(p.current for p in done[0][1].peers)
+            assert await placement.replicate(nc, root, 3) == []  # nothing left below 3
+            assert (await kv.get("ledger.49")).value == b"49"
+    finally:
+        await delete_root(nc, root)
+        await nc.close()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DEPLOY.glob("*.conf")))
+def test_the_deploy_configs_are_valid_nats_server_configs(name):
+    run = subprocess.run([find_binary(), "-t", "-c", str(DEPLOY / name)], capture_output=True, text=True,
+                         timeout=20, cwd=DEPLOY)
+    assert run.returncode == 0, run.stdout + run.stderr
