@@ -2,6 +2,11 @@
 call answered from the recording (``ReplayProvider``): no keys, no network, no live budgets, cache,
 breakers or ledger (the isolated root has its own, and the router here runs without cost, health
 and cache). Its streams and buckets are deleted afterwards.
+
+A call the recording has no reply for (another strategy asks more providers, or more often) is
+answered ``unavailable`` naming it — or, with ``live=True`` (``llmbus replay --live``), sent to
+that provider of the live fleet (the recorded root), as ``<ask id>-live``: a real call, billed and
+counted there like any other.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from bus import codec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
-from bus.rpc import new_id
+from bus.rpc import Rpc, new_id
 from bus.streams import delete_root
 from bus.subjects import PROVIDER_COMPLETE, Subjects
 from actors import recording
@@ -33,12 +38,14 @@ class ReplayProvider(Actor):
 
     kind = "replay"
 
-    def __init__(self, *, provider: str, replies: dict[str, list[bytes]], **kw) -> None:
+    def __init__(self, *, provider: str, replies: dict[str, list[bytes]], live: Rpc | None = None, **kw) -> None:
         super().__init__(name=f"provider-{provider}", **kw)
         self.provider = provider
         self.replies = replies
+        self.live = live  # the live fleet's root: calls with no recording go there (replay --live)
         self.served: dict[str, int] = {}
         self.missing: dict[str, int] = {}
+        self.went_live: dict[str, int] = {}
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint.serving(PROVIDER_COMPLETE, self.subjects, self.complete, name=self.provider)]
@@ -48,6 +55,12 @@ class ReplayProvider(Actor):
         n = self.served.get(req.ask_id, 0)
         if n >= len(recorded):
             self.missing[req.ask_id] = self.missing.get(req.ask_id, 0) + 1
+            if self.live is not None:
+                self.went_live[req.ask_id] = self.went_live.get(req.ask_id, 0) + 1
+                live = msgspec.structs.replace(req, ask_id=f"{req.ask_id}-live")
+                return await self.live.call(PROVIDER_COMPLETE.subject(self.live.subjects, self.provider), live,
+                                            codec.complete_reply, deadline=ctx.deadline, ask_id=live.ask_id,
+                                            call_id=req.id)
             return m.Failure(kind=m.UNAVAILABLE, message=f"replay: no recorded reply for call {n + 1} "
                                                           f"of {self.provider}", provider=self.provider)
         self.served[req.ask_id] = n + 1
@@ -66,6 +79,7 @@ class Replayed:
     result: m.Answer | m.Failure
     served: dict[str, int] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)  # provider -> calls that had no recording
+    live: dict[str, int] = field(default_factory=dict)  # provider -> of those, calls sent to the live fleet
 
     @property
     def same(self) -> bool:
@@ -97,16 +111,18 @@ def replay_settings(settings: Settings, root: str) -> Settings:
 
 
 async def replay(nc: NATS, url: str, settings: Settings, ask_id: str, *, strategy: str | None = None,
-                 budget_ms: int = 30_000, trace: recording.Trace | None = None) -> Replayed:
+                 budget_ms: int = 30_000, trace: recording.Trace | None = None, live: bool = False) -> Replayed:
     """Replay ``ask_id`` (recorded under ``settings.bus.root``) on the server at ``url``."""
     tr = trace or await recording.trace(nc, Subjects(settings.bus.root), ask_id)
     recording.recorded_ask(tr)  # LookupError when the ask is not in the recording
-    return (await replay_many(nc, url, settings, [tr], strategy=strategy, budget_ms=budget_ms))[0]
+    return (await replay_many(nc, url, settings, [tr], strategy=strategy, budget_ms=budget_ms, live=live))[0]
 
 
 async def replay_many(nc: NATS, url: str, settings: Settings, traces: list[recording.Trace], *,
-                      strategy: str | None = None, budget_ms: int = 30_000, concurrency: int = 64) -> list[Replayed]:
-    """Replay every traced ask through one router under one isolated root, ``concurrency`` at a time."""
+                      strategy: str | None = None, budget_ms: int = 30_000, concurrency: int = 64,
+                      live: bool = False) -> list[Replayed]:
+    """Replay every traced ask through one router under one isolated root, ``concurrency`` at a time
+    (``live``: calls with no recording go to the live fleet's providers, over ``nc``)."""
     from actors.router.actor import Router
     from bus.client import Client
 
@@ -124,7 +140,9 @@ async def replay_many(nc: NATS, url: str, settings: Settings, traces: list[recor
     rs = replay_settings(settings, root)
     common = dict(subjects=Subjects(root), default_budget_ms=rs.bus.default_budget_ms, stop_grace_s=1.0,
                   connect_options=rs.bus.connect_options())
-    providers = [ReplayProvider(provider=name, replies=replies.get(name, {}), **common) for name in rs.providers]
+    live_rpc = await Rpc(nc, Subjects(settings.bus.root)).start() if live else None
+    providers = [ReplayProvider(provider=name, replies=replies.get(name, {}), live=live_rpc, **common)
+                 for name in rs.providers]
     actors = [Router(settings=rs, **common), *providers]
     results: list[m.Answer | m.Failure | None] = [None] * len(found)
     try:
@@ -151,8 +169,11 @@ async def replay_many(nc: NATS, url: str, settings: Settings, traces: list[recor
                     a.stop()
     finally:
         with anyio.CancelScope(shield=True):
+            if live_rpc is not None:
+                await live_rpc.close()
             await delete_root(nc, root)
     return [Replayed(tr.ask_id, root, strategy, recorded, results[i],
                      served={p.provider: p.served[tr.ask_id] for p in providers if tr.ask_id in p.served},
-                     missing={p.provider: p.missing[tr.ask_id] for p in providers if tr.ask_id in p.missing})
+                     missing={p.provider: p.missing[tr.ask_id] for p in providers if tr.ask_id in p.missing},
+                     live={p.provider: p.went_live[tr.ask_id] for p in providers if tr.ask_id in p.went_live})
             for i, (tr, _, recorded) in enumerate(found)]

@@ -3,6 +3,7 @@
     python scripts/replay.py --last 100                       # as recorded
     python scripts/replay.py --since 3600 --strategy failover --strategy consensus
     python scripts/replay.py --last 1000 --json
+    python scripts/replay.py --last 20 --strategy consensus --live   # unrecorded calls to live providers
 
 Each strategy's batch runs through one router under its own isolated root, provider calls answered
 from the recording (``actors.replay.replay_many``). Settings come from ``$LLMBUS_CONFIG`` (or
@@ -34,6 +35,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--since", type=float, default=None, help="asks of the last this many seconds")
     p.add_argument("--strategy", action="append", default=None, help="replay with this strategy (repeatable; "
                    "default: as recorded)")
+    p.add_argument("--live", action="store_true", help="calls with no recording go to the live fleet's providers "
+                   "(real calls, billed); without it they answer unavailable")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p.parse_args(argv)
 
@@ -55,7 +58,7 @@ async def main(args: argparse.Namespace) -> int:
         report = {}
         for strategy in args.strategy or [None]:
             t0 = time.perf_counter()
-            done = await replay_many(nc, settings.bus.url, settings, traces, strategy=strategy)
+            done = await replay_many(nc, settings.bus.url, settings, traces, strategy=strategy, live=args.live)
             changed = [r for r in done if not r.same]
             how: dict[str, int] = {}
             for r in changed:
@@ -65,6 +68,7 @@ async def main(args: argparse.Namespace) -> int:
             report[strategy or "as recorded"] = {
                 "asks": len(done), "changed": len(changed), "how": how, "seconds": round(time.perf_counter() - t0, 3),
                 "missing_calls": sum(sum(r.missing.values()) for r in done),
+                "live_calls": sum(sum(r.live.values()) for r in done),
                 "changed_ids": [r.ask_id for r in changed][:50]}
     finally:
         await nc.close()

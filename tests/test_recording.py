@@ -276,3 +276,22 @@ record = "errors"
             assert tr.ask.outcome().startswith("ok Answer") and "provider.second.complete" in [c.name for c in tr.calls]
         finally:
             await nc.close()
+
+
+@pytest.mark.timeout(30)
+async def test_replay_calls_live_providers_only_with_live(stack, root, nats_url):
+    """An ask recorded through failover (one call, to a) replayed as consensus: b and c have no
+    recording — named and answered unavailable, and sent to the live fleet only with ``live``."""
+    async with stack(THREE) as s:
+        answer = await s.client.ask("capital of France?", budget_ms=5_000, cache="skip", strategy="failover")
+        nc = await nats.connect(nats_url)
+        try:
+            tr = await recording.trace(nc, Subjects(root), answer.id)
+            offline = await replay(nc, nats_url, s.settings, answer.id, strategy="consensus", trace=tr)
+            assert offline.served == {"a": 1} and offline.missing == {"b": 1, "c": 1} and offline.live == {}
+            live = await replay(nc, nats_url, s.settings, answer.id, strategy="consensus", trace=tr, live=True)
+            assert live.served == {"a": 1} and live.live == {"b": 1, "c": 1}
+            assert isinstance(live.result, m.Answer) and live.result.text == "Paris."
+            assert sorted(live.result.providers) == ["a", "b", "c"]
+        finally:
+            await nc.close()

@@ -125,18 +125,21 @@ def replay_cmd(
     ctx: typer.Context,
     ask_id: Annotated[str, typer.Argument(help="the recorded ask's id")],
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="replay with this strategy instead")] = None,
+    live: Annotated[bool, typer.Option("--live", help="calls with no recording go to the live fleet's providers "
+                                                      "(real calls, billed); without it they answer unavailable")] = False,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Re-run a recorded ask through a router under an isolated root, every provider call answered
-    from the recording (no keys, no network); print the result and a diff against the recorded answer."""
+    from the recording (no keys, no network); print the result and a diff against the recorded answer.
+    Calls the recording has no reply for are named; only with --live do they reach live providers."""
     from actors.replay import replay, text_of
 
     settings = load_settings(ctx, config, nats_url)
 
     async def work(client):
-        return await replay(client.nc, settings.bus.url, settings, ask_id, strategy=strategy)
+        return await replay(client.nc, settings.bus.url, settings, ask_id, strategy=strategy, live=live)
 
     try:
         done = on_fleet(settings, work, json_out=json_out)
@@ -145,13 +148,14 @@ def replay_cmd(
         raise typer.Exit(1) from None
     if json_out:
         print_json({"ask_id": ask_id, "strategy": strategy, "same": done.same, "recorded": done.recorded,
-                    "replayed": done.result, "served": done.served, "missing": done.missing, "diff": done.diff()})
+                    "replayed": done.result, "served": done.served, "missing": done.missing, "live": done.live, "diff": done.diff()})
         return
     write_out(text_of(done.result))
     out.print(f"replayed {ask_id} under root {done.root} (strategy {strategy or 'as recorded'}); "
               f"recorded replies served: {done.served or 'none'}", markup=False)
     if done.missing:
-        out.print(f"calls with no recording (answered unavailable): {done.missing}", markup=False)
+        how = f"sent to the live providers: {done.live}" if live else "answered unavailable; --live sends them to the live providers"
+        out.print(f"calls with no recording: {done.missing} ({how})", markup=False)
     out.print("identical to the recorded answer" if done.same else done.diff(), markup=False)
 
 
