@@ -132,3 +132,21 @@ async def test_through_the_router_extraction_is_off_the_loop_and_every_step_is_l
     assert [e["step"] for e in steps] == ["extract", "chunk", "map", "reduce"]
     assert all(e["ask_id"] == answer.id and e["ms"] >= 0 for e in steps)
     assert steps[1]["chunks"] == answer.metadata["map_reduce"]["chunks"] == len(answer.metadata["sources"])
+
+
+async def test_every_shipped_pattern_with_map_reduce(stack, tmp_path):
+    one, two = tmp_path / "a.pdf", tmp_path / "b.md"
+    one.write_bytes(make_pdf([f"Claim {i}: revenue grows {i} percent." for i in range(1, 7)]))
+    two.write_text("# Notes\n\n" + "\n\n".join(f"Note {i}: costs rise {i} percent." for i in range(1, 7)))
+    async with stack(MOCKS) as s:
+        for name, p in sorted(patterns().items()):
+            msgs = [m.Message(role="user", content=[document(one), document(two), m.Text(text="Go.")])]
+            msgs, schema, options = apply(p, msgs, strategy="map_reduce", schema=None)
+            answer = await s.client.ask(msgs, schema=schema, strategy_options=options, budget_ms=8000, cache="skip")
+            assert answer.metadata["map_reduce"]["reducer"] == "r" and len(answer.metadata["sources"]) >= 4, name
+            assert {src["document"] for src in answer.metadata["sources"]} == {"a.pdf", "b.md"}, name
+            if p.schema:  # extract: the reducer answers in the pattern's schema
+                assert isinstance(answer.data, dict) and "entities" in answer.data, name
+            else:
+                assert answer.text.startswith(f"[r] {p.synthesis.splitlines()[0]}"), name
+                assert "revenue grows 6 percent" in answer.text and "costs rise 6 percent" in answer.text, name
