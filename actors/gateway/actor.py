@@ -124,6 +124,7 @@ class GatewayActor(Actor):
         from actors.gateway.app import Gateway
 
         if not is_loopback(self.host) and not self.keys.any():
+            self.stop()  # closing the connection now is ours, not a lost one
             raise ConfigError(f"the gateway refuses to listen on {self.host} without API keys: create one "
                               "(llmbus keys create --user U --tier T) or add [[gateway.keys]], or listen on loopback")
         extra = self.dashboard.routes() if self.dashboard is not None else []

@@ -177,21 +177,31 @@ class Gateway:
     async def _stream_chat(self, request: Request, req: chat.ChatRequest, ask: m.Ask, structured: bool) -> Response:
         rpc = self.client.rpc
         stream = rpc.stream(self.client.subjects.ask_stream, ask, deadline=deadline_in(ask.budget_ms), ask_id=ask.id)
-        # the first item decides the status: a failure before any chunk is a plain error response
-        first = await self.until_disconnect(request, anext(stream))
-        if first is _GONE:
-            return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
-        if type(first) is m.Failure:
-            await stream.aclose()
-            return errors.failure_response(first, ask.id)
+        # The status is sent with the first event: until something would be shown (text, a stage, the
+        # answer), a Failure is still a plain error response with its status.
+        early: list = []
+        while True:
+            item = await self.until_disconnect(request, anext(stream))
+            if item is _GONE:
+                return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
+            if type(item) is m.Failure:
+                await stream.aclose()
+                return errors.failure_response(item, ask.id)
+            early.append(item)
+            if type(item) is not m.Chunk or item.delta or item.stage not in (None, "restart"):
+                break
         ext = req.llmbus or chat.Extension()
         writer = chat.ChunkWriter(ask.id, req.model, structured=structured, buffer=ext.buffer,
                                   include_usage=bool(req.stream_options and req.stream_options.include_usage))
 
         async def events():
-            item = first
             try:
                 yield sse(writer.start())
+                for item in early[:-1]:
+                    out = writer.chunk(item)
+                    if out is not None:
+                        yield sse(out)
+                item = early[-1]
                 while True:
                     kind = type(item)
                     if kind is m.Chunk:

@@ -1,0 +1,285 @@
+"""The HTTP gateway (issue 18): the official ``openai`` client pointed at it (plain, streamed with
+usage, structured output, tools), every error case with its status, virtual keys, the native ask
+protocol, and a client that disconnects cancelling its ask on the bus."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import anyio
+import httpx2
+import msgspec
+import openai
+import pytest
+
+from actors.fakes import openai as oa
+from actors.fakes.server import WireServer
+from actors.gateway import keys as gw_keys
+from actors.gateway.actor import GatewayActor
+from bus import codec
+from bus import messages as m
+from bus.errors import ConfigError
+from bus.subjects import Subjects
+from tests.conftest import make_settings
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+BASE = """
+[router]
+strategy = "failover"
+providers = ["mock"]
+[health]
+failures_to_open = 1000
+[cache]
+enabled = false
+[supervisor]
+enabled = false
+[providers.mock]
+kind = "mock"
+[providers.rate]
+kind = "mock"
+failures = { rate_limited = 1.0 }
+retry_after_s = 7
+[providers.broke]
+kind = "mock"
+failures = { budget_exceeded = 1.0 }
+[providers.down]
+kind = "mock"
+failures = { no_healthy_provider = 1.0 }
+[providers.stall]
+kind = "mock"
+failures = { stall = 1.0 }
+[gateway]
+listen = "127.0.0.1:0"
+max_body_bytes = 4096
+models = { fast = "llmbus/single", m = "mock" }
+"""
+NAMES = ["router", "health", "cost", "provider.mock", "provider.rate", "provider.broke", "provider.down",
+         "provider.stall", "gateway"]
+HELLO = [{"role": "user", "content": "hello gateway"}]
+
+
+def gateway_of(s) -> GatewayActor:
+    return next(a for a in [*s.actors, *s.extra] if isinstance(a, GatewayActor))
+
+
+def openai_client(gw: GatewayActor, key: str = "none") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=20)
+
+
+async def test_plain_chat_and_models(stack):
+    async with stack(BASE, names=NAMES) as s:
+        gw = gateway_of(s)
+        async with openai_client(gw) as client:
+            reply = await client.chat.completions.create(model="llmbus", messages=HELLO, temperature=0.2, max_tokens=50,
+                                                         user="carol")
+            assert reply.object == "chat.completion"
+            assert reply.choices[0].message.content == "[mock] hello gateway"
+            assert reply.choices[0].finish_reason == "stop"
+            assert reply.usage.prompt_tokens > 0 and reply.usage.total_tokens >= reply.usage.prompt_tokens
+            ext = reply.model_extra["llmbus"]
+            assert ext["strategy"] == "failover" and ext["providers"] == ["mock"]
+            assert ext["route"][0]["provider"] == "mock" and ext["stage"] == "final" and ext["ask_id"]
+            # an alias and a provider name route too
+            for model in ("m", "mock", "fast", "llmbus/single"):
+                got = await client.chat.completions.create(model=model, messages=HELLO)
+                assert got.model_extra["llmbus"]["providers"] == ["mock"], model
+            listed = {x.id for x in (await client.models.list()).data}
+        assert {"llmbus", "llmbus/consensus", "mock", "rate", "fast", "m"} <= listed
+        async with httpx2.AsyncClient(base_url=gw.url) as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            assert (await http.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_stream_with_usage_ends_with_done(stack):
+    async with stack(BASE, names=NAMES) as s:
+        gw = gateway_of(s)
+        async with openai_client(gw) as client:
+            stream = await client.chat.completions.create(model="mock", messages=HELLO, stream=True,
+                                                          stream_options={"include_usage": True})
+            chunks = [c async for c in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "[mock] hello gateway"
+        assert all(c.object == "chat.completion.chunk" for c in chunks)
+        assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # really streamed
+        finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finish[-1].choices[0].finish_reason == "stop" and finish[-1].model_extra["llmbus"]["providers"] == ["mock"]
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+        # on the wire: SSE events, the last one [DONE]
+        async with httpx2.AsyncClient(base_url=gw.url) as http:
+            body = {"model": "mock", "messages": HELLO, "stream": True}
+            async with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                raw = b"".join([part async for part in resp.aiter_bytes()])
+        events = [e for e in raw.split(b"\n\n") if e]
+        assert events[-1] == b"data: [DONE]" and all(e.startswith(b"data: ") for e in events)
+
+
+async def test_structured_output(stack):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+              "required": ["city", "days"], "additionalProperties": False}
+    async with stack(BASE, names=NAMES) as s:
+        async with openai_client(gateway_of(s)) as client:
+            reply = await client.chat.completions.create(
+                model="mock", messages=HELLO,
+                response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema, "strict": True}})
+            data = json.loads(reply.choices[0].message.content)
+            assert set(data) == {"city", "days"} and isinstance(data["days"], int)
+            assert reply.model_extra["llmbus"]["data"] == data
+            stream = await client.chat.completions.create(
+                model="mock", messages=HELLO, stream=True,
+                response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema}})
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert json.loads(text) == data  # a structured stream sends the validated data once
+
+
+async def test_tools_and_tool_choice_pass_through(stack, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+    async with WireServer() as server:
+        toml = BASE.replace('providers = ["mock"]', 'providers = ["oa"]') + \
+            f'[providers.oa]\nkind = "openai"\nmodel = "gpt-test"\nbase_url = "{server.url}/v1"\n'
+        async with stack(toml, names=["router", "health", "cost", "provider.oa", "gateway"]) as s:
+            server.push(oa.tool_calls([("get_weather", {"city": "Oslo"})]))
+            async with openai_client(gateway_of(s)) as client:
+                reply = await client.chat.completions.create(
+                    model="oa", messages=[{"role": "user", "content": "weather in Oslo?"}], tools=[weather],
+                    tool_choice={"type": "function", "function": {"name": "get_weather"}})
+            [call] = reply.choices[0].message.tool_calls
+            assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
+            assert reply.choices[0].finish_reason == "tool_calls"
+            [request] = server.requests
+            sent = json.loads(request.body)
+            assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+            assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+
+
+async def test_error_statuses(stack):
+    async with stack(BASE, names=NAMES) as s:
+        gw = gateway_of(s)
+        async with openai_client(gw) as client:
+            async def status_of(**kw) -> openai.APIStatusError:
+                with pytest.raises(openai.APIStatusError) as got:
+                    await client.chat.completions.create(**{"model": "mock", "messages": HELLO, **kw})
+                return got.value
+
+            e = await status_of(model="rate")
+            assert e.status_code == 429 and e.response.headers["retry-after"] == "7" and e.code == m.RATE_LIMITED
+            e = await status_of(model="broke")
+            assert e.status_code == 402 and e.response.headers["x-should-retry"] == "false"
+            e = await status_of(model="broke", stream=True)  # a failure before any text: the same status
+            assert e.status_code == 402
+            e = await status_of(model="rate")  # its breaker is open now (rate limits open it at once)
+            assert e.status_code == 503 and e.code == m.NO_HEALTHY_PROVIDER
+            assert (await status_of(model="down")).status_code == 503
+            e = await status_of(model="stall", extra_body={"llmbus": {"budget_ms": 300}})
+            assert e.status_code == 504 and e.code == m.TIMEOUT
+            e = await status_of(model="nope")
+            assert e.status_code == 404 and e.code == "model_not_found"
+            assert (await status_of(messages=[])).status_code == 400
+            e = await status_of(messages=[{"role": "wizard", "content": "x"}])
+            assert e.status_code == 400 and e.body["param"] == "messages[0].role"
+            assert (await status_of(messages=[{"role": "user", "content": "x" * 5000}])).status_code == 413
+        async with httpx2.AsyncClient(base_url=gw.url) as http:
+            r = await http.post("/v1/chat/completions", content=b"{not json")
+            assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+            r = await http.post("/v1/chat/completions", json={"model": "mock", "messages": "hi"})
+            assert r.status_code == 400 and "$.messages" in r.json()["error"]["message"]
+            assert (await http.get("/v1/nothing")).status_code == 404
+            assert (await http.get("/v1/chat/completions")).status_code == 405
+
+
+async def test_keys_users_revocation_and_rate(stack, monkeypatch):
+    monkeypatch.setenv("GW_TEST_KEY", "llmb-from-config")
+    toml = BASE + '[[gateway.keys]]\nuser = "cfg"\ntier = "pro"\nkey_env = "GW_TEST_KEY"\nrpm = 2\n'
+    async with stack(toml, names=NAMES) as s:
+        gw = gateway_of(s)
+        key, record = await gw_keys.create(s.client.nc, s.client.subjects, user="alice", tier="free")
+        await wait_until(lambda: any(k.user == "alice" for k in gw.keys.stored.values()), what="the key mirrored")
+        async with openai_client(gw, key) as client:
+            reply = await client.chat.completions.create(model="mock", messages=HELLO)
+            assert reply.choices[0].message.content == "[mock] hello gateway"
+        for bad in ("none", "llmb-unknown"):
+            async with openai_client(gw, bad) as client:
+                with pytest.raises(openai.AuthenticationError):
+                    await client.chat.completions.create(model="mock", messages=HELLO)
+        async with httpx2.AsyncClient(base_url=gw.url) as http:
+            assert (await http.get("/v1/models")).status_code == 401  # no key at all
+            assert (await http.get("/healthz")).status_code == 200  # health checks need none
+        assert await gw_keys.revoke(s.client.nc, s.client.subjects, record.id) is not None
+        await wait_until(lambda: all(k.revoked for k in gw.keys.stored.values()), what="the revocation mirrored")
+        async with openai_client(gw, key) as client:
+            with pytest.raises(openai.PermissionDeniedError):
+                await client.chat.completions.create(model="mock", messages=HELLO)
+        async with openai_client(gw, "llmb-from-config") as client:  # rpm = 2: the third is refused
+            for _ in range(2):
+                await client.models.list()
+            with pytest.raises(openai.RateLimitError) as got:
+                await client.models.list()
+            assert int(got.value.response.headers["retry-after"]) >= 1
+
+
+async def test_no_keys_means_loopback_only(nats_url, root):
+    settings = make_settings(BASE.replace('listen = "127.0.0.1:0"', 'listen = "0.0.0.0:0"'), root)
+    actor = GatewayActor(settings=settings, subjects=Subjects(root))
+    with pytest.raises(BaseException) as got:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                await tg.start(actor.run, nats_url)
+    error = got.value
+    while isinstance(error, BaseExceptionGroup):
+        [error] = error.exceptions
+    assert isinstance(error, ConfigError) and "refuses to listen on 0.0.0.0 without API keys" in str(error)
+
+
+async def test_native_asks_and_events(stack):
+    async with stack(BASE, names=NAMES) as s:
+        gw = gateway_of(s)
+        async with httpx2.AsyncClient(base_url=gw.url, timeout=20) as http:
+            r = await http.post("/v1/asks", json={"messages": [{"role": "user", "content": "native hello"}],
+                                                  "providers": ["mock"]})
+            assert r.status_code == 202
+            ask_id = r.json()["id"]
+            async with http.stream("GET", r.json()["events"]) as resp:
+                raw = b"".join([part async for part in resp.aiter_bytes()])
+            events = [e.split(b"\n") for e in raw.split(b"\n\n") if e]
+            kinds = [e[0].removeprefix(b"event: ").decode() for e in events]
+            assert kinds[-1] == "answer" and set(kinds[:-1]) == {"chunk"}
+            answer = codec.decoder(m.Answer).decode(events[-1][1].removeprefix(b"data: "))
+            assert answer.id == ask_id and answer.text == "[mock] native hello"
+            r = await http.post("/v1/asks?wait=true", json={"id": "native-2", "messages": [{"role": "user", "content": "x"}]})
+            assert r.status_code == 200 and r.json()["type"] == "Answer" and r.json()["id"] == "native-2"
+            assert (await http.post("/v1/asks", json={"messages": 3})).status_code == 400
+            assert (await http.get("/v1/asks/unknown/events")).status_code == 404
+
+
+async def _disconnect_cancels(s, body: dict) -> None:
+    gw = gateway_of(s)
+    stall = s.actor("provider.stall")
+    cancels: list[m.Cancel] = []
+
+    async def on_cancel(msg) -> None:
+        cancels.append(codec.cancel.decode(msg.data))
+
+    sub = await s.client.nc.subscribe(s.client.subjects.cancel, cb=on_cancel)
+    await s.client.nc.flush()
+    payload = msgspec.json.encode(body)
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+               f"idempotency-key: gone-1\r\ncontent-length: {len(payload)}\r\n\r\n").encode() + payload
+    with socket.create_connection((gw.host, gw.port)) as conn:
+        conn.sendall(request)
+        await wait_until(lambda: stall.in_flight() > 0, within_s=10, what="the ask reached the provider")
+    # the connection is closed: the gateway cancels the ask, and the provider's work stops
+    await wait_until(lambda: any(c.ask_id == "gone-1" for c in cancels), within_s=10, what="a Cancel on the bus")
+    await wait_until(lambda: stall.in_flight() == 0, within_s=10, what="the stalled call cancelled")
+    await sub.unsubscribe()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_client_disconnect_cancels_the_ask(stack, stream):
+    async with stack(BASE, names=NAMES) as s:
+        await _disconnect_cancels(s, {"model": "stall", "messages": HELLO, "stream": stream,
+                                      "llmbus": {"budget_ms": 30_000}})
