@@ -60,7 +60,7 @@ class TierSettings(_Table, frozen=True, kw_only=True):
     max_cost_usd: float | None = None  # the per-ask ceiling (an ask's own lower one wins)
     fallback_routes: bool = False  # may the routes below be used
     cache: Literal["shared", "dedicated"] = "shared"  # dedicated: namespace "tier-<name>"
-    priority: int = 0  # higher first (reported; admission by priority is left to the runtime)
+    priority: int = 0  # higher first: a full router serves its asks before lower ones (actors.admission)
     options: dict[str, Any] = {}  # the strategy's options for this tier
     routes: list[RouteSettings] = []
     quotas: dict[str, QuotaSettings] = {}  # quota name ("images") -> per period and limit

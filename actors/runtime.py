@@ -49,12 +49,13 @@ from actors import metrics
 from bus import codec
 from bus import messages as m
 from bus.connection import ConnectOptions, connect, rotated
-from bus.deadline import now
+from bus.deadline import alarms, now
 from bus.endpoint import Context, Endpoint, EndpointStatistics
 from bus.errors import Unavailable
 from bus.rpc import Rpc, new_id
 from bus.streams import Skipped
 from bus.subjects import Subjects
+from actors.admission import Queue
 
 log = structlog.get_logger("llmbus.runtime")
 
@@ -69,9 +70,11 @@ class ActorStatistics:
     """A snapshot of an actor's counters (``Actor.statistics()``)."""
 
     in_flight: int  # handler tasks running now
-    rejected: int  # requests refused at admission (answered ``overloaded``)
+    rejected: int  # requests refused at admission (answered ``overloaded``), or shed from its queue
     endpoints: dict[str, EndpointStatistics]  # by endpoint name: "ask", "complete", "stream", …
     skipped_events: int = 0  # poison events a consumer acknowledged and skipped (health, cost)
+    queued: int = 0  # requests waiting for a slot now (``actors.admission``)
+    served_from_queue: int = 0
 
 
 class ConnectionLost(Unavailable):
@@ -92,6 +95,7 @@ class Actor:
         name: str | None = None,
         default_budget_ms: float = 30_000,
         max_concurrency: int = 1024,
+        max_queued: int = 0,
         stop_grace_s: float = 10.0,
         connect_options: ConnectOptions | None = None,
     ) -> None:
@@ -100,6 +104,8 @@ class Actor:
         self.id = new_id()
         self.default_budget_ms = default_budget_ms
         self.max_concurrency = max_concurrency
+        # full: requests of endpoints that rank them wait here, best first (actors.admission)
+        self._queue = Queue(max_queued) if max_queued > 0 else None
         self.stop_grace_s = stop_grace_s
         self.connect_options = connect_options
         self.nc: NATS | None = None
@@ -142,6 +148,8 @@ class Actor:
             rejected=self._rejected,
             endpoints={ep.name: ep.statistics() for ep in self._endpoints},
             skipped_events=self.skipped.count,
+            queued=len(self._queue) if self._queue is not None else 0,
+            served_from_queue=self._queue.served if self._queue is not None else 0,
         )
 
     def in_flight(self, ask_id: str | None = None) -> int:
@@ -225,6 +233,10 @@ class Actor:
             except Exception as exc:  # connection gone: nothing more will arrive anyway
                 self.log.debug("drain_failed", error=str(exc))
         self._serving.clear()
+        if self._queue is not None:  # nothing waiting is started now: another copy may take it
+            for entry in list(self._queue.items):
+                self._queue.remove(entry)
+                await self._answer_waiting(entry, m.Failure(kind=m.UNAVAILABLE, message=f"{self.name} is stopping"))
         tasks = list(self._inflight)
         if tasks:
             self.log.info("actor_draining", in_flight=len(tasks))
@@ -244,11 +256,17 @@ class Actor:
             m.Failure(kind=m.OVERLOADED, message=f"{self.name} is at capacity ({self.max_concurrency} in flight)")
         )
 
+        queue = self._queue
+
         def done(task: asyncio.Task) -> None:
             inflight.pop(task, None)
+            if queue is not None and queue.items:
+                self._start_waiting()
 
         def done_of_ask(task: asyncio.Task) -> None:
             ctx = inflight.pop(task, None)
+            if queue is not None and queue.items:
+                self._start_waiting()
             if ctx is None:
                 return
             tasks = by_ask.get(ctx.ask_id)
@@ -259,15 +277,7 @@ class Actor:
                 if not tasks:
                     del by_ask[ctx.ask_id]
 
-        async def on_msg(msg: Msg) -> None:
-            if len(inflight) >= self.max_concurrency:
-                self._rejected += 1
-                ep.num_requests += 1
-                ep.num_errors += 1
-                if msg.reply:
-                    await nc.publish(msg.reply, overloaded)
-                return
-            ctx = ep.context(msg, now(), self.default_budget_ms)
+        def start(msg: Msg, ctx: Context) -> None:
             task = loop.create_task(ep.handle(nc, msg, ctx))
             inflight[task] = ctx
             ask_id = ctx.ask_id
@@ -283,13 +293,79 @@ class Actor:
                 by_ask[ask_id] = {tasks, task}
             task.add_done_callback(done_of_ask)
 
+        async def on_msg(msg: Msg) -> None:
+            if len(inflight) >= self.max_concurrency:
+                if queue is not None and ep.priority is not None and msg.reply:
+                    await self._wait_for_slot(ep, msg, start)
+                    return
+                self._rejected += 1
+                ep.num_requests += 1
+                ep.num_errors += 1
+                if msg.reply:
+                    await nc.publish(msg.reply, overloaded)
+                return
+            start(msg, ep.context(msg, now(), self.default_budget_ms))
+
         return on_msg
+
+    # --- the queue of a full actor (actors.admission) -------------------------------------------
+    async def _wait_for_slot(self, ep: Endpoint, msg: Msg, start: Callable[[Msg, Context], None]) -> None:
+        ctx = ep.context(msg, now(), self.default_budget_ms)  # its deadline runs from its arrival
+        try:
+            priority = int(ep.priority(msg))
+        except Exception:  # undecodable: the handler will say so when its turn comes
+            priority = 0
+        entry, refused = self._queue.offer(ep, msg, ctx, priority)
+        if entry is not None:
+            entry.start = start  # how a slot that frees starts it (the endpoint's dispatcher)
+            entry.timer = alarms(asyncio.get_running_loop()).at(ctx.deadline, self._expire_waiting, entry)
+        if refused is not None:
+            if refused.timer is not None:
+                alarms(asyncio.get_running_loop()).cancel(refused.timer)
+            await self._answer_waiting(refused, m.Failure(
+                kind=m.OVERLOADED, retry_after_s=self._queue.retry_after_s(),
+                message=f"{self.name} is at capacity ({self.max_concurrency} in flight, {len(self._queue)} "
+                        f"waiting, none below priority {refused.priority})"))
+
+    def _start_waiting(self) -> None:
+        """A slot freed: start the best request waiting (from a handler's done callback)."""
+        queue = self._queue
+        clock = None
+        while queue.items and len(self._inflight) < self.max_concurrency:
+            entry = queue.pop()
+            if entry.timer is not None:
+                clock = clock or alarms(asyncio.get_running_loop())
+                clock.cancel(entry.timer)
+            entry.start(entry.msg, entry.ctx)
+
+    def _expire_waiting(self, entry) -> None:
+        if self._queue.remove(entry):
+            asyncio.get_running_loop().create_task(self._answer_waiting(
+                entry, m.Failure(kind=m.TIMEOUT, message=f"{self.name}: waited for a slot until the deadline")))
+
+    async def _answer_waiting(self, entry, failure: m.Failure) -> None:
+        self._rejected += failure.kind == m.OVERLOADED
+        entry.ep.num_requests += 1
+        entry.ep.num_errors += 1
+        entry.ep.last_error = f"{failure.kind}: {failure.message}"
+        if not self.nc.is_closed:
+            try:
+                await self.nc.publish(entry.msg.reply, codec.encode(failure))
+            except Exception as exc:  # closed or reconnecting: the caller's deadline answers
+                self.log.debug("reply_not_sent", error=str(exc))
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:
             cancel = codec.cancel.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
+        if self._queue is not None and self._queue.items:  # waiting for a slot: answered now
+            for entry in self._queue.of_ask(cancel.ask_id):
+                if (cancel.call_id is None or cancel.call_id == entry.ctx.call_id) and self._queue.remove(entry):
+                    alarms(asyncio.get_running_loop()).cancel(entry.timer)
+                    await self._answer_waiting(entry, m.Failure(
+                        kind=m.TIMEOUT if cancel.deadline else m.CANCELLED,
+                        message=cancel.reason or "cancelled by request"))
         tasks = self._inflight_by_ask.get(cancel.ask_id)
         if tasks is None:
             return

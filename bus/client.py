@@ -146,6 +146,7 @@ class Client:
         stream: bool = False,
         preset: str | None = None,
         files: Sequence[str | os.PathLike[str]] = (),
+        priority: int | None = None,
     ) -> m.Ask:
         """The ``Ask`` that ``ask`` and ``stream`` send (see ``ask`` for the arguments); raises
         ``BadRequest`` for a budget that is not above 0."""
@@ -172,6 +173,7 @@ class Client:
             max_cost_usd=max_cost_usd,
             cache_namespace=cache_namespace,
             strategy_options=strategy_options or {},
+            priority=priority,
         )
 
     async def ask(
@@ -197,6 +199,7 @@ class Client:
         retries: int = 0,
         preset: str | None = None,
         files: Sequence[str | os.PathLike[str]] = (),
+        priority: int | None = None,
     ) -> m.Answer:
         """Ask the fleet and wait for the final Answer; raise the Failure's exception otherwise.
 
@@ -215,6 +218,7 @@ class Client:
         preset: a routing preset (``config/presets/<name>.toml``: fast, cheap, balanced, reliable);
             sets ``labels["preset"]``, like ``llmbus ask --preset``.
         files: paths attached as Document parts (PDF, DOCX, HTML, Markdown, text), like ``--file``.
+        priority: who is served first when a router is full (higher first); None: the tier's.
         ask_id: the idempotency key (default: a new id); retries: resend it on no-responders or a
             retryable failure while budget remains.
         """
@@ -222,7 +226,7 @@ class Client:
                              tools=tools, tier=tier, user=user, params=params, model=model, cache=cache,
                              cache_namespace=cache_namespace, budget_ms=budget_ms, labels=labels,
                              max_cost_usd=max_cost_usd, strategy_options=strategy_options, ask_id=ask_id,
-                             preset=preset, files=files)
+                             preset=preset, files=files, priority=priority)
         reply = await self.send(request, deadline=deadline_in(budget_ms), retries=retries)
         if isinstance(reply, m.Failure):
             raise error_for(reply)

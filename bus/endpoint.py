@@ -134,6 +134,9 @@ class Endpoint:
     queue: str = ""
     # a streaming endpoint's handler is an async generator: Chunks, then one final reply
     streaming: bool = False
+    # how to rank a request when the actor is full and has a queue (``actors.admission``): higher
+    # is served first; None: a full actor refuses this endpoint's requests at once
+    priority: Callable[[Msg], int] | None = None
     # statistics for NATS micro $SRV.STATS
     num_requests: int = 0
     num_errors: int = 0

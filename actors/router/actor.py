@@ -18,6 +18,7 @@ import asyncio
 
 import msgspec
 
+from bus import codec
 from bus import messages as m
 from bus import names
 from actors import metrics
@@ -76,6 +77,7 @@ class Router(Actor):
 
     def __init__(self, *, settings: Settings, **kw) -> None:
         kw.setdefault("max_concurrency", settings.router.max_concurrency)
+        kw.setdefault("max_queued", settings.router.max_queued)  # full: asks wait, best priority first
         kw.setdefault("default_budget_ms", settings.bus.default_budget_ms)
         kw.setdefault("stop_grace_s", settings.bus.stop_grace_s)
         super().__init__(**kw)
@@ -146,9 +148,12 @@ class Router(Actor):
                 view.mirror.restart()  # the server may have lost the watch's ephemeral consumer
 
     def endpoints(self) -> list[Endpoint]:
+        asks = Endpoint.serving(ASK, self.subjects, self._serve_ask)
+        streams = Endpoint.serving(ASK_STREAM, self.subjects, self._serve_stream)
+        asks.priority = streams.priority = self.priority_of  # a full router serves the higher first
         return [
-            Endpoint.serving(ASK, self.subjects, self._serve_ask),
-            Endpoint.serving(ASK_STREAM, self.subjects, self._serve_stream),
+            asks,
+            streams,
             Endpoint.serving(CONTROL_STRATEGY, self.subjects, self.choice.serve),
             Endpoint.serving(CONTROL_EXPERIMENT, self.subjects, self.experiments.serve),
         ]
@@ -195,6 +200,15 @@ class Router(Actor):
             if self.fleet.waiting:  # other routers wait for this ask's result (a retry reached them)
                 await self.fleet.finished(ask.id, result, kept)
         return result if kept is None else Encoded(result, kept)
+
+    def priority_of(self, msg) -> int:
+        """An ask's rank when this router is full (``actors.admission``): ``Ask.priority``, else its
+        tier's ``priority``, else 0. Decoded only then: a router with room never pays for it."""
+        ask = codec.ask.decode(msg.data)
+        if ask.priority is not None:
+            return ask.priority
+        tier = self.settings.tiers.get(ask.tier) if ask.tier is not None else None
+        return tier.priority if tier is not None else 0
 
     def _serve_stream(self, ask: m.Ask, ctx: Context):
         return serve_stream(self, ask, ctx)
