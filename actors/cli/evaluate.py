@@ -1,4 +1,5 @@
-"""``llmbus eval DATASET.jsonl --strategy a --strategy b``: a labelled dataset through strategies (live).
+"""``llmbus eval DATASET.jsonl --strategy a --strategy b``: a labelled dataset through strategies, live
+or ``--from-recordings``.
 
 Each line: ``{"prompt": "..."}`` or ``{"messages": [...]}``, an optional ``"schema"``, and either
 ``"label"`` (compared with the answer's text, trimmed, case-insensitive) or ``"expected"``
@@ -6,6 +7,14 @@ Each line: ``{"prompt": "..."}`` or ``{"messages": [...]}``, an optional ``"sche
 field, and of the label), coverage (answered / asks), latency p50/p95, cost and calls per ask.
 ``config/eval_example.jsonl`` is a small dataset for the mock providers (a canned mock answering
 "positive" is right on 6 of its 10 lines).
+
+``--from-recordings``: no live asks. Each line is matched to the newest recorded ask with the same
+messages (and schema) — record a live run first (``[record] sampling = "all"``, ``llmbus eval``) —
+and replayed through each strategy (``actors.replay.replay_many``: one isolated router per
+strategy, provider replies from the recording). Lines with no recording count against coverage
+(``recorded``); calls a strategy makes that were never recorded answer ``unavailable``
+(``missing_calls``), or go to the live providers with ``--live``. Latency and cost are not
+reported from recordings (recorded replies are served at once; the replay router prices nothing).
 """
 
 from __future__ import annotations
@@ -71,6 +80,53 @@ def score(items: list[dict], replies: list, took_ms: list[float]) -> dict:
     }
 
 
+def prompt_key(messages: list, schema: dict | None) -> str:
+    """What a dataset line and a recorded Ask are matched on: their messages and schema."""
+    import msgspec
+
+    norm = [[x["role"], x["content"]] if isinstance(x, dict) else [x.role, msgspec.to_builtins(x.content)]
+            for x in messages]
+    return json.dumps([norm, schema], sort_keys=True, separators=(",", ":"))
+
+
+def item_key(item: dict) -> str:
+    messages = item.get("messages") or [{"role": "user", "content": item["prompt"]}]
+    return prompt_key(messages, item.get("schema"))
+
+
+async def from_recordings(client, settings, items: list[dict], strategies: list[str | None], *,
+                          since_s: float | None = None, live: bool = False, budget_ms: int = 30_000,
+                          url: str | None = None) -> dict:
+    """The report of ``items`` replayed from the recording through each strategy (see the module)."""
+    from actors import recording
+    from actors.replay import replay_many
+    from bus.subjects import Subjects
+
+    subjects = Subjects(settings.bus.root)
+    records = await recording.read(client.nc, subjects.record_stream, since_s=since_s)
+    newest: dict[str, recording.Trace] = {}
+    for tr in recording.build_traces(subjects, records).values():  # oldest first: the newest wins
+        if tr.ask is None or tr.ask.reply is None:
+            continue
+        try:
+            ask, _ = recording.recorded_ask(tr)
+        except Exception:  # noqa: BLE001 — a recording this version cannot read is no match
+            continue
+        newest[prompt_key(ask.messages, ask.schema)] = tr
+    found = [newest.get(item_key(item)) for item in items]
+    chosen = [tr for tr in found if tr is not None]
+    report = {}
+    for name in strategies:
+        done = iter(await replay_many(client.nc, url or settings.bus.url, settings, chosen, strategy=name,
+                                      budget_ms=budget_ms, live=live)) if chosen else iter(())
+        runs = [next(done) if tr is not None else None for tr in found]
+        r = score(items, [run.result if run is not None else None for run in runs], [])
+        r.update(recorded=len(chosen), missing_calls=sum(sum(run.missing.values()) for run in runs if run),
+                 live_calls=sum(sum(run.live.values()) for run in runs if run))
+        report[name or "as recorded"] = r
+    return report
+
+
 @app.command("eval")
 def eval_cmd(
     ctx: typer.Context,
@@ -79,18 +135,28 @@ def eval_cmd(
                                                                              "default: the fleet's)")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 16,
     budget_ms: Annotated[int, typer.Option("--budget-ms", min=1)] = 30_000,
+    recorded: Annotated[bool, typer.Option("--from-recordings", help="replay the recorded asks of these lines "
+                                                                    "instead of asking live")] = False,
+    since: Annotated[Optional[float], typer.Option("--since", help="with --from-recordings: only recordings of "
+                                                                   "the last this many seconds")] = None,
+    live: Annotated[bool, typer.Option("--live", help="with --from-recordings: calls with no recording go to "
+                                                      "the live providers")] = False,
     json_out: JsonOpt = False,
     nats_url: UrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Run a labelled dataset through each strategy (live) and report accuracy per field, coverage,
-    latency p50/p95, cost and calls per ask."""
+    """Run a labelled dataset through each strategy (live, or --from-recordings) and report accuracy
+    per field, coverage, latency p50/p95, cost and calls per ask."""
     from bus import messages as m
     from bus.deadline import deadline_in
 
     items = load_dataset(dataset)
     settings = load_settings(ctx, config, nats_url)
     strategies = strategy or [None]
+
+    async def replayed(client):
+        return await from_recordings(client, settings, items, strategies, since_s=since, live=live,
+                                     budget_ms=budget_ms)
 
     async def work(client):
         report = {}
@@ -116,17 +182,23 @@ def eval_cmd(
             report[name or "default"] = score(items, replies, took)
         return report
 
-    report = on_fleet(settings, work, json_out=json_out)
+    report = on_fleet(settings, replayed if recorded else work, json_out=json_out)
     if json_out:
         print_json(report)
         return
     fields = sorted({f for r in report.values() for f in r["accuracy"]})
-    table = Table(title=f"llmbus eval — {escape(dataset.name)}, {len(items)} asks")
+    how = " — from recordings" if recorded else ""
+    table = Table(title=f"llmbus eval — {escape(dataset.name)}, {len(items)} asks{how}")
     for col in ("strategy", *(f"acc {f}" for f in fields), "coverage", "p50 ms", "p95 ms", "cost/ask", "calls/ask"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for name, r in report.items():
         table.add_row(escape(name), *(f"{r['accuracy'][f]:.0%}" if f in r["accuracy"] else "—" for f in fields),
-                      f"{r['coverage']:.0%}", str(r["p50_ms"]), str(r["p95_ms"]),
+                      f"{r['coverage']:.0%}", str(r["p50_ms"] or "—"), str(r["p95_ms"] or "—"),
                       "—" if r["cost_per_ask_usd"] is None else f"${r['cost_per_ask_usd']:.6f}",
                       str(r["calls_per_ask"]))
     out.print(table)
+    for name, r in report.items() if recorded else ():
+        missing = r["missing_calls"]
+        out.print(f"{name}: {r['recorded']} of {len(items)} lines had a recording; {missing} calls had none"
+                  + (f" ({r['live_calls']} sent live)" if live else " (answered unavailable; --live sends them)" if missing else ""),
+                  markup=False)
