@@ -35,6 +35,7 @@ SKIPPED = ("cancelled",)  # a loser the strategy stopped is not a choice that fa
 class ProviderView:
     name: str
     configured: bool = False
+    missing_key: str | None = None  # the unset API key variable (here): its actor does not run
     state: str = "unknown"  # until the health KV or report says
     reason: str = ""
     detail: str = ""
@@ -58,7 +59,7 @@ class ProviderView:
             rate, basis = self.successes / self.calls, "since start"
         else:
             rate, basis = None, ""
-        return {"name": self.name, "configured": self.configured, "state": self.state, "reason": self.reason,
+        return {"name": self.name, "configured": self.configured, "missing_key": self.missing_key, "state": self.state, "reason": self.reason,
                 "detail": self.detail, "retry_in_s": round(max(0.0, self.open_until - now), 1) if self.state == "open" else None,
                 "changed_at": self.changed_at, "success_rate": None if rate is None else round(rate, 4),
                 "rate_basis": basis, "calls": self.calls, "window_calls": window,
@@ -86,10 +87,13 @@ def route_of(answer_route: list[m.Step]) -> tuple[str, bool]:
 
 
 class Board:
-    def __init__(self, providers: list[str], tier_routes: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, providers: list[str], tier_routes: dict[str, list[str]] | None = None,
+                 missing_keys: dict[str, str] | None = None) -> None:
         self.tier_routes = tier_routes or {}  # tier -> its fallback routes' names, in order
         self.route_uses: Counter = Counter()  # (tier, route name) -> answers
-        self.providers: dict[str, ProviderView] = {p: ProviderView(p, configured=True) for p in providers}
+        missing = missing_keys or {}
+        self.providers: dict[str, ProviderView] = {p: ProviderView(p, configured=True, missing_key=missing.get(p))
+                                                   for p in providers}
         self.strategies: dict[str, StrategyView] = {}
         self.failures: deque = deque(maxlen=FAILURES_KEPT)
         self.routes: Counter = Counter()  # provider fallback chains taken
@@ -138,6 +142,8 @@ class Board:
         return moved
 
     def outcome(self, o: m.Outcome) -> None:
+        if o.kind == m.CANCELLED:  # a loser the strategy stopped (a hedge, a quorum reached): no verdict
+            return
         self._provider(o.provider).recent.append((o.at, o.ok, o.latency_ms, o.kind))
         self._changed()
 
@@ -158,7 +164,7 @@ class Board:
         meta = metadata or {}
         if isinstance(meta.get("route_name"), str):
             self.route_uses[(str(meta.get("tier") or "-"), meta["route_name"])] += 1
-        line, fell_back = route_of(route)
+        line, fell_back = route_of(route) if not cached else ("", False)  # a cached answer made no call
         if line:
             self.answers += 1
             if fell_back:

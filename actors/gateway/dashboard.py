@@ -106,8 +106,10 @@ class Dashboard:
         self.guard = guard
         self.clock = clock
         tiers = getattr(settings, "tiers", {}) or {}
+        missing = {name: p.missing_key() for name, p in settings.providers.items()}
         self.board = Board(list(settings.providers),
-                           {name: [r.name for r in t.routes] for name, t in tiers.items() if t.fallback_routes})
+                           {name: [r.name for r in t.routes] for name, t in tiers.items() if t.fallback_routes},
+                           {name: env for name, env in missing.items() if env})
         self.strategies: m.StrategyReport | None = None  # the routers' default and per-tier strategies
         self.viewers = 0  # open SSE streams
         self._looked = -LINGER_S  # monotonic time of the last state read
