@@ -62,6 +62,28 @@ def test_bad_documents_name_the_file_and_the_reason(data, name, reason):
     assert name in str(exc.value) and reason in str(exc.value)
 
 
+def test_a_truncated_or_damaged_pdf_is_a_document_error_never_a_crash():
+    import random
+
+    pdf = make_pdf(["Revenue grew 12 percent", "Costs fell", "Third page"])
+    for cut in (len(pdf) // 4, len(pdf) // 2, len(pdf) - 40):  # a download cut short
+        with pytest.raises(DocumentError, match="cut.pdf: not a readable PDF"):
+            extract(pdf[:cut], name="cut.pdf")
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(60):  # bytes flipped anywhere: pages read, or a DocumentError naming the file
+        data = bytearray(pdf)
+        for _ in range(rng.randrange(1, 30)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            extract(bytes(data), name="flip.pdf")
+            outcomes.add("read")
+        except DocumentError as exc:
+            assert "flip.pdf" in str(exc)
+            outcomes.add("refused")
+    assert "refused" in outcomes
+
+
 def test_encrypted_pdf_is_refused():
     with pytest.raises(DocumentError, match="secret.pdf: the PDF is encrypted"):
         extract(make_encrypted_pdf(), name="secret.pdf")
