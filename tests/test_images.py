@@ -149,3 +149,53 @@ def pricing_file(tmp_path):
     path = tmp_path / "pricing.toml"
     path.write_text('[mock."m-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "test"\n')
     return str(path)
+
+
+# --- the real SDKs against the loopback wire server -------------------------------------------------
+
+from actors.fakes import gemini as ge  # noqa: E402
+from actors.fakes import openai as oa  # noqa: E402
+from actors.fakes.server import WireServer  # noqa: E402
+
+ADAPTERS = {
+    "openai": ("/v1", oa.images, "/v1/images/generations", "gpt-image-1"),
+    "gemini": ("", ge.image_response, ":generateContent", "gemini-2.5-flash-image"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", list(ADAPTERS))
+async def test_adapter_images_through_the_sdk(stack, monkeypatch, kind):
+    suffix, body, path, model = ADAPTERS[kind]
+    monkeypatch.setenv("WIRE_IMAGE_KEY", "sk-wire-image-secret")
+    png = render_placeholder("a beach at sunset", "256x256")
+    async with WireServer() as wire:
+        toml = f"""
+[providers.p]
+kind = "{kind}"
+model = "chat-model"
+image_model = "{model}"
+base_url = "{wire.url}{suffix}"
+api_key_env = "WIRE_IMAGE_KEY"
+"""
+        async with stack(toml, names=["provider.p"]) as s:
+            s.actor("p").inline_max_bytes = 1000  # the PNG goes through the object store
+            wire.push(body([png]))
+            req = m.ImageRequest(id="c1", ask_id="a1", prompt="a beach at sunset", size="1024x1024",
+                                 style={"quality": "low"})
+            got = await s.client.rpc.service(PROVIDER_IMAGE, req, deadline=deadline_in(10_000), name="p")
+            assert isinstance(got, m.ImageResult), got
+            assert got.model.startswith(model) and got.provider == "p" and got.usage.output_tokens > 0
+            assert got.images[0].ref is not None and await s.client.image_bytes(got) == [png]
+            sent = wire.requests[-1]
+            assert path in sent.path and "sk-wire-image-secret" not in got.model
+            wire_body = sent.json()
+            if kind == "openai":
+                assert (wire_body["model"], wire_body["n"], wire_body["quality"]) == (model, 1, "low")
+            else:
+                assert wire_body["generationConfig"]["responseModalities"] == ["TEXT", "IMAGE"]
+                assert wire_body["generationConfig"]["imageConfig"]["aspectRatio"] == "1:1"
+
+            wire.push((oa.rate_limited if kind == "openai" else ge.rate_limited)())
+            limited = await s.client.rpc.service(PROVIDER_IMAGE, req, deadline=deadline_in(10_000), name="p")
+            assert isinstance(limited, m.Failure) and limited.kind == m.RATE_LIMITED and limited.retry_after_s

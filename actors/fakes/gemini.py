@@ -247,3 +247,23 @@ def function_calls(calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> Reply:
         "role": "model",
     }
     return json_reply(200, data)
+
+
+# --- images: Gemini image output through :generateContent -------------------------------------
+# API reference "Image generation" (generationConfig.responseModalities ["TEXT", "IMAGE"],
+# imageConfig.aspectRatio); the image comes back as a part {inlineData: {mimeType, data (base64)}};
+# SDK: google/genai/types.py Part.inline_data (Blob: mime_type, data bytes), models.py
+# _Part_from_mldev. Imagen's :predict is Vertex-only in this SDK (models.py _generate_images).
+
+
+def image_response(pngs: list[bytes], *, text: str | None = None, model: str = "gemini-2.5-flash-image",
+                   prompt_tokens: int = 9, image_tokens: int = 1290) -> Reply:
+    import base64
+
+    parts: list[dict[str, Any]] = [{"text": text}] if text else []
+    parts += [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(p).decode()}} for p in pngs]
+    usage = _usage(prompt_tokens, image_tokens * len(pngs), None)
+    usage["candidatesTokensDetails"] = [{"modality": "IMAGE", "tokenCount": image_tokens * len(pngs)}]
+    return json_reply(200, {"candidates": [{"index": 0, "content": {"parts": parts, "role": "model"},
+                                            "finishReason": "STOP"}],
+                            "usageMetadata": usage, "modelVersion": model, "responseId": wire_id("resp")})

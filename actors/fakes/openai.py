@@ -222,3 +222,34 @@ def tool_calls(calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> Reply:
         for name, args in calls
     ]
     return json_reply(200, body, {"x-request-id": wire_id("req_")})
+
+
+# --- images: POST /v1/images/generations -------------------------------------------------------
+# API reference "Images > Create image" (ImagesResponse: created, data[{b64_json | url,
+# revised_prompt}], usage{input_tokens, input_tokens_details{text_tokens, image_tokens},
+# output_tokens, total_tokens} for GPT Image models, output_format, size, quality); SDK types
+# openai/types/images_response.py (ImagesResponse, Usage), openai/types/image.py (Image).
+
+
+def images(pngs: list[bytes], *, size: str = "1024x1024", quality: str = "medium", prompt_tokens: int = 9,
+           image_tokens: int = 1056, revised_prompt: str | None = None) -> Reply:
+    import base64
+
+    data = []
+    for png in pngs:
+        item: dict[str, Any] = {"b64_json": base64.b64encode(png).decode()}
+        if revised_prompt is not None:
+            item["revised_prompt"] = revised_prompt
+        data.append(item)
+    return json_reply(200, {
+        "created": int(time.time()), "data": data, "background": "opaque", "output_format": "png",
+        "quality": quality, "size": size,
+        "usage": {"input_tokens": prompt_tokens,
+                  "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": 0},
+                  "output_tokens": image_tokens * len(pngs), "total_tokens": prompt_tokens + image_tokens * len(pngs)},
+    })
+
+
+def image_urls(urls: list[str]) -> Reply:
+    """dall-e models with ``response_format="url"``: data[{url, revised_prompt}], no usage."""
+    return json_reply(200, {"created": int(time.time()), "data": [{"url": u, "revised_prompt": "r"} for u in urls]})

@@ -87,6 +87,10 @@ class GeminiProvider(RemoteProvider):
         options = types.HttpOptions(base_url=self.config.base_url, retry_options=types.HttpRetryOptions(attempts=1))
         return genai.Client(api_key=key, http_options=options)
 
+    async def image(self, request: m.ImageRequest, ctx) -> m.ImageResult:
+        """``<root>.provider.<name>.image`` (``actors/providers/images.py`` serves it)."""
+        return await generate_image(self, request, ctx.remaining_s())
+
     def _args(self, request: m.Complete, messages: list[m.Message], timeout_s: float) -> dict[str, Any]:
         system, contents = to_gemini(messages)
         config: dict[str, Any] = {
@@ -138,3 +142,51 @@ class GeminiProvider(RemoteProvider):
             finish = _finish(chunk) or finish
         if finish is not None:
             yield Reply(text="".join(text), usage=_usage(usage), finish_reason=finish, model=model)
+
+
+IMAGE_MODEL = "gemini-2.5-flash-image"
+_RATIOS = {"1:1": 1.0, "3:4": 0.75, "4:3": 4 / 3, "9:16": 9 / 16, "16:9": 16 / 9, "2:3": 2 / 3, "3:2": 1.5}
+
+
+def aspect_ratio(size: str) -> str:
+    """The supported aspect ratio nearest to ``"WxH"``."""
+    w, _, h = size.partition("x")
+    want = int(w) / int(h)
+    return min(_RATIOS, key=lambda r: abs(_RATIOS[r] - want))
+
+
+async def generate_image(provider: GeminiProvider, request: m.ImageRequest, timeout_s: float) -> m.ImageResult:
+    """Gemini image output: ``generate_content`` with ``response_modalities=["TEXT", "IMAGE"]`` and
+    the nearest aspect ratio; each image is an ``inline_data`` part. One call per image asked for."""
+    import asyncio as _asyncio
+
+    from bus.errors import ContentFiltered, InvalidOutput
+
+    model = request.model or provider.config.image_model or IMAGE_MODEL
+    hints = "; ".join(f"{k}: {v}" for k, v in request.style.items())
+    prompt = f"{request.prompt}\n\nStyle — {hints}" if hints else request.prompt
+    config = {"response_modalities": ["TEXT", "IMAGE"], "image_config": {"aspect_ratio": aspect_ratio(request.size)},
+              "http_options": {"timeout": max(1, int(timeout_s * 1000))}}
+
+    async def one():
+        try:
+            return await provider.client.aio.models.generate_content(model=model, contents=prompt, config=config)
+        except Exception as exc:
+            raise provider.failure_for(exc) from None
+
+    responses = await _asyncio.gather(*(one() for _ in range(request.count)))
+    pictures, usage = [], m.TokenUsage()
+    for resp in responses:
+        parts = (resp.candidates[0].content.parts or []) if resp.candidates and resp.candidates[0].content else []
+        found = [p.inline_data for p in parts if p.inline_data is not None and p.inline_data.data]
+        if not found:
+            if _finish(resp) == CONTENT_FILTERED:
+                raise ContentFiltered(f"{provider.provider}: the image was blocked by a safety filter", provider=provider.provider)
+            raise InvalidOutput(f"{provider.provider}: the answer held no image", provider=provider.provider)
+        pictures += [m.Picture(media_type=b.mime_type or "image/png", data=b.data) for b in found]
+        u = _usage(resp.usage_metadata)
+        usage = m.TokenUsage(input_tokens=usage.input_tokens + u.input_tokens, output_tokens=usage.output_tokens + u.output_tokens)
+    return m.ImageResult(id=request.id, ask_id=request.ask_id, provider=provider.provider,
+                         model=responses[0].model_version or model, images=pictures[: request.count] or pictures,
+                         size=request.size, usage=usage)
+

@@ -136,6 +136,10 @@ class OpenAIProvider(RemoteProvider):
 
         return AsyncOpenAI(api_key=key, base_url=self.config.base_url, max_retries=0)
 
+    async def image(self, request: m.ImageRequest, ctx) -> m.ImageResult:
+        """``<root>.provider.<name>.image`` (``actors/providers/images.py`` serves it)."""
+        return await generate_image(self, request, ctx.remaining_s())
+
     def _args(self, request: m.Complete, messages: list[m.Message], timeout_s: float) -> dict[str, Any]:
         args: dict[str, Any] = {
             "model": request.params.model or self.model,
@@ -196,3 +200,36 @@ class OpenAIProvider(RemoteProvider):
                         finish = choice.finish_reason
         if finish is not None:  # no finish_reason: the stream was cut
             yield Reply(text="".join(text), usage=_usage(usage), finish_reason=_finish(finish), model=model)
+
+
+IMAGE_MODEL = "gpt-image-1"
+IMAGE_OPTIONS = ("quality", "style", "background", "output_format", "moderation")  # style hints passed on
+
+
+async def generate_image(provider: OpenAIProvider, request: m.ImageRequest, timeout_s: float) -> m.ImageResult:
+    """``client.images.generate`` (POST /v1/images/generations): base64 PNGs back (dall-e models are
+    asked for ``b64_json``; gpt-image models always answer so)."""
+    import base64
+
+    from bus.errors import InvalidOutput
+
+    model = request.model or provider.config.image_model or IMAGE_MODEL
+    args: dict[str, Any] = {"model": model, "prompt": request.prompt, "n": request.count, "size": request.size,
+                            "timeout": timeout_s, **{k: v for k, v in request.style.items() if k in IMAGE_OPTIONS}}
+    if model.startswith("dall-e"):
+        args["response_format"] = "b64_json"
+    try:
+        resp = await provider.client.images.generate(**args)
+    except Exception as exc:
+        raise provider.failure_for(exc) from None
+    media = f"image/{resp.output_format or 'png'}"
+    pictures = [m.Picture(media_type=media, data=base64.b64decode(d.b64_json)) if d.b64_json else m.Picture(url=d.url)
+                for d in resp.data or [] if d.b64_json or d.url]
+    if not pictures:
+        raise InvalidOutput(f"{provider.provider}: the images response held no image", provider=provider.provider)
+    usage = (m.TokenUsage(input_tokens=resp.usage.input_tokens, output_tokens=resp.usage.output_tokens)
+             if resp.usage is not None else m.TokenUsage())
+    return m.ImageResult(id=request.id, ask_id=request.ask_id, provider=provider.provider, model=model,
+                         images=pictures, size=resp.size or request.size, usage=usage,
+                         metadata={"revised_prompt": resp.data[0].revised_prompt} if resp.data and resp.data[0].revised_prompt else {})
+
