@@ -59,9 +59,10 @@ class GatewayActor(Actor):
     kind = "gateway"
     description = "HTTP gateway: OpenAI-compatible API, native asks, dashboard"
 
-    def __init__(self, *, settings: Settings, listen: str | None = None, **kw) -> None:
+    def __init__(self, *, settings: Settings, listen: str | None = None, protocol: str | None = None, **kw) -> None:
         super().__init__(**kw)
         self.settings = settings
+        self.protocol = protocol or http_protocol()  # uvicorn's HTTP parser: "httptools" or "h11"
         self.host, self.port = address(listen or settings.gateway.listen or DEFAULT_LISTEN)
         self.client: Client | None = None
         self.keys: KeyRing | None = None
@@ -133,7 +134,7 @@ class GatewayActor(Actor):
         sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.gateway.app(), lifespan="off", log_config=None, log_level="warning",
-                                access_log=False, http=http_protocol(), server_header=False,
+                                access_log=False, http=self.protocol, server_header=False,
                                 timeout_graceful_shutdown=max(1, int(self.stop_grace_s)))
         config.load()
         server = self.server = _Server(config)
