@@ -23,6 +23,8 @@ console)``), all measuring with ``actors.bench.measure``:
   the Bayes optimum), with the ensembles issue's goals.
 - ``gateway`` (``actors.bench.gateway``, only with ``--only gateway``): an HTTP ask through the
   gateway (httptools, h11, a bare ASGI function) against a bus ask: p50, throughput at 64.
+- ``priority`` (``actors.bench.priority``, only with ``--only priority``): premium asks alone, then
+  beside free asks at twice a full router's capacity, with and without priorities (p95, shed).
 - ``chaos`` (``actors.bench.chaos``, only with ``--only chaos``): a multi-process stack under kill -9,
   SIGTERM and nats-server restarts (lost, failed by kind, billed twice, p50/p99), a fuzz of every
   RPC-table subject and poison events, and 10,000 asks in flight against a 1 s provider.
@@ -48,7 +50,7 @@ from rich.markup import escape
 
 from bus.server import NatsServer
 from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, record, routing
-from actors.bench import documents
+from actors.bench import documents, priority
 from actors.bench import gateway
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
@@ -58,6 +60,7 @@ SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache
             "record": record}  # record: recording all vs off (issue 17) — only when named
 DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles", "record"))
 SECTIONS["documents"] = documents  # documents: extraction libraries, the cache (issue 16) — only when named
+SECTIONS["priority"] = priority  # priority: premium p95 while free asks overflow (issue 15) — only when named
 SECTIONS["gateway"] = gateway  # gateway: HTTP through the gateway vs a bus ask (issue 18) — only when named
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 
