@@ -49,9 +49,9 @@ async def traffic(client: Client, seconds: float, rng: random.Random) -> tuple[i
             except LlmError:
                 failed += 1
 
-    with anyio.move_on_after(seconds):
-        async with anyio.create_task_group() as tg:
-            i = 0
+    async with anyio.create_task_group() as tg:  # new asks for `seconds`, then the last ones finish
+        i = 0
+        with anyio.move_on_after(seconds):
             while True:
                 tg.start_soon(one, i)
                 i += 1
