@@ -199,3 +199,21 @@ api_key_env = "WIRE_IMAGE_KEY"
             wire.push((oa.rate_limited if kind == "openai" else ge.rate_limited)())
             limited = await s.client.rpc.service(PROVIDER_IMAGE, req, deadline=deadline_in(10_000), name="p")
             assert isinstance(limited, m.Failure) and limited.kind == m.RATE_LIMITED and limited.retry_after_s
+
+
+@pytest.mark.anyio
+async def test_gateway_images_generations_by_tier(stack, pricing_file):
+    import base64
+    import httpx2 as httpx
+
+    toml = IMAGES_TOML.format(pro=1) + f'\n[cost]\npricing = "{pricing_file}"\n[gateway]\nlisten = "127.0.0.1:0"\n'
+    async with stack(toml, names=["router", "cost", "images", "provider.mock"]) as s:
+        gw = await s.add("gateway")
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+            got = await http.post("/v1/images/generations", json={"prompt": "a beach at sunset", "size": "128x128"})
+            assert got.status_code == 200, got.text
+            body = got.json()
+            assert base64.b64decode(body["data"][0]["b64_json"]).startswith(PNG)
+            assert body["llmbus"]["provider"] == "mock" and body["llmbus"]["placeholder"] is False
+            bad = await http.post("/v1/images/generations", json={"prompt": ""})
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
