@@ -8,12 +8,15 @@ from __future__ import annotations
 import base64
 import threading
 
+import anyio
+
 import pytest
 
 from actors.documents.samples import make_pdf
 from actors.patterns import apply, patterns
 from actors.strategies import map_reduce as mr
-from actors.strategies.base import Call, Done, Plan, Reply, options_for
+from actors.strategies import runner
+from actors.strategies.base import Call, Done, Plan, Policy, Reply, options_for
 from bus import messages as m
 from bus.client import document
 
@@ -150,3 +153,38 @@ async def test_every_shipped_pattern_with_map_reduce(stack, tmp_path):
             else:
                 assert answer.text.startswith(f"[r] {p.synthesis.splitlines()[0]}"), name
                 assert "revenue grows 6 percent" in answer.text and "costs rise 6 percent" in answer.text, name
+
+
+class SlowToPrepare(Policy):
+    name = "test_slow_to_prepare"
+    outcome = "sleep"
+
+    async def prepare(self) -> None:
+        if self.outcome == "raise":
+            raise ValueError("broken preparation")
+        await anyio.sleep(60)
+
+    def begin(self, now):
+        return [Call("0", "p")]
+
+
+class NoCalls:
+    def new_id(self):
+        return "call-1"
+
+    async def call(self, call, call_id, deadline):
+        raise AssertionError("no call may start before the preparation is done")
+
+    async def cancel(self, record, reason):
+        pass
+
+
+@pytest.mark.parametrize("outcome, kind", [("sleep", m.TIMEOUT), ("raise", m.INTERNAL)])
+async def test_the_runner_bounds_a_policys_preparation_by_the_deadline(outcome, kind):
+    policy = SlowToPrepare(Plan(m.Ask(id="a1", messages=[m.Message(role="user", content="?")]), ["p"], None, 0.0))
+    policy.outcome = outcome
+    clock = anyio.current_time
+    with anyio.fail_after(2):
+        result = await runner.run(policy, NoCalls(), deadline=clock() + 0.05, clock=clock)
+    assert result.done.result.kind == kind and result.records == []
+    assert ("did not finish in time" if kind == m.TIMEOUT else "broken preparation") in result.done.result.message
