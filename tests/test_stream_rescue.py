@@ -92,3 +92,26 @@ async def test_an_sdk_stream_cut_mid_body_is_rescued(stack, monkeypatch, kind, s
             final = check_rescued(items, text, order[0], order[1])
             assert final.text == (f"[a] {PROMPT}" if side == "breaks" else "the rescued answer")
             assert len(server.requests) == 1
+
+
+async def test_a_streamed_tier_ask_takes_the_tiers_fallback_routes(stack):
+    toml = mocks('failures = { cut_stream = 1.0 }\n') + """
+[tiers.pro]
+strategy = "failover"
+fallback_routes = true
+[[tiers.pro.routes]]
+name = "first"
+strategy = "single"
+providers = ["b"]
+[[tiers.pro.routes]]
+name = "second"
+strategy = "single"
+providers = ["a"]
+"""
+    async with stack(toml) as s:
+        items, text = await stream(s.client, tier="pro", cache="skip")
+        final = items[-1]
+        assert isinstance(final, m.Answer), final
+        assert final.metadata["route_name"] == "second"
+        assert final.metadata["routes_tried"] == [{"route": "first", "failure": m.UNAVAILABLE}]
+        assert text.resets == 1 and text.streamed == final.text == f"[a] {PROMPT}"

@@ -71,7 +71,7 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
     if bad is not None:
         yield bad
         return
-    # a tier or preset chooses the strategy here too (its fallback routes are the plain path's only)
+    # a tier or preset chooses the strategy here too, and a tier's fallback routes run in turn
     routed = router.routing.prepare(ask) if router.routing.applies(ask) else ask
     if type(routed) is m.Failure:
         yield routed
@@ -84,9 +84,17 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
     ask = routed
     relay = Relay(ask.id, through=strategy in STREAM_THROUGH)
 
+    async def one(sub: m.Ask, sub_ctx: Context) -> m.Answer | m.Failure:
+        # each fallback route has its own strategy: its provider calls are passed through only
+        # when it runs them one at a time (a later route's text follows a reset)
+        relay.through = router.strategy_for(sub) in STREAM_THROUGH
+        return await router.route(sub, sub_ctx, relay)
+
+    run = router.routing.runner(ask, one) if router.routing.applies(ask) else one
+
     async def work() -> None:
         try:
-            result = await router.route(ask, ctx, relay)
+            result = await run(ask, ctx)
         except Exception as exc:  # a bug: the stream still ends with a Failure
             router.log.exception("stream_failed", ask_id=ask.id)
             result = m.Failure(kind=m.INTERNAL, message=f"router: {type(exc).__name__}: {exc}")
