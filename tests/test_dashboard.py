@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import nats
+import nats.js.errors
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -170,46 +171,68 @@ async def open_breaker(s, provider: str) -> list[str]:
     return ids
 
 
+async def stored(s, subject: str) -> None:
+    """Wait until the events stream holds a message on ``subject`` (it takes no acks: ``no_ack``)."""
+    js = s.client.nc.jetstream()
+    with anyio.fail_after(5):
+        while True:
+            try:
+                await js.get_last_msg(Subjects(s.root).events_stream, subject)
+                return
+            except nats.js.errors.NotFoundError:
+                await anyio.sleep(0.01)
+
+
 @pytest.mark.anyio
 @pytest.mark.timeout(40)
 async def test_state_and_events_follow_the_bus(stack):
     import httpx2 as httpx
 
-    async with stack(TOML) as s, dashboard(s) as (dash, url), httpx.AsyncClient(base_url=url, timeout=5) as http:
-        first = (await http.get("/dashboard/state")).json()  # a look: the traffic watch starts
-        assert [p["name"] for p in first["providers"]] == ["alpha", "beta", "gamma"]
-        await wait_until(lambda: "traffic" in dash.board.sources, what="the traffic watch")
-        for i in range(3):
-            await s.client.ask(f"q{i}", budget_ms=3000)
-        failed = await open_breaker(s, "beta")
-        router = s.actor("router")
-        await wait_until(lambda: getattr(router.breakers.states.get("beta"), "state", "") == "open",
-                         what="the router sees beta open")
-        answer = await s.client.ask("after", providers=["beta", "alpha"], budget_ms=3000)
-        assert [st.outcome for st in answer.route] == ["breaker_open", "ok"]
-        await wait_until(lambda: dash.board.fallbacks == 1, what="the fallback seen")
-        state = (await http.get("/dashboard/state")).json()
-        beta = next(p for p in state["providers"] if p["name"] == "beta")
-        assert (beta["state"], beta["reason"]) == ("open", m.UNAVAILABLE)
-        assert [f["ask_id"] for f in state["failures"]] == failed[::-1]
-        assert {x["strategy"]: x["answered"] for x in state["strategies"]}["failover"] == 4
-        assert state["fallback"]["routes"] == [{"route": "beta ✗breaker_open → alpha", "count": 1}]
+    async with stack(TOML) as s:
+        alert = {"type": "Alert", "rule": "error_rate", "subject": "gamma", "value": 40.0, "since": 1.0e9}
+        await s.client.nc.publish(f"{s.root}.events.alert", msgspec.json.encode(alert))
+        await stored(s, f"{s.root}.events.alert")
+        async with dashboard(s) as (dash, url), httpx.AsyncClient(base_url=url, timeout=5) as http:
+            first = (await http.get("/dashboard/state")).json()  # a look: the traffic watch starts
+            assert [p["name"] for p in first["providers"]] == ["alpha", "beta", "gamma"]
+            await wait_until(lambda: dash.board.alerts, what="the alert that fired before the dashboard started")
+            assert [(a["rule"], a["subject"]) for a in dash.snapshot()["alerts"]] == [("error_rate", "gamma")]
+            await wait_until(lambda: "traffic" in dash.board.sources, what="the traffic watch")
+            for i in range(3):
+                await s.client.ask(f"q{i}", budget_ms=3000)
+            failed = await open_breaker(s, "beta")
+            router = s.actor("router")
+            await wait_until(lambda: getattr(router.breakers.states.get("beta"), "state", "") == "open",
+                             what="the router sees beta open")
+            answer = await s.client.ask("after", providers=["beta", "alpha"], budget_ms=3000)
+            assert [st.outcome for st in answer.route] == ["breaker_open", "ok"]
+            await wait_until(lambda: dash.board.fallbacks == 1, what="the fallback seen")
+            state = (await http.get("/dashboard/state")).json()
+            beta = next(p for p in state["providers"] if p["name"] == "beta")
+            assert (beta["state"], beta["reason"]) == ("open", m.UNAVAILABLE)
+            assert [f["ask_id"] for f in state["failures"]] == failed[::-1]
+            assert {x["strategy"]: x["answered"] for x in state["strategies"]}["failover"] == 4
+            assert state["fallback"]["routes"] == [{"route": "beta ✗breaker_open → alpha", "count": 1}]
 
-        async with http.stream("GET", "/dashboard/events") as events:
-            assert events.headers["content-type"].startswith("text/event-stream")
-            lines = events.aiter_lines()
-            with anyio.fail_after(5):
-                async for line in lines:
-                    if line.startswith("data: "):
-                        assert msgspec.json.decode(line[6:])["root"] == s.root
-                        break
+            async with http.stream("GET", "/dashboard/events") as events:
+                assert events.headers["content-type"].startswith("text/event-stream")
+                lines = events.aiter_lines()
+                with anyio.fail_after(5):
+                    async for line in lines:
+                        if line.startswith("data: "):
+                            assert msgspec.json.decode(line[6:])["root"] == s.root
+                            break
 
-        trace = await http.get(f"/dashboard/trace/{failed[0]}")  # recorded: sampling = "errors"
-        assert trace.status_code == 200 and failed[0] in trace.text and "provider calls" in trace.text
-        as_json = (await http.get(f"/dashboard/trace/{failed[0]}", params={"format": "json"})).json()
-        assert as_json["ask_id"] == failed[0] and as_json["calls"]
-        missing = await http.get("/dashboard/trace/never-asked", params={"format": "json"})
-        assert missing.status_code == 404 and "no recording" in missing.json()["error"]["message"]
+            trace = await http.get(f"/dashboard/trace/{failed[0]}")  # recorded: sampling = "errors"
+            assert trace.status_code == 200 and failed[0] in trace.text and "provider calls" in trace.text
+            as_json = (await http.get(f"/dashboard/trace/{failed[0]}", params={"format": "json"})).json()
+            assert as_json["ask_id"] == failed[0] and as_json["calls"]
+            missing = await http.get("/dashboard/trace/never-asked", params={"format": "json"})
+            assert missing.status_code == 404 and "no recording" in missing.json()["error"]["message"]
+
+            async with dashboard(s) as (later, _):  # started after the failures: read back from the recording
+                await wait_until(lambda: {f["ask_id"] for f in later.board.failures} == set(failed),
+                                 what="the recorded failures listed")
 
 
 # --- in a real browser --------------------------------------------------------------------------
@@ -246,6 +269,14 @@ async def test_the_page_shows_every_provider_and_a_breaker_opening_within_2_s(st
             await wait_until(lambda: health.breakers["beta"].state == "open", what="the breaker stored open")
             await expect(beta).to_have_attribute("data-state", "open", timeout=2_000)  # the issue's 2 s
             await expect(beta.locator('[data-role="state"]')).to_have_text("open")
+
+            alert = {"type": "Alert", "rule": "breaker_open", "subject": "beta", "severity": "critical",
+                     "value": 6.0, "threshold": 5.0, "since": 1.0e9, "message": "beta open for 6 min"}
+            await s.client.nc.publish(f"{s.root}.events.alert", msgspec.json.encode(alert))  # issue 20's event
+            banner = page.locator('[data-alert="breaker_open"]')
+            await expect(banner).to_contain_text("beta", timeout=2_000)
+            await s.client.nc.publish(f"{s.root}.events.alert", msgspec.json.encode({**alert, "resolved": True}))
+            await expect(banner).to_have_count(0, timeout=2_000)
 
             link = page.locator(f'[data-ask="{failed[-1]}"] a')  # the failure, linking to its trace
             await expect(link).to_be_visible(timeout=5_000)

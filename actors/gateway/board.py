@@ -209,7 +209,8 @@ class Board:
         else:
             since = event.get("since")
             self.alerts[key] = {"rule": rule, "subject": subject or "", "severity": str(event.get("severity") or "warning"),
-                                "value": event.get("value"), "since": since if isinstance(since, (int, float)) else now,
+                                "value": event.get("value"), "threshold": event.get("threshold"),
+                                "since": since if isinstance(since, (int, float)) and since > 0 else now,
                                 "message": str(event.get("message") or "")[:300]}
         self._changed(urgent=True)
         return True
