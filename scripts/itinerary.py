@@ -100,10 +100,12 @@ async def run_tier(client: Client, prompt: str, tier: str, actors) -> dict:
     parts = {"structure": DAYS, "validation": DAYS, "spots": ["spots"]}  # the spots worker knows only spots
     async for item in client.stream(prompt, tier=tier, schema=SCHEMA, budget_ms=20_000, cache="skip",
                                     strategy_options={"parts": parts}):
-        if isinstance(item, m.Chunk) and item.stage:
-            print(f"  [{tier} {item.stage}] {item.delta[:110]}", file=sys.stderr)
-        else:
+        if not isinstance(item, m.Chunk):
             final = item
+        elif item.worker is not None:  # a worker started, or ended with its outcome
+            print(f"  [{tier} worker] {item.worker}: {item.state}", file=sys.stderr)
+        elif item.stage:
+            print(f"  [{tier} {item.stage}] {item.delta[:110]}", file=sys.stderr)
     wall = time.perf_counter() - started
     calls = {a.name.removeprefix("provider-"): calls_of(a) - before[a.name] for a in actors
              if a.name.startswith("provider-")}
