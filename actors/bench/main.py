@@ -28,6 +28,10 @@ console)``), all measuring with ``actors.bench.measure``:
 - ``chaos`` (``actors.bench.chaos``, only with ``--only chaos``): a multi-process stack under kill -9,
   SIGTERM and nats-server restarts (lost, failed by kind, billed twice, p50/p99), a fuzz of every
   RPC-table subject and poison events, and 10,000 asks in flight against a 1 s provider.
+- ``cluster`` (``actors.bench.cluster``, only with ``--only cluster`` or ``llmbus bench chaos
+  --cluster``): three clustered nats-servers with replicas 3 under the chaos fleet: kill -9 of a
+  server under load, its restart (replicas compared across servers), a partition of one server
+  (no split-brain budget writes), throughput 3 servers vs 1, the cost of replicas 3 on KV paths.
 
 The bench runs its own nats-server (temporary store). A loop's result holds the core figures at
 its top level (``layouts``, ``ratios``, ``failover_adds_ms``), then ``goals`` (every section's),
@@ -52,6 +56,7 @@ from bus.server import NatsServer
 from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, record, routing
 from actors.bench import documents, priority
 from actors.bench import gateway
+from actors.bench import cluster as cluster_section
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
             "routing": routing,  # routing: the policies on a virtual clock (actors.bench.routing)
@@ -60,6 +65,7 @@ SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache
             "record": record}  # record: recording all vs off (issue 17) — only when named
 DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles", "record"))
 SECTIONS["documents"] = documents  # documents: extraction libraries, the cache (issue 16) — only when named
+SECTIONS["cluster"] = cluster_section  # cluster: chaos on 3 clustered servers (issue 19) — only when named
 SECTIONS["priority"] = priority  # priority: premium p95 while free asks overflow (issue 15) — only when named
 SECTIONS["gateway"] = gateway  # gateway: HTTP through the gateway vs a bus ask (issue 18) — only when named
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
