@@ -3,6 +3,7 @@ an ask still answers after one server is killed (the heavy scenarios: `llmbus be
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -80,6 +81,15 @@ async def test_replicate_raises_replicas_of_a_roots_buckets_without_losing_a_key
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DEPLOY.glob("*.conf")))
 def test_the_deploy_configs_are_valid_nats_server_configs(name):
+    secrets = {"LLMBUS_NATS_PASSWORD": "p1", "LLMBUS_LEAF_PASSWORD": "p2", "LLMBUS_SYS_PASSWORD": "p3"}
     run = subprocess.run([find_binary(), "-t", "-c", str(DEPLOY / name)], capture_output=True, text=True,
-                         timeout=20, cwd=DEPLOY)
-    assert run.returncode == 0, run.stdout + run.stderr
+                         timeout=20, cwd=DEPLOY, env={**os.environ, **secrets})
+    assert run.returncode == 0 and "is valid" in run.stdout + run.stderr, run.stdout + run.stderr
+
+
+def test_the_deploy_llmbus_toml_names_three_seeds_and_replicas_3():
+    from actors import settings as settings_mod
+
+    settings = settings_mod.parse((DEPLOY / "llmbus.toml").read_text(), "docs/deploy/llmbus.toml")
+    assert settings.bus.replicas == 3 and len(settings.bus.url.split(",")) == 3
+    assert {p.name for p in DEPLOY.glob("nats-*.conf")} == {"nats-1.conf", "nats-2.conf", "nats-3.conf"}
