@@ -133,6 +133,13 @@ class CostSettings(_Table, frozen=True, kw_only=True):
     pricing: str = ""  # the pricing file; empty: config/pricing.toml
     # budgets created at start when none is set for that scope/name/period (`llmbus budget set` wins)
     budgets: list[BudgetSettings] = []
+    # reservations in this many KV keys by user hash (1: the single key ``reservations``); with more,
+    # each shard holds a tier budget's 1/shards share (docs/scaling.md). Every cost actor of a root
+    # must use the same number.
+    shards: int = 1
+    # ledger entries of a UTC day are rolled up into one daily-totals key this many days after it
+    # (0: never); a usage event for a compacted day is then refused as late
+    compact_after_days: int = 0
 
 
 class RecordSettings(_Table, frozen=True, kw_only=True):

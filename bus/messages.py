@@ -394,6 +394,9 @@ class Commit(_Msg, frozen=True, kw_only=True):
 
     call_id: str
     actual_usd: float = 0.0
+    # who asked (the reservation's shard at a cost actor with ``cost.shards`` > 1; None from older routers)
+    user: str | None = None
+    tier: str | None = None
 
 
 class Budget(_Value, frozen=True, kw_only=True):
