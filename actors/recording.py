@@ -48,8 +48,10 @@ class Rec:
             return None
 
 
-async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: int = 2048) -> list[Rec]:
-    """Every message of ``stream`` (those stored in the last ``since_s`` seconds when given)."""
+async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: int = 2048,
+               subject: str = ">") -> list[Rec]:
+    """Every message of ``stream`` (those stored in the last ``since_s`` seconds when given; only
+    those on ``subject`` when given: the server filters, the rest is never sent)."""
     js = nc.jetstream()
     if since_s is None:
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
@@ -65,7 +67,7 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
         return []
     if info.state.messages == 0:
         return []
-    psub = await js.pull_subscribe(">", stream=stream, config=config)
+    psub = await js.pull_subscribe(subject, stream=stream, config=config)
     out: list[Rec] = []
     try:
         while True:

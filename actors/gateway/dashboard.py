@@ -184,9 +184,9 @@ class Dashboard:
 
         with anyio.move_on_after(BACKFILL_BUDGET_S):
             try:
-                for msg in await _stored(self.nc, self.subjects.events_stream, f"{self.subjects.root}.events.alert.>",
-                                         f"{self.subjects.root}.events.alert", since_s=ALERTS_SINCE_S):
-                    body = msgspec.json.decode(msg.data)
+                for rec in await recording.read(self.nc, self.subjects.events_stream, since_s=ALERTS_SINCE_S,
+                                                subject=f"{self.subjects.root}.events.alert"):
+                    body = msgspec.json.decode(rec.data)
                     if isinstance(body, dict):
                         self.board.alert(body, self.clock())
                 if getattr(self.settings.record, "sampling", "off") == "errors":
@@ -397,41 +397,6 @@ class Dashboard:
             return HTMLResponse(_trace_page(ask_id, _trace_html(tr)))
         msg = f"reading the recording took over {TRACE_BUDGET_S:.0f} s"
         return JSONResponse({"error": {"message": msg, "type": "timeout"}}, 504)
-
-
-async def _stored(nc, stream: str, *subjects: str, since_s: float) -> list:
-    """The messages of ``stream`` on ``subjects`` stored in the last ``since_s`` (an ephemeral
-    consumer filtered on the server, so the rest of the stream is never read)."""
-    from nats.errors import TimeoutError as NatsTimeoutError
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-    from nats.js.errors import NotFoundError
-
-    js = nc.jetstream()
-    try:
-        await js.stream_info(stream)
-    except NotFoundError:
-        return []
-    start = datetime.fromtimestamp(time.time() - since_s, timezone.utc).isoformat().replace("+00:00", "Z")
-    out = []
-    for subject in subjects:
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_TIME,
-                                opt_start_time=start, inactive_threshold=30.0, mem_storage=True)
-        psub = await js.pull_subscribe(subject, stream=stream, config=config)
-        try:
-            while True:
-                try:
-                    msgs = await psub.fetch(batch=256, timeout=0.3)
-                except (NatsTimeoutError, TimeoutError):
-                    break
-                out += msgs
-                if not msgs or msgs[-1].metadata.num_pending == 0:
-                    break
-        finally:
-            try:
-                await psub.unsubscribe()
-            except Exception:  # noqa: S110 — the ephemeral consumer goes after inactive_threshold anyway
-                pass
-    return out
 
 
 def _trace_html(tr) -> str:
