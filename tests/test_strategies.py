@@ -319,3 +319,23 @@ async def test_every_request_of_an_ask_carries_its_ask_id_and_a_slow_cache_cance
         await s.client.nc.flush()
         answer = await s.client.ask("x", ask_id="ask-42", budget_ms=2000)
         assert answer.text and seen == ["ask-42"]  # the lookup timed out; the ask went on and answered
+
+
+def test_synthesis_stands_the_synthesizer_in_for_a_failed_candidate_once():
+    from actors.strategies.synthesis import Synthesis, SynthesisOptions
+
+    p = Synthesis(plan(["s", "a", "b"], SynthesisOptions(patience_ms=0)))
+    assert [(c.key, c.provider) for c in p.start(0.0)] == [("0", "a"), ("1", "b")]
+    assert p.step(Reply("0", ok("a"), 1.0, "a"), 0.1) == []
+    spare = p.step(Reply("1", fail("b", m.OVERLOADED), 1.0, "b"), 0.2)
+    assert [(c.key, c.provider, c.deadline) for c in spare] == [("spare", "s", p.scatter_deadline)]
+    merge = p.step(Reply("spare", ok("s"), 1.0, "s"), 0.3)
+    assert [(c.key, c.provider, c.purpose) for c in merge] == [("synthesis", "s", "synthesis")]
+    (done,) = p.step(Reply("synthesis", ok("s"), 1.0, "s"), 0.4)
+    assert done.metadata["synthesis"] == {"synthesizer": "s", "candidates": ["a", "s"], "spare": "s"}
+    # a refusal another provider would share (bad_request) is not stood in for; nor twice
+    q = Synthesis(plan(["s", "a", "b"], SynthesisOptions(patience_ms=0)))
+    q.start(0.0)
+    q.step(Reply("0", fail("a", m.BAD_REQUEST), 1.0, "a"), 0.1)
+    (degraded,) = q.step(Reply("1", ok("b"), 1.0, "b"), 0.2)
+    assert "nothing to synthesise" in degraded.metadata["degraded"]["reason"]

@@ -7,6 +7,11 @@ call with its own messages: ``config/templates/synthesis.md`` (or the ``template
 file) filled with the question and the candidates, and the ask's schema, so a structured ask gets
 schema-valid output. The answer is the synthesizer's; ``providers`` lists the candidates and it.
 
+A spare: when the synthesizer is not among the askees and a candidate fails in a way another
+provider may not (overloaded, rate-limited, unavailable, internal, invalid or empty output), the
+synthesizer is asked the ask too, once, as a stand-in candidate: two answers to merge beat one
+(``metadata.synthesis.spare`` names it).
+
 Degraded, to best_match over the candidates (``metadata.degraded`` says why): the synthesizer
 failed, fewer than ``min_synthesis_ms`` were left, the deadline came first, or only one candidate
 answered. No usable candidate at all is ``Failure(all_failed)``.
@@ -20,10 +25,13 @@ from pathlib import Path
 from bus import messages as m
 from actors.strategies.base import Action, Call, Deadline, Done, Event, Reply, register
 from actors.strategies.best_match import best_of
-from actors.strategies.consensus import Scatter, ScatterOptions, reliability_of
+from actors.strategies.consensus import Scatter, ScatterOptions, reliability_of, usable
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "config" / "templates" / "synthesis.md"
 SYNTH = "synthesis"
+SPARE = "spare"
+# a candidate that failed so may be stood in for by the synthesizer (another provider may do better)
+STAND_IN = frozenset({m.OVERLOADED, m.RATE_LIMITED, m.UNAVAILABLE, m.INTERNAL, m.INVALID_OUTPUT})
 
 
 class SynthesisOptions(ScatterOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +71,20 @@ class Synthesis(Scatter):
         self.askees = others or list(plan.candidates)
         self.scatter_deadline: float | None = None
         self.candidates: list[m.Completion] = []
+        self.spare: str | None = None
+
+    def decide(self, event: Event, now: float) -> list[Action]:
+        if (type(event) is Reply and not self.closed and self.spare is None and event.key != SPARE
+                and self.synthesizer not in self.askees and self.scatter_deadline is not None
+                and now < self.scatter_deadline and self.stand_in_for(event.result)):
+            self.spare = self.synthesizer
+            return [Call(SPARE, self.synthesizer, deadline=self.scatter_deadline)]
+        return super().decide(event, now)
+
+    def stand_in_for(self, result) -> bool:
+        if isinstance(result, m.Failure):
+            return result.kind in STAND_IN
+        return not usable(result, self.structured)
 
     def calls(self, now: float) -> list[Call]:
         self.scatter_deadline = now + (self.plan.deadline - now) * (1.0 - self.options.reserve)
@@ -90,9 +112,10 @@ class Synthesis(Scatter):
             structured = self.structured
             if isinstance(result, m.Completion) and (isinstance(result.data, dict) if structured else result.text.strip()):
                 providers = list(dict.fromkeys([c.provider for c in self.candidates] + [result.provider]))
-                return [Done(result, providers=providers,
-                             metadata={"synthesis": {"synthesizer": result.provider,
-                                                     "candidates": [c.provider for c in self.candidates]}})]
+                about = {"synthesizer": result.provider, "candidates": [c.provider for c in self.candidates]}
+                if self.spare:
+                    about["spare"] = self.spare
+                return [Done(result, providers=providers, metadata={"synthesis": about})]
             what = result.kind if isinstance(result, m.Failure) else "an unusable answer"
             return self.degrade(f"the synthesizer {self.synthesizer} failed: {what}")
         if type(event) is Deadline:
