@@ -269,7 +269,7 @@ authorization {
   users = [
     { user: fleet, password: fleet-pw }
     { user: client, password: client-pw, permissions: {
-        publish: { allow: ["ROOT.ask", "ROOT.ask.stream", "ROOT.cancel"] }
+        publish: { allow: ["ROOT.ask", "ROOT.ask.stream", "ROOT.cancel", "ROOT.stream.ack"] }
         subscribe: { allow: ["ROOT.reply.>", "_INBOX.>"] }
     } }
   ]
@@ -293,6 +293,9 @@ async def test_a_client_user_may_ask_but_not_forge_events_or_reset_health(root, 
             async with Client(server.url, root=root, options=client_user) as client:
                 answer = await client.ask("allowed", budget_ms=5000)
                 assert isinstance(answer, m.Answer)
+                client.stream_ack_s = 0.05  # a stream's acks are allowed too: it is not stopped for silence
+                *_, streamed = [i async for i in client.stream("allowed", budget_ms=600, labels={"mock.fault": "stall_stream"})]
+                assert isinstance(streamed, m.Failure) and streamed.kind == m.TIMEOUT, streamed
                 await client.nc.publish(f"{root}.events.outcome.a", codec.encode(m.Outcome(provider="a", ok=False)))
                 reply = await client.rpc.service(HEALTH_RESET, m.HealthReset(), deadline=deadline_in(500))
                 assert isinstance(reply, m.Failure) and reply.kind == m.TIMEOUT  # the server dropped it
