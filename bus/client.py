@@ -335,7 +335,10 @@ class Client:
             if pic.data is not None:
                 out.append(pic.data)
             elif pic.ref is not None:
-                store = await self.nc.jetstream().object_store(pic.ref.bucket)
+                stores = self.__dict__.setdefault("_image_stores", {})  # opening one costs a round trip
+                store = stores.get(pic.ref.bucket)
+                if store is None:
+                    store = stores[pic.ref.bucket] = await self.nc.jetstream().object_store(pic.ref.bucket)
                 out.append((await store.get(pic.ref.name)).data)
             else:
                 raise error_for(m.Failure(kind=m.BAD_REQUEST, message=f"picture at {pic.url} is a URL: fetch it over HTTP"))

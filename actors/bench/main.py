@@ -56,6 +56,7 @@ from bus.server import NatsServer
 from actors.bench import adapters, cache, chaos, core, cost, ensembles, health, record, routing
 from actors.bench import documents, priority
 from actors.bench import gateway
+from actors.bench import images
 from actors.bench import cluster as cluster_section
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
@@ -67,6 +68,7 @@ DEFAULT = tuple(s for s in SECTIONS if s not in ("chaos", "ensembles", "record")
 SECTIONS["documents"] = documents  # documents: extraction libraries, the cache (issue 16) — only when named
 SECTIONS["cluster"] = cluster_section  # cluster: chaos on 3 clustered servers (issue 19) — only when named
 SECTIONS["priority"] = priority  # priority: premium p95 while free asks overflow (issue 15) — only when named
+SECTIONS["images"] = images  # images: inline vs object store, the quota reservation (issue 20) — only when named
 SECTIONS["gateway"] = gateway  # gateway: HTTP through the gateway vs a bus ask (issue 18) — only when named
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 

@@ -19,7 +19,7 @@ import io
 import random
 import re
 import time
-from functools import partial
+from functools import lru_cache, partial
 
 import msgspec
 
@@ -55,10 +55,17 @@ def check(prompt: str, size: str, count: int) -> None:
     parse_size(size)
 
 
+@lru_cache(maxsize=16)
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
 def render_placeholder(prompt: str, size: str, *, noise: bool = False, label: str = "") -> bytes:
     """A deterministic PNG: the prompt's words on a colour from its hash (``noise``: seeded noise
     under the words, so the PNG is as large as a real photo's, for object-store tests)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     width, height = parse_size(size)
     digest = hashlib.sha256(prompt.encode()).digest()
@@ -69,7 +76,7 @@ def render_placeholder(prompt: str, size: str, *, noise: bool = False, label: st
     else:
         img = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=max(10, width // 20))
+    font = _font(max(10, width // 20))
     lines, line = [], ""
     for word in prompt.split():
         trial = f"{line} {word}".strip()
@@ -88,12 +95,13 @@ def render_placeholder(prompt: str, size: str, *, noise: bool = False, label: st
         draw.text((x, y), text, fill=(255, 255, 255), font=font)
         y += step
     out = io.BytesIO()
-    img.save(out, format="PNG")
+    img.save(out, format="PNG", compress_level=1)  # fast: level 6 costs ~3x the time for a few % of bytes
     return out.getvalue()
 
 
-async def offload(nc, bucket: str, result: m.ImageResult, inline_max: int) -> m.ImageResult:
-    """``result`` with each picture too large to travel inline put in the object store ``bucket``."""
+async def offload(nc, bucket: str, result: m.ImageResult, inline_max: int, stores: dict | None = None) -> m.ImageResult:
+    """``result`` with each picture too large to travel inline put in the object store ``bucket``
+    (``stores`` keeps the opened store: opening it asks the server for the stream's info)."""
     room = nc.max_payload - _HEADROOM
     pictures, store = [], None
     for i, pic in enumerate(result.images):
@@ -103,7 +111,11 @@ async def offload(nc, bucket: str, result: m.ImageResult, inline_max: int) -> m.
             pictures.append(pic)
             continue
         if store is None:
+            store = (stores or {}).get(bucket)
+        if store is None:
             store = await ensure_object_store(nc, bucket, ttl_s=STORE_TTL_S)
+            if stores is not None:
+                stores[bucket] = store
         name = f"{result.ask_id}/{result.id}/{i}"
         info = await store.put(name, pic.data)
         pictures.append(m.Picture(media_type=pic.media_type,
@@ -128,7 +140,8 @@ async def serve(actor, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
         result = await make(request, ctx)
         result = msgspec.structs.replace(result, latency_ms=round((now() - started) * 1000.0, 3))
         result = await offload(actor.nc, actor.subjects.bucket("images"), result,
-                               getattr(actor, "inline_max_bytes", INLINE_MAX_BYTES))
+                               getattr(actor, "inline_max_bytes", INLINE_MAX_BYTES),
+                               actor.__dict__.setdefault("_image_stores", {}))
         kind = None
         return result
     except LlmError as exc:
