@@ -122,11 +122,11 @@ class Options:
             cache_logger_on_first_use=True,
         )
 
-    def settings(self) -> settings_mod.Settings:
+    def settings(self, *, check: bool = True) -> settings_mod.Settings:
         """The settings of ``--config``, with ``--nats-url`` as ``bus.nats_url``; exit 2 on a bad
-        file or a URL that is not a NATS URL."""
+        file or a URL that is not a NATS URL (``check=False``: see ``actors.settings.load``)."""
         try:
-            settings = settings_mod.load(self.config)
+            settings = settings_mod.load(self.config, check=check)
         except ConfigError as exc:
             err.print(f"config error: {exc}", markup=False)
             raise typer.Exit(2) from None
