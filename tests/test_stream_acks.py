@@ -23,7 +23,7 @@ from tests.helpers import wait_until
 
 pytestmark = pytest.mark.anyio
 
-ACK_S = 0.3
+ACK_S = 0.4  # the margin of an ack against the watchdog is one interval: room for a lagging loop
 SLACK_S = 1.2  # above two intervals: scheduling on a loaded 2-core machine
 
 MOCKS = f"""
@@ -109,13 +109,13 @@ async def test_acks_keep_a_slow_stream_alive_past_two_intervals(stack):
         provider = s.actor("provider.a")
         started = time.monotonic()
         items = [i async for i in s.client.stream("one two three four", labels={"mock.fault": "stall_stream"},
-                                                  budget_ms=int(6 * ACK_S * 1000), strategy="single",
+                                                  budget_ms=int(5 * ACK_S * 1000), strategy="single",
                                                   providers=["a"])]
         took = time.monotonic() - started
         *chunks, final = items
         assert chunks and all(isinstance(c, m.Chunk) for c in chunks)
         assert isinstance(final, m.Failure) and final.kind == m.TIMEOUT, final
-        assert took >= 5 * ACK_S, took  # well past two intervals of silence
+        assert took >= 4 * ACK_S, took  # well past two intervals of silence
         await wait_until(lambda: provider.in_flight() == 0, what="the provider call ended")
         assert provider.statistics().endpoints["stream"].last_error.startswith(f"{m.TIMEOUT}: ")
 
@@ -125,6 +125,27 @@ async def test_a_stream_without_acks_asked_is_never_stopped_for_silence(stack):
     async with stack(MOCKS) as s:
         s.client.stream_ack_s = 0.0
         items = [i async for i in s.client.stream("one two", labels={"mock.fault": "stall_stream"},
-                                                  budget_ms=int(4 * ACK_S * 1000), strategy="single",
+                                                  budget_ms=int(3 * ACK_S * 1000), strategy="single",
                                                   providers=["a"])]
         assert isinstance(items[-1], m.Failure) and items[-1].kind == m.TIMEOUT, items[-1]
+
+
+async def test_a_vanished_consumer_of_a_review_stops_every_drafting_worker(stack):
+    """``review`` runs its drafts as plain calls in parallel: a silent consumer stops the router,
+    whose runner cancels every worker call on the bus."""
+    async with stack(MOCKS) as s:
+        a, b, router = s.actor("provider.a"), s.actor("provider.b"), s.actor("router")
+        request = ask(strategy="review", labels={"mock.fault": "stall"})
+        inbox = s.client.nc.new_inbox()
+        sub = await s.client.nc.subscribe(inbox)  # reads nothing, acks nothing
+        hdrs = {BUDGET_HEADER: "20000", ASK_ID_HEADER: request.id, ACK_HEADER: str(int(ACK_S * 1000))}
+        await s.client.nc.publish(s.client.subjects.ask_stream, codec.encode(request), reply=inbox, headers=hdrs)
+        await wait_until(lambda: a.in_flight(request.id) == 1 and b.in_flight(request.id) == 1,
+                         what="both workers drafting")
+        drafting = time.monotonic()
+        await wait_until(lambda: a.in_flight() == 0 and b.in_flight() == 0 and router.in_flight() == 0,
+                         within_s=2 * ACK_S + SLACK_S, what="every worker call stopped")
+        assert time.monotonic() - drafting < 2 * ACK_S + SLACK_S
+        for worker in (a, b):
+            assert worker.statistics().endpoints["complete"].last_error.startswith(f"{m.CANCELLED}: ")
+        await sub.unsubscribe()
