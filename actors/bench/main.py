@@ -25,6 +25,8 @@ console)``), all measuring with ``actors.bench.measure``:
   gateway (httptools, h11, a bare ASGI function) against a bus ask: p50, throughput at 64.
 - ``priority`` (``actors.bench.priority``, only with ``--only priority``): premium asks alone, then
   beside free asks at twice a full router's capacity, with and without priorities (p95, shed).
+- ``dashboard`` (``actors.bench.dashboard``, only with ``--only dashboard``): asks/s and p50 of a
+  stack with no dashboard, an idle one, and one watched by an open page (it receives every reply).
 - ``chaos`` (``actors.bench.chaos``, only with ``--only chaos``): a multi-process stack under kill -9,
   SIGTERM and nats-server restarts (lost, failed by kind, billed twice, p50/p99), a fuzz of every
   RPC-table subject and poison events, and 10,000 asks in flight against a 1 s provider.
@@ -58,6 +60,7 @@ from actors.bench import documents, priority
 from actors.bench import gateway
 from actors.bench import images
 from actors.bench import cluster as cluster_section
+from actors.bench import dashboard as dashboard_section
 
 SECTIONS = {"core": core, "health": health, "adapters": adapters, "cache": cache, "cost": cost,
             "routing": routing,  # routing: the policies on a virtual clock (actors.bench.routing)
@@ -69,6 +72,7 @@ SECTIONS["documents"] = documents  # documents: extraction libraries, the cache 
 SECTIONS["cluster"] = cluster_section  # cluster: chaos on 3 clustered servers (issue 19) — only when named
 SECTIONS["priority"] = priority  # priority: premium p95 while free asks overflow (issue 15) — only when named
 SECTIONS["images"] = images  # images: inline vs object store, the quota reservation (issue 20) — only when named
+SECTIONS["dashboard"] = dashboard_section  # dashboard: its cost, idle and watched (issue 18) — only when named
 SECTIONS["gateway"] = gateway  # gateway: HTTP through the gateway vs a bus ask (issue 18) — only when named
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # a progress line is never wrapped
 

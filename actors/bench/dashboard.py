@@ -1,0 +1,99 @@
+"""The ``dashboard`` section of ``llmbus bench``: what the live dashboard costs the process it runs in.
+
+Three stacks in this process, each under its own root (a router and the ``zero`` mock provider),
+measured in turns (``actors.bench.measure``), so drift on a shared machine hits them alike:
+
+- ``no dashboard``: nothing watches;
+- ``dashboard idle``: a ``Dashboard`` runs (health KV watch, events subscription, the reports polled)
+  but nobody looks at the page, so it does not watch the asks;
+- ``dashboard watched``: one page is open (an SSE viewer): the dashboard receives every ask and
+  every reply of its root and counts them.
+
+For ``actors.bench.main``: ``run(url, plan, progress)`` → ``{"paths", "idle_over_none",
+"watched_over_none", "failed"}``; ``goals(result)`` (none: reported); ``report(loop, result,
+console)``; plans ``FULL`` / ``QUICK``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import anyio
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from actors.bench.measure import (
+    PROMPT, Plan, Progress, bench_settings, client_send, drop_jetstream, failed_asks, flat, label, measure, over,
+    route_is, show, wait_for,
+)
+from actors.gateway.dashboard import Dashboard
+from actors.runtime import run_actors
+from actors.settings import CacheSettings
+from actors.stack import build_actors
+from bus import messages as m
+from bus.client import Client
+from bus.connection import connect
+from bus.subjects import Subjects
+
+PATHS = ("no dashboard", "dashboard idle", "dashboard watched")
+ROOTS = dict(zip(PATHS, ("bench-dash-none", "bench-dash-idle", "bench-dash-watched")))
+FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
+QUICK = Plan(warmup=20, samples=100, seconds=0.3, rounds=1, concurrency=(64,))
+
+
+def describe(plan: Plan) -> None:
+    return None
+
+
+async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) -> dict:
+    try:
+        async with AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            sends = {}
+            for path, root in ROOTS.items():
+                settings = bench_settings(root, cache=CacheSettings(enabled=False))
+                await tg.start(run_actors, build_actors(settings, ["router", "provider.zero"]), url)
+                client = await stack.enter_async_context(Client(url, root=root, name=f"bench-{path}"))
+                if path != "no dashboard":
+                    nc = await connect(url, name=f"bench-{path}")
+                    stack.push_async_callback(nc.close)
+                    dash = Dashboard(nc, Subjects(root), settings)
+                    await tg.start(dash.run)
+                    if path == "dashboard watched":
+                        dash.viewers += 1  # as an open SSE stream does
+                        dash._looked_now()
+                        await wait_for(lambda d=dash: "traffic" in d.board.sources, "the traffic watch")
+                        watched = dash
+                base = m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"], cache="skip")
+                sends[path] = client_send(client, base, route_is(("zero", "ok")))
+            progress("dashboard: ready (three roots: none, idle, watched); measuring")
+            paths = await measure(sends, plan, lambda s: progress(f"dashboard: {s}"))
+            seen = sum(s.asks for s in watched.board.strategies.values())
+    finally:
+        await drop_jetstream(url, list(ROOTS.values()))
+    none, idle, looked = (flat(paths[p]) for p in PATHS)
+    out = {"paths": paths, "idle_over_none": over(idle, none), "watched_over_none": over(looked, none),
+           "watched_counted": seen, "failed": failed_asks(paths)}
+    progress(f"dashboard: asks/s at 64 — none {none['asks_per_s@64']:.0f}, idle {idle['asks_per_s@64']:.0f}, "
+             f"watched {looked['asks_per_s@64']:.0f}")
+    return out
+
+
+def goals(result: dict) -> list[dict]:
+    return []  # figures only
+
+
+def report(loop: str, result: dict, console: Console) -> None:
+    table = Table(title=f"llmbus bench — dashboard — {loop}",
+                  caption="one process, three roots (router + zero mock each); watched: one SSE viewer, "
+                          "so the dashboard receives every ask and reply")
+    for col in ("metric", *PATHS, "idle / none", "watched / none"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    figures = [flat(result["paths"][p]) for p in PATHS]
+    for k in figures[0]:
+        table.add_row(label(k), *(show(k, f[k]) for f in figures),
+                      f"{result['idle_over_none'][k]:.2f}×", f"{result['watched_over_none'][k]:.2f}×")
+    console.print(table)
+    console.print(f"the watched dashboard counted {result['watched_counted']:,} asks", highlight=False)
