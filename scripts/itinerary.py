@@ -2,6 +2,7 @@
 
     python scripts/itinerary.py                     # Paris, every tier, on mocks (no keys, no fleet)
     python scripts/itinerary.py "3 days in Rome" --tier premium
+    python scripts/itinerary.py --images out/          # and one image per day, as the tier allows
 
 Workers draft in parallel (strategy ``review``): ``structure`` (ChatGPT's role: the day plan),
 ``validation`` (Gemini's role: checks times and closing days; its mock plants a contradiction on
@@ -40,6 +41,8 @@ from actors.stack import build_actors
 SPOTS_SQL = Path(__file__).with_name("itinerary_spots.sql")
 WORKERS = ["structure", "validation", "spots"]
 TIERS = {"free": 0, "pro": 1, "premium": 2}
+# images a month and what happens beyond (the travel product's matrix): free gets placeholders
+IMAGES = {"free": (0, "placeholder"), "pro": (50, "refuse"), "premium": (200, "cheaper")}
 DAYS = ["day1", "day2", "day3"]
 SCHEMA = {
     "type": "object",
@@ -65,6 +68,10 @@ def config() -> str:
     for tier, depth in TIERS.items():
         lines += [f"[tiers.{tier}]", 'strategy = "review"', f"providers = {json.dumps(WORKERS)}", "fanout = 3",
                   f"supervision = {depth}"]
+        limit, policy = IMAGES[tier]
+        lines += [f"[tiers.{tier}.quotas]", f'images = {{ per = "month", limit = {limit} }}',
+                  f"[tiers.{tier}.images]", f'over_quota = "{policy}"', 'cheaper_model = "gemini-2.5-flash-image"']
+    lines += ["[images]", 'providers = ["validation", "structure"]']  # Gemini's role draws (the mock without a key)
     return "\n".join(lines) + "\n"
 
 
@@ -112,12 +119,31 @@ async def run_tier(client: Client, prompt: str, tier: str, actors) -> dict:
     return {"answer": final, "wall_s": wall, "calls": calls}
 
 
+async def day_images(client: Client, answer: m.Answer, tier: str, out: Path) -> None:
+    """One image per day, as the tier's quota and policy allow (``Client.image``), written to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for day in DAYS:
+        try:
+            result = await client.image(str(answer.data.get(day, day))[:400], tier=tier, size="512x512",
+                                        user=f"{tier}-traveller", budget_ms=30_000)
+        except Exception as exc:  # a refused quota, a failed provider: the day goes without
+            print(f"  [{tier} image] {day}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        (png,) = (await client.image_bytes(result))[:1]
+        path = out / f"{tier}-{day}.png"
+        path.write_bytes(png)
+        made = "placeholder" if result.placeholder else f"{result.provider}/{result.model}"
+        left = result.metadata.get("quota_left")
+        print(f"  [{tier} image] {day}: {made}{f' ({left} left this month)' if left is not None else ''} -> {path}",
+              file=sys.stderr)
+
+
 async def main(args: argparse.Namespace) -> int:
     settings = parse(config(), "scripts/itinerary.py")
     server = NatsServer()
     await anyio.to_thread.run_sync(server.start)
     try:
-        names = ["router", "health", "cost", "supervisor",
+        names = ["router", "health", "cost", "supervisor", *(["images"] if args.images else []),
                  *(f"provider.{p}" for p in settings.providers if p != "spots")]
         actors = [*build_actors(settings, names), SpotsWorker(subjects=build_actors(settings, ["router"])[0].subjects)]
         async with anyio.create_task_group() as tg:
@@ -134,6 +160,8 @@ async def main(args: argparse.Namespace) -> int:
                             continue
                         print(f"== {tier} ==")
                         print(json.dumps(answer.data, indent=2, ensure_ascii=False))
+                        if args.images:
+                            await day_images(client, answer, tier, Path(args.images))
                 for tier, got in rows:
                     answer = got["answer"]
                     q = answer.metadata.get("quality", {}) if isinstance(answer, m.Answer) else {}
@@ -154,4 +182,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prompt", nargs="?", default="Plan 3 days in Paris for two, museums and markets.")
     parser.add_argument("--tier", action="append", choices=list(TIERS))
+    parser.add_argument("--images", metavar="DIR", help="also one image per day, as the tier allows, into DIR")
     sys.exit(anyio.run(main, parser.parse_args()))
