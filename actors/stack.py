@@ -88,7 +88,8 @@ def _cost(settings: Settings, common: dict[str, Any]) -> Actor:
             for b in settings.cost.budgets]
     kinds = {n: p.kind for n, p in settings.providers.items()}
     quotas = {name: tier.quotas for name, tier in settings.tiers.items() if tier.quotas}
-    return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, quotas=quotas, **common)
+    return CostActor(pricing=Pricing.load(path), provider_kinds=kinds, budgets=seed, quotas=quotas,
+                     shards=settings.cost.shards, compact_after_days=settings.cost.compact_after_days, **common)
 
 
 def _supervisor(settings: Settings, common: dict[str, Any]) -> Actor:

@@ -270,3 +270,36 @@ async def test_a_cost_actor_whose_ledger_view_lags_still_counts_a_call_another_o
             await reserve(a, "c2")
         with pytest.raises(BudgetExceeded):
             await reserve(b, "c3")
+
+
+@pytest.mark.anyio
+async def test_sharded_reservations_keep_a_user_budget_exact_and_a_tier_budget_under_its_limit(stack, pricing_file):
+    toml = COST_TOML.format(ms=20, pricing=pricing_file).replace('[cost]\n', '[cost]\nshards = 4\n')
+    async with stack(toml) as s:
+        await s.add("cost")  # two cost actors share the shards
+        router = s.actor("router")
+        params = m.Params(max_tokens=10)
+        worst = router.budgets.worst_case("p", m.Ask(id="x", messages=[m.Message(role="user", content="q00")],
+                                                     params=params))
+        for scope, name, limit in (("user", "dana", 10 * worst + worst / 2), ("tier", "free", 6 * worst + worst / 2)):
+            await s.client.rpc.service(COST_BUDGET_SET, m.BudgetSet(scope=scope, name=name, period="day",
+                                                                    limit_usd=limit), deadline=deadline_in(2000))
+        await wait_until(lambda: {("user", "dana"), ("tier", "free")} <= router.budgets.scoped, what="seen")
+        counts = {"dana": 0, "free": 0}
+
+        async def one(i: int, who: str) -> None:
+            try:
+                await s.client.ask(f"q{i:02d}", params=params, budget_ms=10_000, cache="skip",
+                                   **({"user": "dana"} if who == "dana" else {"user": f"u{i}", "tier": "free"}))
+                counts[who] += 1
+            except BudgetExceeded:
+                pass
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(one, i, "dana")
+                tg.start_soon(one, i, "free")
+        assert counts["dana"] == 10  # one user: one shard, the whole limit, exact
+        assert 1 <= counts["free"] <= 6  # a tier over 4 shards: each holds a quarter of what is left
+        cost = next(a for a in s.actors if a.kind == "cost")
+        assert {k for k in cost.mirror.values if k.startswith("reservations")} <= {f"reservations.{k}" for k in range(4)}

@@ -87,8 +87,11 @@ class ClusterFleet(chaos.Fleet):
         replicas = 3 if size == 3 else 1
         pricing = tmp / "pricing.toml"
         pricing.write_text(chaos.PRICES + PRICE_Z)
+        # max_tokens 16: a reservation's worst case is a few times an answer's actual cost, so the
+        # partition scenario's budget binds on spend, not only on what is in flight
         text = chaos.CONFIG.format(root=chaos.ROOT, pricing=pricing).replace(
-            "stop_grace_s = 5.0", f"stop_grace_s = 5.0\nreplicas = {replicas}") + ZERO
+            "stop_grace_s = 5.0", f"stop_grace_s = 5.0\nreplicas = {replicas}").replace(
+            'model = "p-1"', 'model = "p-1"\nmax_tokens = 16').replace('model = "q-1"', 'model = "q-1"\nmax_tokens = 16') + ZERO
         self.config.write_text(text)
         self.cluster: NatsCluster | None = None
 

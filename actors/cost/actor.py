@@ -75,6 +75,18 @@ def limit_key(scope: str, name: str, period: str) -> str:
     return "limit." + hashlib.blake2b(f"{scope}\0{name}\0{period}".encode(), digest_size=12).hexdigest()
 
 
+RESERVATIONS = "reservations"
+
+
+def reservations_key(shards: int, user: str | None, tier: str | None) -> str:
+    """``reservations`` (one shard), else ``reservations.<k>`` with k from a hash of the user (of
+    the tier for an ask with no user): one user's reservations are always in one key."""
+    if shards <= 1:
+        return RESERVATIONS
+    who = f"user\0{user}" if user else f"tier\0{tier or ''}"
+    return f"{RESERVATIONS}.{int.from_bytes(hashlib.blake2b(who.encode(), digest_size=8).digest(), 'big') % shards}"
+
+
 def budget_name(scope: str, name: str, period: str) -> str:
     return f"{scope}:{name}:{period}"
 
@@ -177,8 +189,11 @@ class CostActor(Actor):
     description = "priced usage ledger, reports and budgets"
 
     def __init__(self, *, pricing: Pricing, provider_kinds: dict[str, str],
-                 budgets: list[m.BudgetSet] = (), quotas: dict | None = None, **kw) -> None:
+                 budgets: list[m.BudgetSet] = (), quotas: dict | None = None, shards: int = 1,
+                 compact_after_days: int = 0, **kw) -> None:
         super().__init__(**kw)
+        self.shards = max(1, shards)  # reservations in this many keys by user hash (``cost.shards``)
+        self.compact_after_days = compact_after_days
         self.quotas = Quotas(quotas or {})  # count quotas per tier (actors/cost/quotas.py)
         self.pricing = pricing
         self.provider_kinds = provider_kinds  # provider name -> kind (openai, mock, …) for pricing
@@ -186,9 +201,10 @@ class CostActor(Actor):
         self.totals = Totals()
         self.limits: dict[str, m.BudgetSet] = {}  # budget_name(...) -> its limit
         self.limit_keys: dict[str, str] = {}  # KV key -> budget_name(...)
-        self._pending_changes: list = []
-        self._writer: asyncio.Future | None = None
-        self._holds_cache: tuple[dict, int | None] | None = None  # (holds, KV revision) as last written
+        # per reservations key: changes waiting, its writer, and (holds, KV revision) as last written
+        self._pending_changes: dict[str, list] = defaultdict(list)
+        self._writer: dict[str, asyncio.Future] = {}
+        self._holds_cache: dict[str, tuple[dict, int | None]] = {}
         self.kv = None
         self.mirror: KvMirror | None = None
         self.skipped = Skipped(self.log)  # poison usage events: acknowledged, counted, logged (rate-limited)
@@ -298,36 +314,45 @@ class CostActor(Actor):
         return sum(h.amount for cid, h in holds.items()
                    if budget in h.budgets and cid not in self.totals.calls and h.expires_at > now)
 
-    async def _update_holds(self, change) -> m.Reserved | m.Failure:
+    def reservations_key(self, user: str | None, tier: str | None) -> str:
+        """The key holding this user's reservations: ``reservations`` unsharded, else
+        ``reservations.<k>``, k from a hash of the user (of the tier for an ask with no user)."""
+        return reservations_key(self.shards, user, tier)
+
+    def reservations_keys(self) -> list[str]:
+        return [RESERVATIONS] if self.shards == 1 else [f"{RESERVATIONS}.{k}" for k in range(self.shards)]
+
+    async def _update_holds(self, change, key: str = "reservations") -> m.Reserved | m.Failure:
         """Apply ``change(holds, now)`` to the ``reservations`` key. Changes that arrive together are
         written together (one compare-and-set for the whole batch, in arrival order), so a burst
         of reservations costs a few KV writes, not one each."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending_changes.append((change, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.ensure_future(self._write_holds())
+        self._pending_changes[key].append((change, fut))
+        writer = self._writer.get(key)
+        if writer is None or writer.done():
+            self._writer[key] = asyncio.ensure_future(self._write_holds(key))
         return await fut
 
-    async def _write_holds(self) -> None:
-        while self._pending_changes:
-            batch, self._pending_changes = self._pending_changes, []
+    async def _write_holds(self, key: str) -> None:
+        while self._pending_changes[key]:
+            batch, self._pending_changes[key] = self._pending_changes[key], []
             try:
-                results = await self._write_batch(batch)
+                results = await self._write_batch(batch, key)
             except Exception as exc:  # KV unreachable: every caller hears it
                 results = [m.Failure(kind=m.UNAVAILABLE, message=f"cost ledger unavailable: {exc}")] * len(batch)
             for (_, fut), result in zip(batch, results):
                 if not fut.done():
                     fut.set_result(result)
 
-    async def _write_batch(self, batch) -> list:
+    async def _write_batch(self, batch, key: str) -> list:
         while True:
-            if self._holds_cache is None:
+            if key not in self._holds_cache:
                 try:
-                    entry = await retrying(lambda: self.kv.get("reservations"), deadline=monotonic() + KV_RETRY_S)
-                    self._holds_cache = (decode_holds(entry.value), entry.revision)
+                    entry = await retrying(lambda: self.kv.get(key), deadline=monotonic() + KV_RETRY_S)
+                    self._holds_cache[key] = (decode_holds(entry.value), entry.revision)
                 except KeyNotFoundError:
-                    self._holds_cache = ({}, None)
-            cached, revision = self._holds_cache
+                    self._holds_cache[key] = ({}, None)
+            cached, revision = self._holds_cache[key]
             now = time.time()
             ledgered = self.totals.calls
             holds = {cid: h for cid, h in cached.items()
@@ -336,14 +361,14 @@ class CostActor(Actor):
             try:
                 data, last = codec.encode(holds), revision
                 if last is None:
-                    revision = await retrying(lambda: self.kv.create("reservations", data), deadline=monotonic() + KV_RETRY_S)
+                    revision = await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
                 else:
-                    revision = await retrying(lambda: self.kv.update("reservations", data, last=last),
+                    revision = await retrying(lambda: self.kv.update(key, data, last=last),
                                               deadline=monotonic() + KV_RETRY_S)
             except KeyWrongLastSequenceError:
-                self._holds_cache = None  # another cost actor wrote first: read again, decide again
+                self._holds_cache.pop(key, None)  # another cost actor wrote first: read again, decide again
                 continue
-            self._holds_cache = (holds, revision)
+            self._holds_cache[key] = (holds, revision)
             return results
 
     async def reserve(self, req: m.Reserve, ctx: Context) -> m.Reserved:
@@ -358,17 +383,21 @@ class CostActor(Actor):
             for budget, spent_key, limit in budgets:
                 spent = self.totals.spent.get(spent_key, 0.0)
                 reserved = self.held(holds, budget, now)
-                if spent + reserved + req.amount_usd > limit + 1e-12:
+                # sharded, a tier's users spread over the shards: each holds at most its 1/shards
+                # share of what is left, so the shards together never grant past the limit
+                share = self.shards if self.shards > 1 and spent_key[0] == "tier" else 1
+                if spent + share * (reserved + req.amount_usd) > limit + 1e-12:
                     return m.Failure(
                         kind=m.BUDGET_EXCEEDED,
                         message=f"budget {budget}: spent ${spent:.6f} + reserved ${reserved:.6f} + "
-                                f"this call ${req.amount_usd:.6f} > limit ${limit:.6f}",
+                                f"this call ${req.amount_usd:.6f} > limit ${limit:.6f}"
+                                + (f" (this shard's 1/{share} share)" if share > 1 else ""),
                     )
             holds[req.call_id] = Hold(amount=req.amount_usd, expires_at=req.expires_at or now + 60.0,
                                       budgets=[b for b, _, _ in budgets])
             return m.Reserved(call_id=req.call_id, budgets=[b for b, _, _ in budgets])
 
-        result = await self._update_holds(change)
+        result = await self._update_holds(change, self.reservations_key(req.user, req.tier))
         if isinstance(result, m.Failure):
             raise BudgetExceeded(result.message)
         return result
@@ -386,7 +415,11 @@ class CostActor(Actor):
                                               budgets=hold.budgets)
             return m.Reserved(call_id=req.call_id, budgets=hold.budgets if hold else [])
 
-        return await self._update_holds(change)
+        if self.shards == 1 or req.user or req.tier:
+            return await self._update_holds(change, self.reservations_key(req.user, req.tier))
+        # an older router says not who asked: the hold may be in any shard
+        replies = [await self._update_holds(change, key) for key in self.reservations_keys()]
+        return next((r for r in replies if isinstance(r, m.Reserved) and r.budgets), replies[0])
 
     async def budget_set(self, req: m.BudgetSet, ctx: Context) -> m.BudgetReport:
         if bad := names.problem(req.name, "a budget's name", "label"):
@@ -407,10 +440,12 @@ class CostActor(Actor):
 
     async def budget_report(self, req: m.BudgetQuery, ctx: Context) -> m.BudgetReport:
         now = time.time()
-        try:
-            holds = decode_holds((await self.kv.get("reservations")).value)
-        except KeyNotFoundError:
-            holds = {}
+        holds: dict[str, Hold] = {}
+        for key in self.reservations_keys():
+            try:
+                holds |= decode_holds((await self.kv.get(key)).value)
+            except KeyNotFoundError:
+                pass
         day = day_of(now)
         out = []
         for name, b in sorted(self.limits.items()):

@@ -115,4 +115,5 @@ class Budgets:
 
     async def after(self, ask: m.Ask, call_id: str, cost: float | None) -> None:
         if self.applies(ask):
-            await self.rpc.tell(COST_COMMIT, m.Commit(call_id=call_id, actual_usd=cost or 0.0), ask_id=ask.id)
+            await self.rpc.tell(COST_COMMIT, m.Commit(call_id=call_id, actual_usd=cost or 0.0, user=ask.user,
+                                                      tier=ask.tier), ask_id=ask.id)
