@@ -37,6 +37,7 @@ subject                                kind                         served by
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,7 +155,13 @@ class Subjects:
         ``events.>`` (its own stream), nor broadcasts (``cancel``, ``cache.done.*``)."""
         r = self.root
         return [f"{r}.ask", f"{r}.ask.stream", f"{r}.provider.>", f"{r}.cache.get", f"{r}.cache.put",
-                f"{r}.cost.>", f"{r}.health.>", f"{r}.supervisor.>", f"{r}.reply.>"]
+                f"{r}.cost.>", f"{r}.health.>", f"{r}.supervisor.>", f"{r}.reply.>", f"{r}.recorded.index.*"]
+
+    def recorded_index(self, ask_id: str) -> str:
+        """Where a router marks an ask's start in the recording (an empty message): ``llmbus trace``
+        finds the ask there in one lookup instead of scanning the stream. The id is hashed (an ask
+        id may hold ``.``, ``*`` or ``>``)."""
+        return f"{self.root}.recorded.index.{hashlib.blake2b(ask_id.encode(), digest_size=12).hexdigest()}"
 
     @property
     def recorded_errors(self) -> str:
