@@ -25,6 +25,7 @@ from typing import Any
 from bus import messages as m
 
 WINDOW_S = 60.0  # outcomes kept per provider for the live success rate
+RECENT_KEPT = 50_000  # at most this many of them (the rate is then over the last ones)
 RATE_S = 10.0  # asks per second are counted over this window
 FAILURES_KEPT = 25
 ROUTES_KEPT = 8
@@ -144,7 +145,10 @@ class Board:
     def outcome(self, o: m.Outcome) -> None:
         if o.kind == m.CANCELLED:  # a loser the strategy stopped (a hedge, a quorum reached): no verdict
             return
-        self._provider(o.provider).recent.append((o.at, o.ok, o.latency_ms, o.kind))
+        recent = self._provider(o.provider).recent
+        recent.append((o.at, o.ok, o.latency_ms, o.kind))
+        while recent[0][0] < o.at - WINDOW_S or len(recent) > RECENT_KEPT:  # bounded while nobody looks
+            recent.popleft()
         self._changed()
 
     # --- asks (counted when their final reply passes: the answer names the strategy that ran) ------
