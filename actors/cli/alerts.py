@@ -1,7 +1,6 @@
 """``llmbus alerts [--active]`` and ``llmbus failures [--since] [--by provider|kind|route]``.
 
-Both read the events stream (``<ROOT>_EVENTS``) with an ephemeral pull consumer filtered to their
-subjects: ``alerts`` the ``Alert`` events the health actor published (the latest state of each
+Both read the events stream (``<ROOT>_EVENTS``) filtered to their subjects (``actors.recording.read``): ``alerts`` the ``Alert`` events the health actor published (the latest state of each
 (rule, subject, since): firing or resolved), ``failures`` every failed provider call (``Outcome``
 with its kind and message) plus, when the recording is on (``[record]``), every ``Failure`` reply
 in the record stream with its ask id and route — the context of each failure.
@@ -9,8 +8,6 @@ in the record stream with its ask id and route — the context of each failure.
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections import Counter
 from typing import Annotated, Literal, Optional
 
@@ -22,47 +19,10 @@ from rich.table import Table
 from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, group, iso, load_settings, on_fleet, out, print_json
 from bus import messages as m
 from bus.subjects import Subjects
+from actors.recording import read
 
 app = group()
 SinceOpt = Annotated[Optional[float], typer.Option(min=0.0, help="only the last SECONDS (default: all kept)")]
-
-
-async def read_subject(nc, stream: str, subject: str, *, since_s: float | None = None, limit: int = 100_000) -> list:
-    """(store time, data, headers) of each message of ``subject`` in ``stream``, oldest first."""
-    from nats.errors import TimeoutError as NatsTimeoutError
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-    from nats.js.errors import NotFoundError
-
-    js = nc.jetstream()
-    try:
-        await js.stream_info(stream)
-    except NotFoundError:
-        return []
-    if since_s is None:
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0,
-                                mem_storage=True, filter_subject=subject)
-    else:
-        start = dt.datetime.fromtimestamp(time.time() - since_s, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
-        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_TIME,
-                                opt_start_time=start, inactive_threshold=30.0, mem_storage=True,
-                                filter_subject=subject)
-    psub = await js.pull_subscribe(subject, stream=stream, config=config)
-    got = []
-    try:
-        while len(got) < limit:
-            try:
-                msgs = await psub.fetch(batch=1024, timeout=0.5)
-            except (NatsTimeoutError, TimeoutError):
-                break
-            got.extend((msg.metadata.timestamp.timestamp(), msg.data, dict(msg.headers or {})) for msg in msgs)
-            if not msgs or msgs[-1].metadata.num_pending == 0:
-                break
-    finally:
-        try:
-            await psub.unsubscribe()
-        except Exception:  # noqa: S110 — the ephemeral consumer goes after inactive_threshold anyway
-            pass
-    return got
 
 
 _alert = msgspec.json.Decoder(m.Alert)
@@ -71,9 +31,9 @@ _alert = msgspec.json.Decoder(m.Alert)
 async def read_alerts(nc, subjects: Subjects, *, since_s: float | None = None) -> list[m.Alert]:
     """The latest event of each alert (rule, subject, since), newest first."""
     latest: dict[tuple, m.Alert] = {}
-    for _, data, _ in await read_subject(nc, subjects.events_stream, subjects.alert_event, since_s=since_s):
+    for rec in await read(nc, subjects.events_stream, since_s=since_s, subject=subjects.alert_event):
         try:
-            alert = _alert.decode(data)
+            alert = _alert.decode(rec.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         latest[(alert.rule, alert.subject, round(alert.since, 3))] = alert
@@ -136,27 +96,25 @@ _failure = msgspec.json.Decoder(m.Failure)
 
 
 async def read_failures(nc, subjects: Subjects, *, since_s: float | None = None) -> list[FailureLine]:
-    from bus.deadline import ASK_ID_HEADER
-
     lines = []
-    for at, data, _ in await read_subject(nc, subjects.events_stream, subjects.outcome(">"), since_s=since_s):
+    for rec in await read(nc, subjects.events_stream, since_s=since_s, subject=subjects.outcome(">")):
         try:
-            event = _outcomes.decode(data)
+            event = _outcomes.decode(rec.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         for o in event.items if isinstance(event, m.Outcomes) else [event]:
             if not o.ok:
-                lines.append(FailureLine(at=o.at or at, source="event", provider=o.provider, kind=o.kind or m.INTERNAL,
+                lines.append(FailureLine(at=o.at or rec.at, source="event", provider=o.provider, kind=o.kind or m.INTERNAL,
                                          message=o.detail))
-    for at, data, headers in await read_subject(nc, subjects.record_stream, ">", since_s=since_s):
-        if b'"Failure"' not in data:
+    for rec in await read(nc, subjects.record_stream, since_s=since_s):
+        if b'"Failure"' not in rec.data:
             continue
         try:
-            f = _failure.decode(data)
+            f = _failure.decode(rec.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
-        lines.append(FailureLine(at=at, source="recording", provider=f.provider or "-", kind=f.kind, message=f.message,
-                                 ask_id=headers.get(ASK_ID_HEADER, ""),
+        lines.append(FailureLine(at=rec.at, source="recording", provider=f.provider or "-", kind=f.kind,
+                                 message=f.message, ask_id=rec.ask_id or "",
                                  route=">".join(s.provider for s in f.route)))
     return sorted(lines, key=lambda x: x.at)
 

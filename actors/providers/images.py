@@ -18,7 +18,6 @@ import hashlib
 import io
 import random
 import re
-import time
 from functools import lru_cache, partial
 
 import msgspec
@@ -151,6 +150,4 @@ async def serve(actor, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
         kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
         raise
     finally:
-        actor.events.add(m.Outcome(provider=actor.provider, ok=kind is None, kind=kind,
-                                   latency_ms=round((now() - started) * 1000.0, 3), retry_after_s=retry_after,
-                                   at=time.time(), detail=detail[:300] if kind else ""), None)
+        actor._report(request, kind, retry_after, started, None, detail)  # the Outcome (no usage: result None)
