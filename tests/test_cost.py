@@ -303,3 +303,35 @@ async def test_sharded_reservations_keep_a_user_budget_exact_and_a_tier_budget_u
         assert 1 <= counts["free"] <= 6  # a tier over 4 shards: each holds a quarter of what is left
         cost = next(a for a in s.actors if a.kind == "cost")
         assert {k for k in cost.mirror.values if k.startswith("reservations")} <= {f"reservations.{k}" for k in range(4)}
+
+
+@pytest.mark.anyio
+async def test_ledger_compaction_rolls_a_day_into_daily_totals_and_refuses_late_events(stack, pricing_file):
+    import time
+
+    import msgspec
+
+    toml = COST_TOML.format(ms=0, pricing=pricing_file).replace("[cost]\n", "[cost]\ncompact_after_days = 2\n")
+    old_at = time.time() - 3 * 86400
+    async with stack(toml, names=["cost"]) as s:
+        cost = s.actors[0]
+        subject = s.client.subjects.usage("p")
+        events = [msgspec.structs.replace(usage_event(f"a{i}", "c", user=f"u{i % 3}"), at=old_at) for i in range(30)]
+        events += [msgspec.structs.replace(usage_event(f"t{i}", "c", user="u0"), at=time.time()) for i in range(5)]
+        for e in events:
+            await s.client.nc.publish(subject, codec.encode(e))
+        await wait_until(lambda: len(cost.totals.seen) == 35, what="all 35 calls in the ledger")
+        before = await report(s, by="user")
+        old_day = events[0].at and cost.price(events[0]).day
+        assert await cost.compact_due() == [old_day]
+        await wait_until(lambda: old_day in cost.totals.compacted, what="the daily key seen")
+        info = await s.client.nc.jetstream().stream_info(f"KV_{s.client.subjects.bucket('cost')}")
+        assert info.state.messages == 1 + 5  # the daily key and today's 5 entries
+        assert await report(s, by="user") == before
+        for e in events[:3]:  # late copies of compacted calls: refused, never counted twice
+            await s.client.nc.publish(subject, codec.encode(e))
+        await wait_until(lambda: cost.skipped.count >= 3, what="the late events refused")
+        again = await s.add("cost")  # a restarted cost actor reads the daily totals back
+        await wait_until(lambda: old_day in again.totals.compacted and len(again.totals.seen) == 5, what="loaded")
+        assert (await report(s, by="user")) == before and again.totals.report("user", None) == before
+        assert await cost.compact_due() == []

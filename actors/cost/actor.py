@@ -47,9 +47,10 @@ from bus import names
 from bus.deadline import now as monotonic
 from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
-from bus.streams import KvMirror, Skipped, consume, ensure_events_stream, retrying
+from bus.streams import TRANSIENT, KvMirror, Skipped, consume, ensure_events_stream, retrying
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_COMMIT, COST_REPORT, COST_RESERVE
 from actors import metrics
+from actors.cost import compaction
 from actors.cost.quotas import Quotas
 from actors.pure.facts import usage_problem
 from actors.pure.pricing import Pricing
@@ -63,6 +64,7 @@ COMMITTED_KEEP_S = 300.0  # a committed call whose usage never reaches the ledge
 # A hold whose call is in the ledger stays in the reservations key this long after this actor saw the
 # entry: another cost actor whose ledger watch lags would otherwise see the call neither spent nor held.
 SETTLE_S = 10.0
+COMPACT_EVERY_S = 600.0  # how often a cost actor looks for ledger days to compact
 KV_RETRY_S = 5.0  # a ledger or reservation write is retried this long (a restarting server)
 
 
@@ -128,11 +130,19 @@ class Totals:
         self.spent: dict[tuple, float] = defaultdict(float)  # ("user", "alice", "day", "2026-11-25") -> usd
         self.calls: dict[str, float] = {}  # call ids in the ledger -> when this actor saw the entry (unix)
         self.seen: set[str] = set()  # ledger keys counted (a re-watch must not count twice)
+        # compacted days (actors.cost.compaction): their distinct asks as counts, and the dated keys of
+        # the days still live
+        self.compacted: set[str] = set()
+        self.ask_counts: dict[str, dict[tuple[str, str], int]] = {d: {} for d in DIMENSIONS}
+        self.day_asks: dict[str, int] = {}
+        self.keys_by_day: dict[str, list[str]] = {}
 
     def add(self, key: str, e: m.LedgerEntry) -> None:
-        if key in self.seen:
+        if key in self.seen or e.day in self.compacted:
             return
         self.seen.add(key)
+        if (day := compaction.day_of_key(key)) is not None:
+            self.keys_by_day.setdefault(day, []).append(key)
         self.calls.setdefault(e.call_id, time.time())
         values = {"provider": e.provider, "model": e.model, "tier": e.tier or "-", "user": e.user or "-",
                   "day": e.day, "strategy": e.strategy or "-"}
@@ -163,17 +173,23 @@ class Totals:
                 raise BadRequest(f"{name} must be a date YYYY-MM-DD (got {day!r})")
         grouped: dict[str, list] = {}
         asks_of: dict[str, set[str]] = defaultdict(set)
+        counted: dict[str, int] = defaultdict(int)  # distinct asks of compacted days
         for (value, day), figures in self.by[by].items():
             if (since and day < since) or (until and day > until):
                 continue
             line = grouped.setdefault(value, [0, 0, 0, 0, 0.0, 0])
             for i, x in enumerate(figures):
                 line[i] += x
-            asks_of[value] |= self.asks[by][(value, day)]
-        lines = [m.CostLine(key=value, calls=calls, asks=len(asks_of[value]), input_tokens=tin, output_tokens=tout,
+            if day in self.compacted:
+                counted[value] += self.ask_counts[by].get((value, day), 0)
+            else:
+                asks_of[value] |= self.asks[by][(value, day)]
+        lines = [m.CostLine(key=value, calls=calls, asks=len(asks_of[value]) + counted[value], input_tokens=tin,
+                            output_tokens=tout,
                             cached_tokens=tcached, cost_usd=round(usd, 9), unpriced_calls=unpriced)
                  for value, (calls, tin, tout, tcached, usd, unpriced) in sorted(grouped.items())]
         asks = len(set().union(*asks_of.values())) if asks_of else 0
+        asks += sum(n for d, n in self.day_asks.items() if not ((since and d < since) or (until and d > until)))
         total = m.CostLine(
             key="total", calls=sum(x.calls for x in lines), asks=asks,
             input_tokens=sum(x.input_tokens for x in lines), output_tokens=sum(x.output_tokens for x in lines),
@@ -222,7 +238,7 @@ class CostActor(Actor):
         ] + self.quotas.endpoints(self.subjects)
 
     def background(self):
-        return [self._mirror, self._consume]
+        return [self._mirror, self._consume] + ([self._compactor] if self.compact_after_days > 0 else [])
 
     async def setup(self) -> None:
         await ensure_events_stream(self.nc, self.subjects)
@@ -251,6 +267,11 @@ class CostActor(Actor):
             self.totals.add(key, entry := _entry.decode(value))
             for budget, spent_key, limit in self.applicable(entry.user, entry.tier, entry.at):  # the gauge
                 metrics.budget(budget, self.totals.spent.get(spent_key, 0.0), limit)
+        elif key.startswith(compaction.DAILY) and value is not None:
+            day = key.removeprefix(compaction.DAILY)
+            for gone in self.totals.keys_by_day.get(day, ()):  # purged from the bucket: forget them here too
+                self.mirror.values.pop(gone, None)
+            compaction.fold(self.totals, compaction.decode(value))
         elif key.startswith("limit."):
             if value is None:
                 self.limits.pop(self.limit_keys.pop(key, ""), None)
@@ -281,8 +302,14 @@ class CostActor(Actor):
 
     async def record(self, usage: m.Usage) -> bool:
         """Write the priced entry once; False when this (ask id, call id) was already counted."""
-        key = ledger_key(usage.ask_id, usage.call_id)
         entry = self.price(usage)
+        if self.compact_after_days > 0:  # dated keys: a day's entries go in one purge once compacted
+            if entry.day in self.totals.compacted:
+                self.skipped(f"late usage: {entry.day} is compacted", ask_id=usage.ask_id[:80])
+                return False
+            key = compaction.ledger_key_of_day(entry.day, usage.ask_id, usage.call_id)
+        else:
+            key = ledger_key(usage.ask_id, usage.call_id)
         data = codec.encode(entry)
         try:  # a transient failure (the server restarting) is retried; a write that did land is then "exists"
             await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
@@ -290,6 +317,24 @@ class CostActor(Actor):
             return False
         metrics.cost(usage.provider, usage.tier, entry.cost_usd)  # once fleet-wide: the writer counts it
         return True
+
+    async def compact_due(self, now: float | None = None) -> list[str]:
+        """Compact every day ``cost.compact_after_days`` old (or older) that still has entries."""
+        done = []
+        for day in compaction.due(self.totals, self.compact_after_days, now):
+            wrote = await compaction.compact(self.nc, self.kv, self.subjects.bucket("cost"), self.totals, day)
+            self.log.info("ledger_compacted", day=day, by_this_actor=wrote)
+            done.append(day)
+        return done
+
+    async def _compactor(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await anyio.sleep(COMPACT_EVERY_S)
+            try:
+                await self.compact_due()
+            except TRANSIENT as exc:  # the server is restarting: next round
+                self.log.info("compaction_deferred", error=str(exc) or type(exc).__name__)
 
     async def _consume(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         await consume(self.nc, stream=self.subjects.events_stream, subject=self.subjects.usage(">"),
