@@ -175,7 +175,8 @@ def bare_asgi(client: Client):
         reply = await client.send(ask, deadline=deadline_in(30_000))
         status, out = (200, encode(chat.completion(reply, req.model, False))) if type(reply) is m.Answer else \
             (500, encode({"error": reply.message}))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(out)).encode())]})
         await send({"type": "http.response.body", "body": out})
 
     return app
@@ -185,13 +186,19 @@ async def serve(url: str, root: str, ports: list[int]) -> None:
     import uvicorn
 
     from actors.bench.measure import bench_settings
-    from actors.gateway.actor import GatewayActor, _Server
+    from actors.gateway.actor import GatewayActor, _Server, listen_on
     from actors.gateway.config import GatewaySettings
+    from actors.settings import CacheSettings
     from actors.runtime import run_actors
     from actors.stack import build_actors
     from bus.subjects import Subjects
 
-    settings = bench_settings(root, gateway=GatewaySettings(rpm=10**9))
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    settings = bench_settings(root, gateway=GatewaySettings(rpm=10**9), cache=CacheSettings(enabled=False))
     actors = build_actors(settings, ["router", "provider.zero"])
     common = dict(settings=settings, subjects=Subjects(root))
     actors += [GatewayActor(listen=f"127.0.0.1:{ports[0]}", protocol="httptools", **common),
@@ -199,12 +206,12 @@ async def serve(url: str, root: str, ports: list[int]) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(run_actors, actors, url)
         async with Client(url, root=root, name="bench-bare-asgi") as client:
-            config = uvicorn.Config(bare_asgi(client), host="127.0.0.1", port=ports[2], lifespan="off", log_config=None,
-                                    log_level="warning", access_log=False, http="httptools")
+            config = uvicorn.Config(bare_asgi(client), lifespan="off", log_config=None, log_level="warning",
+                                    access_log=False, http="httptools", server_header=False)
             config.load()
             server = _Server(config)
             server.lifespan = config.lifespan_class(config)
-            await server.startup()
+            await server.startup(sockets=[listen_on("127.0.0.1", ports[2])])
             await server.main_loop()
 
 

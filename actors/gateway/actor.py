@@ -55,6 +55,23 @@ def http_protocol() -> str:
     return "httptools"
 
 
+def listen_on(host: str, port: int) -> socket.socket:
+    """A listening TCP socket made with ``IPPROTO_TCP`` as its protocol: asyncio sets TCP_NODELAY
+    only on sockets that say so, and the connections accepted from it inherit it. Without
+    TCP_NODELAY a response written as headers then body waits for the client's delayed ACK
+    (measured: 40+ ms a request, instead of ~1 ms)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class GatewayActor(Actor):
     kind = "gateway"
     description = "HTTP gateway: OpenAI-compatible API, native asks, dashboard"
@@ -130,8 +147,7 @@ class GatewayActor(Actor):
                               "(llmbus keys create --user U --tier T) or add [[gateway.keys]], or listen on loopback")
         extra = self.dashboard.routes() if self.dashboard is not None else []
         self.gateway = Gateway(self.settings, self.client, self.keys, ready=self._ready, extra_routes=extra)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, backlog=2048)
+        sock = listen_on(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.gateway.app(), lifespan="off", log_config=None, log_level="warning",
                                 access_log=False, http=self.protocol, server_header=False,

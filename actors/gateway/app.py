@@ -56,6 +56,7 @@ COOKIE = "llmbus_key"
 _encode = msgspec.json.Encoder().encode
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _GONE = object()  # the client disconnected before the reply
+WATCH_AFTER_S = 0.05  # a request still waiting after this long watches for its client's disconnect
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -116,26 +117,38 @@ class Gateway:
 
     async def until_disconnect(self, request: Request, work: Awaitable[T]) -> T | object:
         """``await work``, unless the client disconnects first: then it is cancelled (an ask's
-        ``Client.send`` publishes the Cancel) and ``_GONE`` is returned."""
+        ``Client.send`` publishes the Cancel) and ``_GONE`` is returned.
+
+        The watch (a task waiting on ``receive()`` for ``http.disconnect``) starts only when the
+        work is still running after ``WATCH_AFTER_S``: a quick ask pays one timer, not a task and a
+        ``receive()`` (measured: half the throughput at 64 in flight). The watcher is never
+        cancelled: uvicorn's ``receive()`` returns ``http.disconnect`` once the response is
+        complete, so it ends by itself (a task cancelled per request measured slower still)."""
         task = asyncio.ensure_future(work)
         receive = request.receive
+        gone = False
 
         async def watch() -> None:
-            while True:
+            nonlocal gone
+            while not task.done():
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    task.cancel()
+                    if not task.done():
+                        gone = True
+                        task.cancel()
                     return
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(WATCH_AFTER_S, lambda: task.done() or loop.create_task(watch()))
         try:
             return await task
         except asyncio.CancelledError:
-            if task.cancelled() and watcher.done():  # the client left, not our own cancellation
+            if gone:  # the client left, not our own cancellation
                 return _GONE
+            task.cancel()
             raise
         finally:
-            watcher.cancel()
+            timer.cancel()
 
     # --- handlers ---------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
