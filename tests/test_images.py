@@ -217,3 +217,47 @@ async def test_gateway_images_generations_by_tier(stack, pricing_file):
             assert body["llmbus"]["provider"] == "mock" and body["llmbus"]["placeholder"] is False
             bad = await http.post("/v1/images/generations", json={"prompt": ""})
             assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+
+
+def _llmbus(*args: str, env: dict[str, str]):
+    import subprocess
+
+    from tests.helpers import LLMBUS
+
+    return subprocess.run([str(LLMBUS), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.anyio
+async def test_llmbus_image_by_tier_and_budget_show_lists_the_quotas(stack, pricing_file, tmp_path):
+    import json
+
+    from tests.helpers import cli_env
+
+    toml = IMAGES_TOML.format(pro=1) + f'\n[cost]\npricing = "{pricing_file}"\n'
+    async with stack(toml, names=["cost", "images", "provider.mock", "provider.cheap"]) as s:
+        config = tmp_path / "llmbus.toml"
+        config.write_text(toml)
+        env = cli_env(LLMBUS_ROOT=s.root, LLMBUS_CONFIG=str(config), LLMBUS_NATS_URL=s.url)
+
+        def run(*args):
+            return anyio.to_thread.run_sync(lambda: _llmbus(*args, env=env))
+
+        free = await run("image", "a beach at sunset", "--tier", "free", "--size", "128x128", "--out", str(tmp_path / "f.png"))
+        assert free.returncode == 0 and "placeholder" in free.stderr, free.stderr
+        assert (tmp_path / "f.png").read_bytes() == render_placeholder("a beach at sunset", "128x128", label="placeholder")
+        pro = await run("image", "a beach at sunset", "--tier", "pro", "--size", "128x128", "--out", str(tmp_path / "p.png"))
+        assert pro.returncode == 0 and "from mock/" in pro.stderr and "0 left" in pro.stderr, pro.stderr
+        again = await run("image", "another beach", "--tier", "pro", "--size", "128x128", "--json")
+        assert again.returncode == 1 and json.loads(again.stdout)["kind"] == "budget_exceeded"
+        shown = await run("budget", "show", "--json")
+        quotas = {q["tier"]: q for q in json.loads(shown.stdout)["quotas"]}
+        assert (quotas["pro"]["used"], quotas["pro"]["left"], quotas["free"]["limit"]) == (1, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_bench_images_smoke(nats_url):
+    from actors.bench import images
+    from actors.bench.measure import Plan
+
+    got = await images.run(nats_url, Plan(warmup=1, samples=3, seconds=0.1, rounds=1, max_asks=8, concurrency=(2,)))
+    assert got["failed"] == 0 and got["paths"]["object store"]["p50_ms"] > 0
