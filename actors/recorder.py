@@ -120,6 +120,8 @@ class ErrorRecorder:
 
     async def _write(self, ask_id: str, window: list[tuple[float, str, dict, bytes]]) -> None:
         root = self.subjects.root
+        # the ask's mark first (``Subjects.recorded_index``): `llmbus trace` reads from there
+        await self.nc.publish(self.subjects.recorded_index(ask_id), b"", headers={"Nats-Msg-Id": f"{ask_id}.index"})
         for t, subject, hdrs, data in window:
             digest = hashlib.blake2b(subject.encode() + data, digest_size=8).hexdigest()
             headers = {**hdrs, SUBJECT_HEADER: subject, AT_HEADER: repr(t), "Nats-Msg-Id": f"{ask_id}.{digest}"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,15 +50,19 @@ class Rec:
 
 
 async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: int = 2048,
-               subject: str = ">") -> list[Rec]:
-    """Every message of ``stream`` (those stored in the last ``since_s`` seconds when given; only
-    those on ``subject`` when given: the server filters, the rest is never sent)."""
+               subject: str = ">", from_time: float | None = None,
+               stop: Callable[[Rec, float], bool] | None = None) -> list[Rec]:
+    """Every message of ``stream`` (those stored in the last ``since_s`` seconds, or from the unix
+    time ``from_time``, when given; only those on ``subject`` when given: the server filters, the
+    rest is never sent), up to the first one ``stop(rec, stored_at)`` is true of."""
     js = nc.jetstream()
-    if since_s is None:
+    if from_time is None and since_s is not None:
+        from_time = time.time() - since_s
+    if from_time is None:
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
                                 inactive_threshold=30.0, mem_storage=True)
     else:
-        start = dt.datetime.fromtimestamp(time.time() - since_s, tz=dt.timezone.utc)
+        start = dt.datetime.fromtimestamp(from_time, tz=dt.timezone.utc)
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_TIME,
                                 opt_start_time=start.isoformat().replace("+00:00", "Z"),
                                 inactive_threshold=30.0, mem_storage=True)
@@ -75,12 +80,20 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
                 msgs = await psub.fetch(batch=batch, timeout=0.5)
             except (NatsTimeoutError, TimeoutError):
                 break
+            done = False
             for msg in msgs:
+                if ".recorded.index." in msg.subject:  # an ask's start mark, not one of its messages
+                    continue
                 md, hdrs = msg.metadata, dict(msg.headers or {})
                 at = hdrs.get("Llm-At")  # written by the error recorder: the original subject and time
-                out.append(Rec(md.sequence.stream, hdrs.get("Llm-Subject", msg.subject),
-                               float(at) if at else md.timestamp.timestamp(), hdrs, msg.data))
-            if not msgs or msgs[-1].metadata.num_pending == 0:
+                stored = md.timestamp.timestamp()
+                rec = Rec(md.sequence.stream, hdrs.get("Llm-Subject", msg.subject), float(at) if at else stored,
+                          hdrs, msg.data)
+                if stop is not None and stop(rec, stored):
+                    done = True
+                    break
+                out.append(rec)
+            if done or not msgs or msgs[-1].metadata.num_pending == 0:
                 break
     finally:
         try:
@@ -209,13 +222,54 @@ def build_traces(subjects: Subjects, records: list[Rec]) -> dict[str, Trace]:
     return {aid: build_trace(subjects, aid, recs, []) for aid, recs in by_ask.items()}
 
 
+INDEX_MARGIN_S = 0.25  # the ask's request is stored just before the router marks its start
+AFTER_REPLY_S = 1.0  # what follows the ask's reply (a cost commit, events) is read this long after it
+LONGEST_S = 900.0  # an ask whose reply was never recorded is read this long at most
+
+
+def _until_done(subjects: Subjects, ask_id: str, began: float):
+    """A ``read`` stop: once the ask's reply is stored, ``AFTER_REPLY_S`` more (store time)."""
+    ask_subjects = (subjects.ask, subjects.ask_stream)
+    replied: list[float] = []
+
+    def stop(rec: Rec, stored: float) -> bool:
+        if replied:
+            return stored > replied[0] + AFTER_REPLY_S
+        if rec.ask_id == ask_id and rec.headers.get(RE_HEADER) in ask_subjects:
+            replied.append(stored)
+        return stored > began + LONGEST_S
+
+    return stop
+
+
+async def _indexed(nc: NATS, subjects: Subjects, ask_id: str) -> list[Rec] | None:
+    """The ask's stretch of the recording, found by its index mark (``Subjects.recorded_index``);
+    None: no mark (an older recording, or aged out)."""
+    try:
+        mark = await nc.jetstream().get_last_msg(subjects.record_stream, subjects.recorded_index(ask_id))
+    except Exception:  # noqa: BLE001 — not found, no such stream, an older server: scan instead
+        return None
+    if mark.time is None:
+        return None
+    began = mark.time.timestamp()
+    return await read(nc, subjects.record_stream, from_time=began - INDEX_MARGIN_S,
+                      stop=_until_done(subjects, ask_id, began))
+
+
 async def trace(nc: NATS, subjects: Subjects, ask_id: str, *, since_s: float | None = None) -> Trace:
-    records = await read(nc, subjects.record_stream, since_s=since_s)
-    mine = [r for r in records if r.ask_id == ask_id]
+    """The ask's trace: its stretch of the recording found by its index mark (one lookup, then a
+    bounded read), else the whole window (``since_s``) scanned; and the events of that time."""
+    records = await _indexed(nc, subjects, ask_id) if since_s is None else None
+    mine = [r for r in records or () if r.ask_id == ask_id]
+    if not any(r.subject in (subjects.ask, subjects.ask_stream) for r in mine):  # not found that way
+        records = await read(nc, subjects.record_stream, since_s=since_s)
+        mine = [r for r in records if r.ask_id == ask_id]
     if not mine:
         return Trace(ask_id, [])
-    # the events from a second before the ask's first message on (not the whole events stream)
-    events = await read(nc, subjects.events_stream, since_s=max(0.0, time.time() - mine[0].at + 1.0))
+    # the events from a second before the ask's first message to a second after its last
+    last = max(r.at for r in mine)
+    events = await read(nc, subjects.events_stream, from_time=mine[0].at - 1.0,
+                        stop=lambda rec, stored: stored > last + AFTER_REPLY_S)
     return build_trace(subjects, ask_id, mine, events)
 
 

@@ -295,3 +295,24 @@ async def test_replay_calls_live_providers_only_with_live(stack, root, nats_url)
             assert sorted(live.result.providers) == ["a", "b", "c"]
         finally:
             await nc.close()
+
+
+@pytest.mark.timeout(30)
+async def test_a_trace_reads_only_its_asks_stretch_of_the_recording(stack, root, nats_url, monkeypatch):
+    """The router marks each ask's start (``Subjects.recorded_index``): a trace looks it up and reads
+    from there until ``AFTER_REPLY_S`` after the ask's reply (here 0: the next ask stops it), not the
+    whole stream."""
+    monkeypatch.setattr(recording, "AFTER_REPLY_S", 0.0)
+    async with stack(TOML) as s:
+        answers = [await s.client.ask(f"ask {i}", budget_ms=5_000, cache="skip") for i in range(12)]
+        nc = await nats.connect(nats_url)
+        try:
+            everything = await recording.read(nc, Subjects(root).record_stream)
+            first = await recording._indexed(nc, Subjects(root), answers[0].id)
+            assert first is not None and answers[0].id in {r.ask_id for r in first}
+            assert len(first) < len(everything) // 2  # the first asks only
+            tr = await recording.trace(nc, Subjects(root), answers[5].id)
+            assert tr.ask is not None and tr.ask.reply is not None
+            assert "provider.second.complete" in [c.name for c in tr.calls]
+        finally:
+            await nc.close()

@@ -64,9 +64,13 @@ def trace_cmd(
 ) -> None:
     """An ask's messages as a tree: router, cache, cost, each provider call, events — each with its
     start offset, duration and outcome. Read from the recording: works after every actor restarted."""
+    show_trace(load_settings(ctx, config, nats_url), ask_id, since, json_out)
+
+
+def show_trace(settings, ask_id: str, since: float | None, json_out: bool) -> None:
+    """``llmbus trace`` once its options are read (also by ``actors.cli.quick``, without typer)."""
     from actors import recording
 
-    settings = load_settings(ctx, config, nats_url)
     subjects = Subjects(settings.bus.root)
 
     async def work(client):

@@ -103,6 +103,7 @@ class Router(Actor):
         self.live.price_providers(settings, self.pricing)
         # the cache step (actors.router.cache_step): lookup, coalescing of identical asks, store
         self.cache = CacheStep(self, settings, order=self.order, margin=reply_margin_s) if settings.cache.enabled else None
+        self.index_asks = settings.recording() == "all"  # mark each ask's start in the recording
 
     async def setup(self) -> None:
         mode = self.settings.recording()
@@ -187,6 +188,8 @@ class Router(Actor):
             if seen is not None:
                 return await asyncio.shield(seen) if isinstance(seen, asyncio.Future) else seen
         self.recent.start(ask.id)
+        if self.index_asks:  # the ask's start in the recording: `llmbus trace` finds it in one lookup
+            await self.nc.publish(self.subjects.recorded_index(ask.id), b"")
         result: m.Answer | m.Failure = m.Failure(kind=m.CANCELLED, message="the ask was cancelled")
         cache = self.cache
         try:
