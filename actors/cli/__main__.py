@@ -1,5 +1,5 @@
 """``python -m actors.cli …`` is ``llmbus …`` (the bench starts actor processes this way)."""
 
-from actors.cli.main import main
+from actors.cli.quick import main
 
 main()
