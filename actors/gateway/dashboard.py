@@ -7,7 +7,8 @@ trace from the recording, as ``llmbus trace`` prints it; ``?format=json`` for th
 Where the figures come from (nothing here imports another actor's state):
 
 - breaker states: a watch on the health KV bucket (``state.*``), so a change is on the page within
-  milliseconds of the health actor storing it;
+  milliseconds of the health actor storing it (and the health report every second, should the watch
+  be lost with a restarted server);
 - success rates and latency: ``<root>.events.outcome.>`` (plain subscription: the last minute) and the
   fleet's health report (``health.status.each``, every ``POLL_HEALTH_S``);
 - spend today by tier: the cost report (``cost.report`` by tier, today UTC); cache hit rate: the fleet's
@@ -247,13 +248,17 @@ class Dashboard:
             if not self._watched():
                 self._look = anyio.Event()
                 await self._look.wait()
-            subs = [await self.nc.subscribe(self.subjects.ask, cb=self._on_ask),
-                    await self.nc.subscribe(self.subjects.ask_stream, cb=self._on_ask),
-                    await self.nc.subscribe(f"{self.subjects.root}.reply.>", cb=self._on_reply)]
-            self.board.sources["traffic"] = self.clock()
+            subs = []
             try:
+                for subject, cb in ((self.subjects.ask, self._on_ask), (self.subjects.ask_stream, self._on_ask),
+                                    (f"{self.subjects.root}.reply.>", self._on_reply)):
+                    subs.append(await self.nc.subscribe(subject, cb=cb))
+                self.board.sources["traffic"] = self.clock()
                 while self._watched():
                     await anyio.sleep(1.0)
+            except Exception as exc:  # closed or reconnecting: the dashboard lives on, the watch tries again
+                log.info("dashboard_watch_failed", error=str(exc) or type(exc).__name__)
+                await anyio.sleep(1.0)
             finally:
                 with anyio.CancelScope(shield=True):
                     for sub in subs:
