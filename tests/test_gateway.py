@@ -15,6 +15,7 @@ import pytest
 
 from actors.fakes import openai as oa
 from actors.fakes.server import WireServer
+from actors.gateway import chat
 from actors.gateway import keys as gw_keys
 from actors.gateway.actor import GatewayActor
 from bus import codec
@@ -283,3 +284,80 @@ async def test_client_disconnect_cancels_the_ask(stack, stream):
     async with stack(BASE, names=NAMES) as s:
         await _disconnect_cancels(s, {"model": "stall", "messages": HELLO, "stream": stream,
                                       "llmbus": {"budget_ms": 30_000}})
+
+
+def _text_of(bodies: list[dict]) -> str:
+    return "".join(b["choices"][0]["delta"].get("content", "") for b in bodies if b.get("choices"))
+
+
+@pytest.mark.parametrize("buffer", [False, True])
+def test_chunk_writer_stages_resets_and_the_end(buffer):
+    w = chat.ChunkWriter("a1", "llmbus", structured=False, buffer=buffer, include_usage=True)
+    seen = [w.start()]
+    for c in (m.Chunk(id="a1", seq=1, delta="Hel"), m.Chunk(id="a1", seq=2, worker="b", state="running"),
+              m.Chunk(id="a1", seq=3, delta="lo wo"), m.Chunk(id="a1", seq=4, delta="Hi ", reset=True),
+              m.Chunk(id="a1", seq=5, delta="draft text", stage="draft"), m.Chunk(id="a1", seq=6, delta="there")):
+        out = w.chunk(c)
+        if out is not None:
+            seen.append(out)
+    answer = m.Answer(id="a1", text="Hi there!", providers=["p"], usage=m.TokenUsage(input_tokens=3, output_tokens=2))
+    seen += w.end(answer)
+    assert [b["llmbus"] for b in seen if b.get("llmbus", {}).get("reset")] == [{"reset": True}]
+    [stage] = [b["llmbus"] for b in seen if "stage" in b.get("llmbus", {}) and "text" in b["llmbus"]]
+    assert stage == {"stage": "draft", "text": "draft text"}  # a stage is never content
+    reset_at = next(i for i, b in enumerate(seen) if b.get("llmbus", {}).get("reset"))
+    assert _text_of(seen[reset_at:]) == "Hi there!"  # after the reset: the final text exactly
+    assert _text_of(seen) == ("Hi there!" if buffer else "Hello woHi there!")  # buffered: the text once
+    assert seen[-2]["choices"][0]["finish_reason"] == "stop" and seen[-2]["llmbus"]["ask_id"] == "a1"
+    assert seen[-1]["choices"] == [] and seen[-1]["usage"]["total_tokens"] == 5
+
+
+async def test_dashboard_follows_the_key_rules(stack):
+    toml = BASE + '[[gateway.keys]]\nuser = "ops"\nsha256 = "%s"\n' % gw_keys.digest("llmb-dash")
+    async with stack(toml, names=NAMES) as s:
+        gw = gateway_of(s)
+        if gw.dashboard is None:
+            pytest.skip("actors/gateway/dashboard.py is not there")
+        async with httpx2.AsyncClient(base_url=gw.url, timeout=10) as http:
+            assert (await http.get("/")).status_code == 401
+            assert (await http.get("/?key=llmb-nope")).status_code == 401
+            assert (await http.get("/?key=llmb-dash")).status_code == 200
+            r = await http.get("/dashboard/state", headers={"authorization": "Bearer llmb-dash"})
+            assert r.status_code == 200 and "mock" in r.text
+
+
+@pytest.mark.e2e
+async def test_llmbus_up_http_serves_the_openai_client(tmp_path, root):
+    from tests.helpers import cli_env, cli_process, free_port, LLMBUS
+
+    port, http_port = free_port(), free_port()
+    config = tmp_path / "up.toml"
+    config.write_text(f'[bus]\nroot = "{root}"\nport = {port}\nstore_dir = "{tmp_path / "store"}"\n'
+                      f'[cache]\nenabled = false\n[providers.mock]\nkind = "mock"\n')
+    env = cli_env(LLMBUS_DATA_DIR=str(tmp_path / "data"))
+    async with cli_process("up", "--config", str(config), "--http", f":{http_port}", env=env) as up:
+        line = await up.wait_for("http:", within_s=30)
+        assert f"http://127.0.0.1:{http_port}/v1" in line
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="anything", max_retries=0)
+        reply = await anyio.to_thread.run_sync(lambda: client.chat.completions.create(model="llmbus", messages=HELLO))
+        assert reply.choices[0].message.content == "[mock] hello gateway"
+        made = await anyio.run_process([str(LLMBUS), "keys", "create", "--user", "u1", "--tier", "pro", "--json",
+                                        "--nats-url", f"nats://127.0.0.1:{port}", "--config", str(config)], env=env)
+        key = json.loads(made.stdout)["key"]
+        await wait_until_async(lambda: _status(http_port, "anything") == 401, what="keys required once one exists")
+        assert await anyio.to_thread.run_sync(_status, http_port, key) == 200
+        listed = await anyio.run_process([str(LLMBUS), "keys", "list", "--json", "--nats-url",
+                                          f"nats://127.0.0.1:{port}", "--config", str(config)], env=env)
+        assert [k["user"] for k in json.loads(listed.stdout)["keys"]] == ["u1"] and key not in listed.stdout.decode()
+
+
+def _status(port: int, key: str) -> int:
+    return httpx2.get(f"http://127.0.0.1:{port}/v1/models", headers={"authorization": f"Bearer {key}"}).status_code
+
+
+async def wait_until_async(check, *, what: str, within_s: float = 10.0) -> None:
+    with anyio.move_on_after(within_s):
+        while not await anyio.to_thread.run_sync(check):
+            await anyio.sleep(0.05)
+        return
+    raise AssertionError(f"not within {within_s}s: {what}")

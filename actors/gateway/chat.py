@@ -254,10 +254,11 @@ class ChunkWriter:
 
     Text deltas of the provider's stream are sent as they come. A stage chunk (draft, enhanced)
     is not content: it is sent with an empty delta and ``llmbus: {stage, text}``, and the final
-    answer's text is the content. A reset (``Chunk.reset``, or the ``restart`` stage of failover:
-    the text so far is void) is sent as ``llmbus: {reset: true}``; text already sent cannot be taken
-    back by an OpenAI client, so it only says so — ask with ``llmbus.buffer`` to get the text
-    once, at the end. At the end the rest of the final text is sent (all of it when nothing was),
+    answer's text is the content. A reset (``Chunk.reset``, or the ``restart`` stage: the text so far
+    is void, the chunk's delta starts the new text) is sent with ``llmbus: {reset: true}`` beside
+    that delta; text already sent cannot be taken back from an OpenAI client, so the marker only
+    says so — ask with ``llmbus.buffer`` to get the exact text once, at the end (a structured
+    answer is always sent that way). Workers' state chunks (no text) are not sent. At the end the rest of the final text is sent (all of it when nothing was),
     its tool calls, the finish reason with ``llmbus`` details, and the usage when asked.
     """
 
@@ -277,15 +278,17 @@ class ChunkWriter:
         return self._chunk({"role": "assistant", "content": ""})
 
     def chunk(self, chunk: m.Chunk) -> dict[str, Any] | None:
-        if chunk.stage == "restart" or getattr(chunk, "reset", False):
+        reset = chunk.reset or chunk.stage == "restart"
+        if reset:
             self.sent = ""
-            return self._chunk({}, llmbus={"reset": True, "stage": chunk.stage})
-        if chunk.stage is not None:
-            return self._chunk({}, llmbus={"stage": chunk.stage, "text": chunk.delta})
-        if self.buffer or not chunk.delta:
-            return None
-        self.sent += chunk.delta
-        return self._chunk({"content": chunk.delta})
+        if chunk.stage not in (None, "restart"):  # a stage: its text is not content
+            return self._chunk({}, llmbus={"stage": chunk.stage, "text": chunk.delta, **({"reset": True} if reset else {})})
+        delta = {"content": chunk.delta} if chunk.delta and not self.buffer else {}
+        if delta:
+            self.sent += chunk.delta
+        if reset:
+            return self._chunk(delta, llmbus={"reset": True})
+        return self._chunk(delta) if delta else None  # a worker's state, or an empty delta: nothing to show
 
     def end(self, answer: m.Answer) -> list[dict[str, Any]]:
         out = []
