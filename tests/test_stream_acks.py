@@ -149,3 +149,25 @@ async def test_a_vanished_consumer_of_a_review_stops_every_drafting_worker(stack
         for worker in (a, b):
             assert worker.statistics().endpoints["complete"].last_error.startswith(f"{m.CANCELLED}: ")
         await sub.unsubscribe()
+
+
+async def test_a_consumer_acks_every_n_chunks(stack):
+    """The router reads a provider's stream of 12 chunks with ``stream_ack_chunks = 2`` (and an
+    interval that never passes here): six acks, each with the seq it had read, the call's id."""
+    toml = MOCKS.replace(f"stream_ack_s = {ACK_S}", "stream_ack_s = 30")
+    async with stack(toml) as s:
+        acks: list[m.StreamAck] = []
+
+        async def on(msg) -> None:
+            acks.append(codec.stream_ack.decode(msg.data))
+
+        sub = await s.client.nc.subscribe(s.client.subjects.stream_ack, cb=on)
+        s.client.stream_ack_s = 30.0
+        words = " ".join(f"w{i}" for i in range(11))  # "[a]" and 11 words: 12 chunks
+        items = [i async for i in s.client.stream(words, strategy="single", providers=["a"], budget_ms=5000)]
+        assert isinstance(items[-1], m.Answer), items[-1]
+        await s.client.nc.flush()
+        await wait_until(lambda: len(acks) >= 6, within_s=2.0, what="six acks")
+        await sub.unsubscribe()
+        call_id = items[-1].route[0].call_id
+        assert [(a.call_id, a.seq) for a in acks] == [(call_id, seq) for seq in (1, 3, 5, 7, 9, 11)]

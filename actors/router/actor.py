@@ -29,7 +29,7 @@ from bus.subjects import ASK, ASK_STREAM, CONTROL_EXPERIMENT, CONTROL_STRATEGY, 
 from actors.router.breakers import BreakerView
 from actors.router.budgets import Budgets
 from actors.router.cache_step import CacheStep
-from actors.router.calls import AskCalls, gone
+from actors.router.calls import AskCalls, StreamedCalls, gone
 from actors.router.choice import StrategyChoice
 from actors.router.dedup import FleetAsks, RecentAsks
 from actors.router.experiments import Experiments
@@ -249,7 +249,7 @@ class Router(Actor):
                     route=skipped,
                 )
         deadline = ctx.deadline - reply_margin_s(ctx.deadline - now())
-        calls = AskCalls(self, ask, strategy, relay)
+        calls = AskCalls(self, ask, strategy) if relay is None else StreamedCalls(self, ask, strategy, relay)
         outcome = await runner.run(cls(Plan(ask, order, options, deadline, self.live)), calls, deadline=deadline, clock=now)
         if outcome.done.result.__class__ is m.Failure and outcome.done.result.kind == m.INTERNAL:
             self.log.error("strategy_failed", strategy=strategy, ask_id=ask.id, message=outcome.done.result.message)
