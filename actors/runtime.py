@@ -8,7 +8,10 @@ Per message the runtime does as little as it can: a NATS callback checks admissi
 answers ``Failure(overloaded)`` at once, so nothing piles up in nats-py's pending queue, which
 would drop messages silently as a slow consumer) and starts one asyncio task for the handler —
 ``asyncio.create_task`` costs ~5 µs here against ~36 µs for anyio's ``start_soon``; anyio still
-gives the structure (task groups for actor lifetimes, readiness, shielded shutdown).
+gives the structure (task groups for actor lifetimes, readiness, shielded shutdown). An actor with
+``max_queued`` (the router) lets the requests of an endpoint that ranks them (``Endpoint.priority``)
+wait instead, best first, in a bounded queue (``actors.admission``); what does not fit is still
+answered ``overloaded`` at once.
 
 Stop (``actor.stop()``, or SIGINT/SIGTERM via ``serve_until_signal``): drain the serving
 subscriptions (the server stops sending; messages already delivered are still dispatched), let
@@ -18,8 +21,10 @@ subscription and strand in-flight calls.
 
 In-flight handler tasks are kept twice: task → ``Context`` (admission, drain) and, for requests that
 carry an ask id, ask id → tasks, so a ``Cancel`` finds its work without scanning everything in
-flight. ``statistics()`` and ``in_flight()`` are the public view of both and of the endpoints'
-counters; ``$SRV.STATS`` is built from the same ``statistics()``.
+flight — nor does a ``StreamAck`` (``<root>.stream.ack``, subscribed by actors that stream), which
+marks its stream's ``Context.acked_at`` for the endpoint's watchdog (``bus.endpoint``).
+``statistics()`` and ``in_flight()`` are the public view of both and of the endpoints' counters;
+``$SRV.STATS`` is built from the same ``statistics()``.
 
 Every actor answers NATS micro discovery on ``$SRV.PING|INFO|STATS[.<name>[.<id>]]``.
 
