@@ -12,6 +12,11 @@ answers ``timeout``), rather than an anyio or asyncio timeout scope: nats-py is 
 this path a loop timer of its own costs ~2 µs, ``asyncio.timeout_at`` ~6 µs and an anyio scope
 ~10 µs (measured, python 3.11).
 
+A streaming endpoint whose request asks for acknowledgements (``Llm-Ack-Ms``: the consumer's
+interval) has a watchdog alarm too: two intervals without a ``StreamAck`` (the runtime marks
+``Context.acked_at``) stop the stream like a ``Cancel`` (``cancelled``, reason ``UNHEARD``), so
+the work behind a consumer that vanished stops with it.
+
 A request's W3C ``traceparent`` header is set as the handler task's ``bus.deadline.traceparent``,
 so every request the handler makes carries it on (``headers_for``); with spans on (``SPANS``,
 ``actors.tracing``) each handled request is a span, child of the caller's.
