@@ -24,11 +24,9 @@ the gateway passes its key check, so the dashboard follows the API's key rules.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,11 +36,12 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from actors.gateway.board import Board
+from actors.gateway.trace_view import trace_response
 from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
@@ -58,7 +57,6 @@ LINGER_S = 10.0  # the traffic watch stays this long after the last look
 POLL_HEALTH_S = 1.0
 POLL_REPORTS_S = 2.0
 PENDING_KEPT_S = 300.0  # an ask whose reply was never seen is forgotten then
-TRACE_BUDGET_S = 5.0
 BACKFILL_BUDGET_S = 5.0
 ALERTS_SINCE_S = 24 * 3600.0  # alerts that fired (and did not resolve) this long ago still show
 FAILURES_SINCE_S = 900.0
@@ -383,40 +381,5 @@ class Dashboard:
             self.viewers -= 1
 
     async def _trace(self, request: Request) -> Response:
-        from actors import recording
-
-        ask_id = request.path_params["ask_id"]
-        as_json = request.query_params.get("format") == "json"
-        if not ask_id or len(ask_id) > 200 or not ask_id.isprintable():
-            return JSONResponse({"error": {"message": "not an ask id", "type": "invalid_request_error"}}, 400)
-        with anyio.move_on_after(TRACE_BUDGET_S):
-            tr = await recording.trace(self.nc, self.subjects, ask_id)
-            if not tr.calls and not tr.events:
-                msg = (f"no recording of ask {ask_id} under root {self.subjects.root} "
-                       "(is [record] sampling \"all\" or \"errors\"? has it aged out?)")
-                if as_json:
-                    return JSONResponse({"error": {"message": msg, "type": "not_found"}}, 404)
-                return HTMLResponse(_trace_page(ask_id, f"<p>{escape(msg)}</p>"), 404)
-            if as_json:
-                return Response(msgspec.json.encode(tr.as_json()), media_type="application/json")
-            return HTMLResponse(_trace_page(ask_id, _trace_html(tr)))
-        msg = f"reading the recording took over {TRACE_BUDGET_S:.0f} s"
-        return JSONResponse({"error": {"message": msg, "type": "timeout"}}, 504)
-
-
-def _trace_html(tr) -> str:
-    """The tree ``llmbus trace`` prints, as HTML (rich's own export, colours kept)."""
-    from rich.console import Console
-
-    from actors.cli.trace import render
-
-    console = Console(record=True, width=140, file=io.StringIO(), color_system="truecolor")
-    console.print(render(tr))
-    return console.export_html(inline_styles=True, code_format="<pre class=\"trace\">{code}</pre>")
-
-
-def _trace_page(ask_id: str, body: str) -> str:
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>trace {escape(ask_id)}</title>
-<link rel="stylesheet" href="/dashboard/static/trace.css"></head><body>
-<header><a href="/">← dashboard</a><h1>ask <code>{escape(ask_id)}</code></h1>
-<a href="?format=json">JSON</a></header><main>{body}</main></body></html>"""
+        return await trace_response(self.nc, self.subjects, request.path_params["ask_id"],
+                                    as_json=request.query_params.get("format") == "json")

@@ -1,0 +1,55 @@
+"""``GET /dashboard/trace/{ask_id}``: an ask's trace from the recording, as ``llmbus trace`` prints
+it (``actors.cli.trace.render``, exported to HTML by rich with its colours), or its JSON
+(``?format=json``: ``Trace.as_json``). 404 when the recording does not hold the ask, 504 when reading
+it takes over ``TRACE_BUDGET_S``."""
+
+from __future__ import annotations
+
+import io
+from html import escape
+
+import anyio
+import msgspec
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from bus.subjects import Subjects
+
+TRACE_BUDGET_S = 5.0
+
+
+async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool) -> Response:
+    from actors import recording
+
+    if not ask_id or len(ask_id) > 200 or not ask_id.isprintable():
+        return JSONResponse({"error": {"message": "not an ask id", "type": "invalid_request_error"}}, 400)
+    with anyio.move_on_after(TRACE_BUDGET_S):
+        tr = await recording.trace(nc, subjects, ask_id)
+        if not tr.calls and not tr.events:
+            msg = (f"no recording of ask {ask_id} under root {subjects.root} "
+                   "(is [record] sampling \"all\" or \"errors\"? has it aged out?)")
+            if as_json:
+                return JSONResponse({"error": {"message": msg, "type": "not_found"}}, 404)
+            return HTMLResponse(_page(ask_id, f"<p>{escape(msg)}</p>"), 404)
+        if as_json:
+            return Response(msgspec.json.encode(tr.as_json()), media_type="application/json")
+        return HTMLResponse(_page(ask_id, _tree_html(tr)))
+    msg = f"reading the recording took over {TRACE_BUDGET_S:.0f} s"
+    return JSONResponse({"error": {"message": msg, "type": "timeout"}}, 504)
+
+
+def _tree_html(tr) -> str:
+    """The tree ``llmbus trace`` prints, as HTML (rich's own export, colours kept)."""
+    from rich.console import Console
+
+    from actors.cli.trace import render
+
+    console = Console(record=True, width=140, file=io.StringIO(), color_system="truecolor")
+    console.print(render(tr))
+    return console.export_html(inline_styles=True, code_format="<pre class=\"trace\">{code}</pre>")
+
+
+def _page(ask_id: str, body: str) -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>trace {escape(ask_id)}</title>
+<link rel="stylesheet" href="/dashboard/static/trace.css"></head><body>
+<header><a href="/">← dashboard</a><h1>ask <code>{escape(ask_id)}</code></h1>
+<a href="?format=json">JSON</a></header><main>{body}</main></body></html>"""
