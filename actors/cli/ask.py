@@ -125,6 +125,7 @@ def ask(
     user: Annotated[Optional[str], typer.Option(help="who asks (budgets, cost reports)")] = None,
     tier: Annotated[Optional[str], typer.Option(help="free | pro | premium … (budgets, cost reports)")] = None,
     preset: Annotated[Optional[str], typer.Option(help="fast | cheap | balanced | reliable (config/presets/)")] = None,
+    priority: Annotated[Optional[int], typer.Option(help="served before lower ones when a router is full (default: the tier's)")] = None,
     pattern: Annotated[Optional[str], typer.Option(help="an analysis pattern: summarize, critique, compare … (`llmbus patterns`)")] = None,
     template: Annotated[Optional[str], typer.Option(help="render the answer: markdown | plain | table, or a Jinja2 file (sandboxed)")] = None,
     synthesizer: Annotated[Optional[str], typer.Option(help="the provider that merges (synthesis; map_reduce's reducer)")] = None,
@@ -159,7 +160,7 @@ def ask(
     params = m.Params(temperature=temperature, max_tokens=max_tokens, model=model)
     fields = dict(strategy=strategy, providers=provider or None, budget_ms=budget_ms, retries=retries, user=user,
                   tier=tier, max_cost_usd=max_cost_usd, cache=cache, cache_namespace=namespace, schema=schema,
-                  params=params, **({"labels": {"preset": preset}} if preset else {}),
+                  params=params, priority=priority, **({"labels": {"preset": preset}} if preset else {}),
                   **({"strategy_options": strategy_options} if strategy_options else {}))
     async def send(client):
         try:
