@@ -361,3 +361,25 @@ async def wait_until_async(check, *, what: str, within_s: float = 10.0) -> None:
             await anyio.sleep(0.05)
         return
     raise AssertionError(f"not within {within_s}s: {what}")
+
+
+async def test_stages_as_they_happen(stack):
+    """``review``: the native events carry draft → enhanced → final as they come; the OpenAI stream
+    carries them in ``llmbus`` (never as content) and the final text once."""
+    toml = BASE.replace("[supervisor]\nenabled = false\n", "").replace('providers = ["mock"]', 'providers = ["mock", "m2"]') \
+        + '[providers.m2]\nkind = "mock"\n'
+    async with stack(toml, names=[*NAMES, "supervisor", "provider.m2"]) as s:
+        gw = gateway_of(s)
+        async with httpx2.AsyncClient(base_url=gw.url, timeout=20) as http:
+            r = await http.post("/v1/asks", json={"messages": HELLO, "strategy": "review"})
+            async with http.stream("GET", r.json()["events"]) as resp:
+                raw = b"".join([part async for part in resp.aiter_bytes()])
+        datas = [json.loads(e.split(b"\ndata: ", 1)[1]) for e in raw.split(b"\n\n") if e]
+        assert [d["stage"] for d in datas if d["type"] == "Chunk" and d.get("stage")] == ["draft", "enhanced", "final"]
+        assert datas[-1]["type"] == "Answer"
+        async with openai_client(gw) as client:
+            stream = await client.chat.completions.create(model="llmbus/review", messages=HELLO, stream=True)
+            chunks = [c async for c in stream]
+        stages = [c.model_extra["llmbus"]["stage"] for c in chunks if "text" in (c.model_extra.get("llmbus") or {})]
+        assert stages == ["draft", "enhanced", "final"]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == datas[-1]["text"]
