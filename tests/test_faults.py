@@ -454,8 +454,9 @@ async def test_nats_micro_discovery(stack):
         a = s.actor("provider.a")
         stats = json.loads((await nc.request(f"$SRV.STATS.{a_name}.{a.id}", b"", timeout=2)).data)
         assert stats["type"] == "io.nats.micro.v1.stats_response"
-        ep, stream_ep = stats["endpoints"]
+        ep, stream_ep, image_ep = stats["endpoints"]
         assert ep["subject"] == f"{s.root}.provider.a.complete"
+        assert image_ep["subject"] == f"{s.root}.provider.a.image" and image_ep["num_requests"] == 0
         assert stream_ep["subject"] == f"{s.root}.provider.a.stream" and stream_ep["num_requests"] == 0
         assert ep["num_requests"] == 1 and ep["num_errors"] == 0
         assert ep["data"] == {"in_flight": 0, "rejected": 0}
