@@ -20,6 +20,10 @@ reconnect servers. A load of unique asks (64 in flight, 5 s budget, ``retries=2`
   (a reservation per ask: the KV compare-and-set path), on the cluster (R3, spread) and on one
   nats-server (R1) with the same processes; CPU seconds per 1,000 asks of each process kind and of
   the nats-servers (from /proc), for ``docs/scaling.md``.
+- ``scale`` (on the single server): two cost actors with ``cost.shards`` 1 and 16 — reserve +
+  commit pairs per second, then reservations left in flight piling up (what rate × provider latency
+  means) until a key reaches max_payload; and ledger compaction of a day (write rate, compaction
+  time, bucket and mirrored keys before and after).
 - ``kv``: the KV-heavy operations alone (a reservation-style compare-and-set, a ledger create, a
   breaker put) on a bucket with 1 and with 3 replicas on the cluster, and on a single server.
 """
@@ -66,10 +70,12 @@ class Plan:
     throughput_s: float = 5.0
     kv_ops: int = 2000
     affordable: int = 100  # worst cases the partition scenario's budget holds
+    holds: int = 20_000  # reservations left in flight (scale: sharded vs one key)
+    ledger: int = 5000  # ledger entries compacted (scale)
 
 
 FULL = Plan()
-QUICK = Plan(asks=300, throughput_s=2.0, kv_ops=300, affordable=40)
+QUICK = Plan(asks=300, throughput_s=2.0, kv_ops=300, affordable=40, holds=3000, ledger=1000)
 
 
 def describe(plan: Plan) -> dict:
@@ -377,9 +383,10 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
                     tg.start_soon(single.start, proc)
             tp1 = await throughput(single, plan, progress)
             kv["single server R1"] = await kv_ops(single.url, "kvs1", 1, plan.kv_ops)
+            scaled = await scale(single.url, plan, progress)
     lost = sum(f["lost"] for f in scenarios.values()) + parted["lost"]
     return {"scenarios": scenarios, "restart": caught_up, "partition": parted,
-            "throughput": {"3 servers, R3": tp3, "1 server, R1": tp1}, "kv": kv, "failed": lost}
+            "throughput": {"3 servers, R3": tp3, "1 server, R1": tp1}, "kv": kv, "scale": scaled, "failed": lost}
 
 
 def goals(result: dict) -> list[dict]:
@@ -447,3 +454,177 @@ def report(loop: str, result: dict, console: Console) -> None:
     r3, r1 = result["kv"]["cluster R3"], result["kv"]["cluster R1"]
     console.print("cost of replicas 3 (R3 p50 / R1 p50 on the cluster): " + ", ".join(
         f"{op} {r3[op]['p50_ms'] / max(1e-9, r1[op]['p50_ms']):.2f}×" for op in r3), highlight=False)
+    if "scale" in result:
+        report_scale(loop, result["scale"], console)
+
+
+# --- what 10k asks/s needs of the cost actor: sharded reservations, ledger compaction -------------
+
+SCALE_TOML = """
+[bus]
+root = "{root}"
+[cost]
+pricing = "{pricing}"
+shards = {shards}
+compact_after_days = 2
+[providers.p]
+model = "p-1"
+"""
+
+
+async def _cost_pair(url: str, tmp: Path, root: str, shards: int):
+    from actors import settings as settings_mod
+    from actors.stack import build_actor
+
+    pricing = tmp / "scale-pricing.toml"
+    pricing.write_text(chaos.PRICES)
+    settings = settings_mod.parse(SCALE_TOML.format(root=root, pricing=pricing, shards=shards), "bench")
+    return [build_actor("cost", settings), build_actor("cost", settings)]
+
+
+async def budget_paths(url: str, tmp: Path, shards: int, plan: Plan, progress: Progress) -> dict:
+    """Two cost actors: reserve + commit pairs of ``users`` users (each with a budget) at 256 in flight,
+    then holds left in flight (a provider latency of seconds at thousands of asks/s) until ``holds``."""
+    from actors.runtime import run_actors
+    from bus.subjects import COST_COMMIT, COST_RESERVE
+
+    root = f"scale{shards}"
+    users = 200
+    actors = await _cost_pair(url, tmp, root, shards)
+    out: dict = {"shards": shards}
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_actors, actors, url)
+        async with Client(url, root=root, name="scale-client") as client:
+            for i in range(users):
+                await set_budget(client, f"u{i}", 1e6)
+            while any(len(a.limits) < users for a in actors):
+                await anyio.sleep(0.05)
+
+            async def pairs(n: int, commit: bool) -> tuple[int, list[float]]:
+                took, failed, it = [], 0, iter(range(n))
+
+                async def worker() -> None:
+                    nonlocal failed
+                    for i in it:
+                        cid = new_id()
+                        t = time.perf_counter()
+                        r = await client.rpc.service(COST_RESERVE, m.Reserve(call_id=cid, ask_id=cid, amount_usd=1e-6,
+                                                     user=f"u{i % users}", expires_at=time.time() + 120),
+                                                     deadline=deadline_in(5000))
+                        if commit and isinstance(r, m.Reserved):  # as the router does: published, not awaited
+                            await client.rpc.tell(COST_COMMIT, m.Commit(call_id=cid, actual_usd=0.0, user=f"u{i % users}"))
+                        if isinstance(r, m.Reserved):
+                            took.append((time.perf_counter() - t) * 1e3)
+                        else:
+                            failed += 1
+
+                async with anyio.create_task_group() as g:
+                    for _ in range(256):
+                        g.start_soon(worker)
+                return failed, took
+
+            t0 = time.perf_counter()
+            failed, took = await pairs(plan.kv_ops * 2, True)
+            q = statistics.quantiles(took, n=100, method="inclusive") if len(took) > 1 else [0.0] * 99
+            out["reserve+commit"] = {"pairs_s": round(len(took) / (time.perf_counter() - t0), 1),
+                                     "p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2), "failed": failed}
+            growth = []
+            held = 0
+            while held < plan.holds:  # reservations of calls still in flight pile up in the keys
+                t0 = time.perf_counter()
+                failed, took = await pairs(plan.holds // 5, False)
+                held += len(took)
+                largest = max((len(v) for k, v in actors[0].mirror.values.items() if k.startswith("reservations")),
+                              default=0)
+                growth.append({"holds": held, "reserves_s": round(len(took) / (time.perf_counter() - t0), 1),
+                               "failed": failed, "largest_key_kb": round(largest / 1024, 1)})
+                if failed:
+                    break
+            out["holds"] = growth
+            progress(f"cluster scale: shards {shards}: {out}")
+        for a in actors:
+            a.stop()
+    nc = await nats.connect(url.split(","))
+    try:
+        await delete_root(nc, root)
+    finally:
+        await nc.close()
+    return out
+
+
+async def ledger_compaction(url: str, tmp: Path, plan: Plan, progress: Progress) -> dict:
+    """``plan.ledger`` usage events of a day 3 days ago into the ledger (two cost actors), then that
+    day compacted: ledger write rate, compaction time, bucket messages and mirrored keys before/after."""
+    from actors.runtime import run_actors
+    from bus import codec
+
+    root = "scaleledger"
+    actors = await _cost_pair(url, tmp, root, 1)
+    old = time.time() - 3 * 86400
+    out: dict = {"entries": plan.ledger}
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_actors, actors, url)
+        async with Client(url, root=root, name="scale-ledger") as client:
+            subject = client.subjects.usage("p")
+            t0 = time.perf_counter()
+            for i in range(plan.ledger):
+                usage = m.Usage(ask_id=f"a{i}", call_id="c", provider="p", model="p-1",
+                                usage=m.TokenUsage(input_tokens=100, output_tokens=20), user=f"u{i % 100}", at=old)
+                await client.nc.publish(subject, codec.encode(usage))
+            while any(len(a.totals.seen) < plan.ledger for a in actors):
+                await anyio.sleep(0.05)
+            out["ledger_writes_s"] = round(plan.ledger / (time.perf_counter() - t0), 1)
+            js = client.nc.jetstream()
+            bucket = f"KV_{client.subjects.bucket('cost')}"
+            before = (await js.stream_info(bucket)).state
+            out["before"] = {"messages": before.messages, "bytes": before.bytes,
+                             "mirrored_keys": len(actors[1].mirror.values)}
+            t0 = time.perf_counter()
+            days = await actors[0].compact_due()
+            while any(not a.totals.compacted for a in actors):
+                await anyio.sleep(0.01)
+            out["compact_s"] = round(time.perf_counter() - t0, 3)
+            after = (await js.stream_info(bucket)).state
+            out["after"] = {"messages": after.messages, "bytes": after.bytes,
+                            "mirrored_keys": len(actors[1].mirror.values)}
+            out["days"] = days
+            t0 = time.perf_counter()
+            actors[1].totals.report("user", None)
+            out["report_ms_after"] = round((time.perf_counter() - t0) * 1e3, 2)
+            progress(f"cluster scale: ledger compaction: {out}")
+        for a in actors:
+            a.stop()
+    nc = await nats.connect(url.split(","))
+    try:
+        await delete_root(nc, root)
+    finally:
+        await nc.close()
+    return out
+
+
+async def scale(url: str, plan: Plan, progress: Progress) -> dict:
+    with tempfile.TemporaryDirectory(prefix="llmbus-scale-") as tmp:
+        return {"budgets": [await budget_paths(url, Path(tmp), n, plan, progress) for n in (1, 16)],
+                "ledger": await ledger_compaction(url, Path(tmp), plan, progress)}
+
+
+def report_scale(loop: str, scaled: dict, console: Console) -> None:
+    t = Table(title=f"budgets at scale: 2 cost actors, 200 users with a budget, 256 in flight — {loop}",
+              caption="holds = reservations of calls still in flight (rate × provider latency); a KV value is at "
+                      "most max_payload (1 MB)")
+    for col in ("shards", "reserve+commit /s", "p50 ms", "p99 ms", "holds in flight", "reserves/s then",
+                "largest key KB", "refused"):
+        t.add_column(col, justify="right")
+    for b in scaled["budgets"]:
+        rc = b["reserve+commit"]
+        for i, h in enumerate(b["holds"]):
+            t.add_row(str(b["shards"]) if i == 0 else "", f"{rc['pairs_s']:.0f}" if i == 0 else "",
+                      f"{rc['p50_ms']:.1f}" if i == 0 else "", f"{rc['p99_ms']:.1f}" if i == 0 else "",
+                      str(h["holds"]), f"{h['reserves_s']:.0f}", f"{h['largest_key_kb']:.0f}", str(h["failed"]))
+    console.print(t)
+    led = scaled["ledger"]
+    console.print(f"ledger compaction: {led['entries']} entries written at {led['ledger_writes_s']:.0f}/s; one day "
+                  f"compacted in {led['compact_s'] * 1e3:.0f} ms: bucket {led['before']['messages']} messages "
+                  f"({led['before']['bytes'] / 1024:.0f} KB) → {led['after']['messages']} "
+                  f"({led['after']['bytes'] / 1024:.0f} KB), keys mirrored by each cost actor "
+                  f"{led['before']['mirrored_keys']} → {led['after']['mirrored_keys']}", highlight=False)
