@@ -225,6 +225,8 @@ async def test_state_and_events_follow_the_bus(stack):
                         if line.startswith("data: "):
                             assert msgspec.json.decode(line[6:])["root"] == s.root
                             break
+                assert dash.viewers == 1
+            await wait_until(lambda: dash.viewers == 0, what="the closed stream uncounted")  # so the watch can end
 
             trace = await http.get(f"/dashboard/trace/{failed[0]}")  # recorded: sampling = "errors"
             assert trace.status_code == 200 and failed[0] in trace.text and "provider calls" in trace.text
