@@ -49,7 +49,10 @@ async def main(args: argparse.Namespace) -> int:
         if args.stream:
             async for event in client.stream(args.prompt, strategy=args.strategy, budget_ms=args.budget_ms):
                 if isinstance(event, m.Chunk):
-                    print(event.delta, end="", flush=True)
+                    if event.reset:  # the provider's stream broke: what follows starts over
+                        print("\n[the stream broke: the answer starts again]", file=sys.stderr)
+                    if event.worker is None and event.stage in (None, "restart"):  # text, not progress
+                        print(event.delta, end="", flush=True)
                 elif isinstance(event, m.Failure):
                     print(f"\n{event.kind}: {event.message}", file=sys.stderr)
                     return 1
