@@ -1,6 +1,7 @@
 """The ``gateway`` section of ``llmbus bench``: an HTTP ask through the gateway against a bus ask.
 
-One server process (``python -m actors.bench.gateway URL ROOT PORT…``) runs the router, the ``zero``
+One server process (``python -m actors.bench.gateway URL ROOT PORT… [--uvloop]``, on the loop the
+bench runs on) runs the router, the ``zero``
 mock provider (0 ms) and three HTTP front ends on the same router:
 
 - ``gateway`` — the gateway actor as shipped (Starlette on uvicorn with httptools);
@@ -96,7 +97,8 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
         async with AsyncExitStack() as stack:
             nc = await connect(url, name="bench-ready")
             stack.push_async_callback(nc.close)
-            proc = spawn(["actors.bench.gateway", url, ROOT, *(str(ports[p]) for p in HTTP_PATHS)], False, stack)
+            uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")  # the server runs on it too
+            proc = spawn(["actors.bench.gateway", url, ROOT, *(str(ports[p]) for p in HTTP_PATHS)], uvloop, stack)
             for name in ("router", "provider-zero", "gateway", "gateway-h11"):
                 await wait_ready(nc, f"$SRV.PING.{ROOT}-{name}", proc)
             client = await stack.enter_async_context(Client(url, root=ROOT, name="bench-client"))
@@ -216,5 +218,7 @@ async def serve(url: str, root: str, ports: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    url, root, *ports = sys.argv[1:]
-    anyio.run(serve, url, root, [int(p) for p in ports], backend="asyncio")
+    args = [a for a in sys.argv[1:] if a != "--uvloop"]
+    url, root, *ports = args
+    anyio.run(serve, url, root, [int(p) for p in ports], backend="asyncio",
+              backend_options={"use_uvloop": True} if "--uvloop" in sys.argv else {})
