@@ -178,7 +178,7 @@ class Actor:
     async def run(self, url: str, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         self.nc = nc = await connect(
             url, name=self.micro_name, options=self.connect_options, on_reconnect=self.on_reconnect,
-            on_closed=self._on_closed,
+            on_closed=self._on_closed, in_order=True,  # the seeds in the order given (``rotated``: spread)
         )
         try:
             self.rpc = await Rpc(nc, self.subjects).start()

@@ -167,9 +167,11 @@ async def connect(
     options: ConnectOptions | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
     on_closed: Callable[[], Awaitable[None]] | None = None,
+    in_order: bool = False,
 ) -> NATS:
-    """A connection to ``url``; raises ``ConfigError``, ``Unavailable`` or ``AuthError`` (all but
-    the first as ``ConnectFailed``) when the first connect cannot be made — never hangs."""
+    """A connection to ``url`` (one server, or comma-separated seeds of a cluster: any that answers);
+    raises ``ConfigError``, ``Unavailable`` or ``AuthError`` (all but the first as ``ConnectFailed``)
+    when the first connect cannot be made — never hangs."""
     opts = options or ConnectOptions()
     check_url(url)
     shown = redact(url)
@@ -232,7 +234,9 @@ async def connect(
         await nc.connect(
             seeds,
             name=name,
-            dont_randomize=True,  # the caller orders the seeds (``rotated``: actors spread over them)
+            # several seeds: tried in the caller's order (``rotated``: actors spread over them), else
+            # shuffled by nats-py, so many clients do not all land on the first seed
+            dont_randomize=in_order,
             user=opts.user,
             password=opts.password,
             token=opts.token,

@@ -142,7 +142,8 @@ class Fleet:
         actor = actor or LAYOUT[proc]
         cfg = config or self.config
         root = LOAD_ROOT if cfg == self.load_config else ROOT
-        p = spawn(["actors.cli", "actor", actor, "--nats-url", self.url, "--config", str(cfg)], False, self.stack)
+        p = spawn(["actors.cli", "actor", actor, "--nats-url", self.url_for(proc), "--config", str(cfg)], False,
+                  self.stack)
         self.procs[proc] = p
         # ready = this process logged actor_ready (another copy may already answer discovery)
         give_up = time.monotonic() + 60.0
@@ -155,6 +156,10 @@ class Fleet:
                 return
             await anyio.sleep(0.05)
         raise RuntimeError(f"{proc} ({root}) not ready within 60 s")
+
+    def url_for(self, proc: str) -> str:
+        """The NATS URL process ``proc`` connects to (one server here; ``actors.bench.cluster`` spreads them)."""
+        return self.url
 
     def signal(self, proc: str, sig: int) -> None:
         p = self.procs[proc]

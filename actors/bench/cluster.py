@@ -54,7 +54,7 @@ from bus.server import NatsCluster, NatsServer
 from bus.streams import delete_root, ensure_kv
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS
 from actors.bench import chaos
-from actors.bench.measure import Progress, goal
+from actors.bench.measure import Progress, drop_jetstream, goal
 
 LAYOUT = {**chaos.LAYOUT, "z": "provider.z"}
 SEED_OF = {"router-1": 0, "cost": 0, "p-2": 0, "router-2": 1, "health": 1, "q": 1, "p-1": 2, "z": 2}
@@ -114,22 +114,11 @@ class ClusterFleet(chaos.Fleet):
     def servers(self) -> list[NatsServer]:
         return self.cluster.servers if self.cluster is not None else [self.server]
 
-    async def start(self, proc: str, *, config: Path | None = None, actor: str | None = None) -> None:
-        from actors.bench.measure import spawn
+    def url_for(self, proc: str) -> str:
+        return rotated(self.url, SEED_OF[proc])  # its own server first, all three to reconnect to
 
-        p = spawn(["actors.cli", "actor", LAYOUT[proc], "--nats-url", rotated(self.url, SEED_OF[proc]),
-                   "--config", str(self.config)], False, self.stack)
-        self.procs[proc] = p
-        give_up = time.monotonic() + 60.0
-        while time.monotonic() < give_up:
-            if p.poll() is not None:
-                p.log.seek(0)
-                raise RuntimeError(f"{proc} exited with {p.returncode}: {p.log.read().decode(errors='replace')[-2000:]}")
-            p.log.seek(0)
-            if b"actor_ready" in p.log.read():
-                return
-            await anyio.sleep(0.05)
-        raise RuntimeError(f"{proc} not ready within 60 s")
+    async def start(self, proc: str, *, config: Path | None = None, actor: str | None = None) -> None:
+        await super().start(proc, config=config, actor=actor or LAYOUT[proc])
 
 
 def cpu_s(pid: int) -> float:
@@ -544,11 +533,7 @@ async def budget_paths(url: str, tmp: Path, shards: int, plan: Plan, progress: P
             progress(f"cluster scale: shards {shards}: {out}")
         for a in actors:
             a.stop()
-    nc = await nats.connect(url.split(","))
-    try:
-        await delete_root(nc, root)
-    finally:
-        await nc.close()
+    await drop_jetstream(url, [root])
     return out
 
 
@@ -594,11 +579,7 @@ async def ledger_compaction(url: str, tmp: Path, plan: Plan, progress: Progress)
             progress(f"cluster scale: ledger compaction: {out}")
         for a in actors:
             a.stop()
-    nc = await nats.connect(url.split(","))
-    try:
-        await delete_root(nc, root)
-    finally:
-        await nc.close()
+    await drop_jetstream(url, [root])
     return out
 
 
