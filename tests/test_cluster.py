@@ -93,3 +93,14 @@ def test_the_deploy_llmbus_toml_names_three_seeds_and_replicas_3():
     settings = settings_mod.parse((DEPLOY / "llmbus.toml").read_text(), "docs/deploy/llmbus.toml")
     assert settings.bus.replicas == 3 and len(settings.bus.url.split(",")) == 3
     assert {p.name for p in DEPLOY.glob("nats-*.conf")} == {"nats-1.conf", "nats-2.conf", "nats-3.conf"}
+
+
+def test_seeds_rotate_so_each_actor_takes_its_own_server_first():
+    from bus.connection import check_url, rotated, seed_urls
+
+    url = "nats://a:4222, nats://b:4222,nats://c:4222"
+    assert seed_urls(url) == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+    assert [rotated(url, i).split(",")[0] for i in range(4)] == ["nats://a:4222", "nats://b:4222",
+                                                                 "nats://c:4222", "nats://a:4222"]
+    assert rotated("nats://a:4222", 5) == "nats://a:4222"
+    check_url(url)  # several seeds are one valid URL
