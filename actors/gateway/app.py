@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -56,6 +56,7 @@ COOKIE = "llmbus_key"
 _encode = msgspec.json.Encoder().encode
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _GONE = object()  # the client disconnected before the reply
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 WATCH_AFTER_S = 0.05  # a request still waiting after this long watches for its client's disconnect
 
 
@@ -111,6 +112,21 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def accept(self, request: Request, decode: Callable[[bytes], T]) -> tuple[Principal, T] | Response:
+        """Who asks and the decoded body — or the response that refuses the request (a bad key, a
+        body over the limit, one that does not decode: 401/403/429, 413, 400)."""
+        try:
+            who = self.principal(request)
+        except Refused as r:
+            return refused(r)
+        body = await self.body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            return who, decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return errors.bad_request(f"invalid request body: {exc}")
+
     def _too_large(self) -> Response:
         return errors.error(413, f"the request body is over {self.config.max_body_bytes:,} bytes "
                                  "(gateway.max_body_bytes)", "invalid_request_error", "body_too_large")
@@ -152,17 +168,10 @@ class Gateway:
 
     # --- handlers ---------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
-        try:
-            who = self.principal(request)
-        except Refused as r:
-            return refused(r)
-        body = await self.body(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            req = chat.decode_chat(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return errors.bad_request(f"invalid request body: {exc}")
+        got = await self.accept(request, chat.decode_chat)
+        if isinstance(got, Response):
+            return got
+        who, req = got
         route = self.models.resolve(req.model)
         if route is None:
             return errors.error(404, f"the model {req.model!r} does not exist here (GET /v1/models lists them)",
@@ -244,17 +253,11 @@ class Gateway:
         return json_response(self.models.listing())
 
     async def post_ask(self, request: Request) -> Response:
+        got = await self.accept(request, _decode_object)
+        if isinstance(got, Response):
+            return got
+        who, raw = got
         try:
-            who = self.principal(request)
-        except Refused as r:
-            return refused(r)
-        body = await self.body(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            raw = msgspec.json.decode(body)
-            if not isinstance(raw, dict):
-                raise msgspec.ValidationError("Expected `object`")
             raw.setdefault("id", new_id())
             raw.setdefault("budget_ms", self.config.budget_ms)
             if who.key_id is not None:  # the key says who asks
