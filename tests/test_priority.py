@@ -24,7 +24,7 @@ max_concurrency = 2
 max_queued = 3
 
 [providers.slow]
-latency = { dist = "fixed", ms = 400 }
+latency = { dist = "fixed", ms = 1200 }  # room for the steps below before a slot frees, on a loaded machine
 
 [tiers.free]
 priority = 0

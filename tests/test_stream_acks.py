@@ -171,3 +171,23 @@ async def test_a_consumer_acks_every_n_chunks(stack):
         await sub.unsubscribe()
         call_id = items[-1].route[0].call_id
         assert [(a.call_id, a.seq) for a in acks] == [(call_id, seq) for seq in (1, 3, 5, 7, 9, 11)]
+
+
+async def test_a_provider_whose_router_vanished_stops_its_stream(stack):
+    """The router's leg: a provider stream asked for acks and never acked stops within two
+    intervals (a router killed mid-stream sends no Cancel either)."""
+    async with stack(MOCKS, names=["provider.a"]) as s:
+        provider = s.actor("provider.a")
+        request = m.Complete(id=new_id(), ask_id=new_id(), messages=[m.Message(role="user", content="one two three four")],
+                             labels={"mock.fault": "stall_stream"})
+        inbox = s.client.nc.new_inbox()
+        sub = await s.client.nc.subscribe(inbox)
+        hdrs = {BUDGET_HEADER: "20000", ASK_ID_HEADER: request.ask_id, ACK_HEADER: str(int(ACK_S * 1000))}
+        sent = time.monotonic()
+        await s.client.nc.publish(s.client.subjects.provider_stream("a"), codec.encode(request), reply=inbox,
+                                  headers=hdrs)
+        await wait_until(lambda: provider.in_flight(request.ask_id) == 1, what="the provider streams")
+        await wait_until(lambda: provider.in_flight() == 0, within_s=2 * ACK_S + SLACK_S, what="the provider stopped")
+        assert time.monotonic() - sent >= 2 * ACK_S - 0.01
+        assert provider.statistics().endpoints["stream"].last_error == f"{m.CANCELLED}: {UNHEARD}"
+        await sub.unsubscribe()
