@@ -68,7 +68,10 @@ class Loader:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def send(self) -> bool:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:  # not listening (yet)
+            return False
         reader, writer = conn
         try:
             writer.write(self.request)
@@ -108,7 +111,7 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
                 loader = Loader(ports[p])
                 loaders.append(loader)
                 sends[p] = loader.send
-            for _ in range(100):  # the bare front end has no discovery: ready once it answers
+            for _ in range(400):  # the bare front end has no discovery: ready once it answers
                 if await sends["bare ASGI"]():
                     break
                 await anyio.sleep(0.05)
