@@ -148,7 +148,8 @@ async def test_tools_and_tool_choice_pass_through(stack, monkeypatch):
             async with openai_client(gateway_of(s)) as client:
                 reply = await client.chat.completions.create(
                     model="oa", messages=[{"role": "user", "content": "weather in Oslo?"}], tools=[weather],
-                    tool_choice={"type": "function", "function": {"name": "get_weather"}})
+                    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                    temperature=0.3, top_p=0.9, max_tokens=77, stop=["END"])
             [call] = reply.choices[0].message.tool_calls
             assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
             assert reply.choices[0].finish_reason == "tool_calls"
@@ -156,6 +157,8 @@ async def test_tools_and_tool_choice_pass_through(stack, monkeypatch):
             sent = json.loads(request.body)
             assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
             assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+            assert (sent["temperature"], sent["top_p"], sent["max_completion_tokens"], sent["stop"]) == \
+                (0.3, 0.9, 77, ["END"])  # the sampling parameters reach the provider's wire request
 
 
 async def test_error_statuses(stack):
@@ -200,9 +203,19 @@ async def test_keys_users_revocation_and_rate(stack, monkeypatch):
         gw = gateway_of(s)
         key, record = await gw_keys.create(s.client.nc, s.client.subjects, user="alice", tier="free")
         await wait_until(lambda: any(k.user == "alice" for k in gw.keys.stored.values()), what="the key mirrored")
+        asks: list[m.Ask] = []
+
+        async def on_ask(msg) -> None:
+            asks.append(codec.decoder(m.Ask).decode(msg.data))
+
+        sub = await s.client.nc.subscribe(s.client.subjects.ask, cb=on_ask)
+        await s.client.nc.flush()
         async with openai_client(gw, key) as client:
-            reply = await client.chat.completions.create(model="mock", messages=HELLO)
+            reply = await client.chat.completions.create(model="mock", messages=HELLO, user="end-user-7")
             assert reply.choices[0].message.content == "[mock] hello gateway"
+        await sub.unsubscribe()
+        [ask] = asks  # the key says who asks; the request's own user is kept as a label
+        assert (ask.user, ask.tier, ask.labels.get("end_user")) == ("alice", "free", "end-user-7")
         for bad in ("none", "llmb-unknown"):
             async with openai_client(gw, bad) as client:
                 with pytest.raises(openai.AuthenticationError):
