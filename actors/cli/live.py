@@ -71,7 +71,7 @@ class StreamView:
     def render(self) -> Group:
         """The live view: the workers, then the stage and the tail of the text."""
         grid = Table.grid(padding=(0, 1))
-        for name, state in self.workers.items():
+        for name, state in list(self.workers.items()):  # a copy in one step: Live renders from its thread
             style = _STYLE.get(state, "red")
             grid.add_row(Text(_MARK.get(state, "✗"), style=style), Text(name, style="bold"), Text(state, style=style))
         title = f"— {self.stage} —" if self.stage else ("— answer —" if self.text.streamed else "— waiting —")
