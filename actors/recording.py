@@ -230,18 +230,22 @@ INDEX_MARGIN_S = 0.25  # the ask's request is stored just before the router mark
 # what follows the ask's reply (a cost commit, a cancelled call's late reply) is read this long after it
 # (store time: at a thousand asks a second, every 0.1 s is some 600 messages more to read)
 AFTER_REPLY_S = 0.2
+AFTER_REPLY_MAX = 256  # … and at most this many messages of other asks in a row past it (a busy fleet)
 EVENTS_AROUND_S = (0.05, 0.3)  # the events read: from this long before the ask's first message to after its last
 LONGEST_S = 900.0  # an ask whose reply was never recorded is read this long at most
 
 
 def _until_done(subjects: Subjects, ask_id: str, began: float):
-    """A ``read`` stop: once the ask's reply is stored, ``AFTER_REPLY_S`` more (store time)."""
+    """A ``read`` stop: once the ask's reply is stored, ``AFTER_REPLY_S`` more (store time), or
+    ``AFTER_REPLY_MAX`` messages of other asks in a row."""
     ask_subjects = (subjects.ask, subjects.ask_stream)
     replied: list[float] = []
+    others = [0]
 
     def stop(rec: Rec, stored: float) -> bool:
         if replied:
-            return stored > replied[0] + AFTER_REPLY_S
+            others[0] = 0 if rec.ask_id == ask_id else others[0] + 1
+            return stored > replied[0] + AFTER_REPLY_S or others[0] > AFTER_REPLY_MAX
         if rec.ask_id == ask_id and rec.headers.get(RE_HEADER) in ask_subjects:
             replied.append(stored)
         return stored > began + LONGEST_S
@@ -276,8 +280,14 @@ async def trace(nc: NATS, subjects: Subjects, ask_id: str, *, since_s: float | N
     # the events of the ask's time: its usage and outcomes (batched every few ms), breaker changes
     before, after = EVENTS_AROUND_S
     last = max(r.at for r in mine)
-    events = await read(nc, subjects.events_stream, from_time=mine[0].at - before,
-                        stop=lambda rec, stored: stored > last + after)
+    past = [0]
+
+    def enough(rec: Rec, stored: float) -> bool:  # AFTER_REPLY_MAX events past its last message, at most
+        if stored > last:
+            past[0] += 1
+        return stored > last + after or past[0] > AFTER_REPLY_MAX
+
+    events = await read(nc, subjects.events_stream, from_time=mine[0].at - before, stop=enough)
     return build_trace(subjects, ask_id, mine, events)
 
 

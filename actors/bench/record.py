@@ -9,12 +9,23 @@ writes nothing, as every ask is answered). Paths ``single off|all|errors`` and `
 process-wide switch (``bus.endpoint.RECORDING``), so each path's send sets it for its own asks (a
 throughput run is one path at a time).
 
-For ``actors.bench.main``: ``run(url, plan, progress)`` → ``{"paths", "all_over_off", "errors_over_off", "failed"}``;
-``goals(result)``: recording ``all`` costs ≤ 10 % throughput (issue 17); ``report``; ``FULL``/``QUICK``.
+Then, on what ``all`` recorded (thousands of asks): ``llmbus trace`` of one ask as a person runs it
+(a new process: start, imports, lookup, render; the best and the median of ``TRACE_RUNS``) and in
+this process, and the replay of the last ``REPLAY_ASKS`` recorded asks (``actors.replay.replay_many``,
+as ``scripts/replay.py --last 1000``).
+
+For ``actors.bench.main``: ``run(url, plan, progress)`` → ``{"paths", "all_over_off", "errors_over_off",
+"failed", "trace", "replay"}``; ``goals(result)``: recording ``all`` costs ≤ 10 % throughput, a trace
+< 300 ms process start included, 1,000 asks replayed < 10 s (issue 17); ``report``; ``FULL``/``QUICK``.
 """
 
 from __future__ import annotations
 
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from contextlib import AsyncExitStack
 
 import anyio
@@ -31,6 +42,8 @@ from actors.settings import CacheSettings, HealthSettings, RecordSettings
 from actors.stack import build_actors
 
 ROOTS = {"off": "bench-rec-off", "all": "bench-rec-all", "errors": "bench-rec-errors"}
+TRACE_RUNS = 5
+REPLAY_ASKS = 1000
 PATHS = tuple(f"{k} {mode}" for k in ("single", "failover") for mode in ROOTS)
 FULL = Plan(warmup=200, samples=2000, seconds=3.0, rounds=3, concurrency=(64,))
 QUICK = Plan(warmup=20, samples=200, seconds=0.6, rounds=2, concurrency=(64,))
@@ -55,8 +68,9 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             sends: dict[str, Send] = {}
+            settings_of = {}
             for mode, root in ROOTS.items():
-                settings = bench_settings(root, cache=CacheSettings(enabled=False),
+                settings = settings_of[mode] = bench_settings(root, cache=CacheSettings(enabled=False),
                                           health=HealthSettings(enabled=False),
                                           record=RecordSettings(sampling=mode, max_age_s=600.0, max_bytes=1 << 30))
                 await tg.start(run_actors, build_actors(settings, ["router", "provider.zero", "provider.fail"]), url)
@@ -68,16 +82,70 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
             sends = {p: sends[p] for p in PATHS}
             progress("record: ready (recording off vs all); measuring")
             paths = await measure(sends, plan, lambda s: progress(f"record: {s}"))
+            endpoint.RECORDING = True
+            progress("record: trace of one ask, replay of the last asks (from the `all` recording)")
+            after = await trace_and_replay(url, settings_of["all"])
     finally:
         endpoint.RECORDING = was
         await drop_jetstream(url, list(ROOTS.values()))
     ratios = {kind: over(flat(paths[f"{kind} all"]), flat(paths[f"{kind} off"])) for kind in ("single", "failover")}
     errors = {kind: over(flat(paths[f"{kind} errors"]), flat(paths[f"{kind} off"])) for kind in ("single", "failover")}
-    return {"paths": paths, "all_over_off": ratios, "errors_over_off": errors, "failed": failed_asks(paths)}
+    return {"paths": paths, "all_over_off": ratios, "errors_over_off": errors, "failed": failed_asks(paths), **after}
+
+
+async def trace_and_replay(url: str, settings) -> dict:
+    """``llmbus trace`` of one recorded ask (a new process, and in this one) and the replay of the
+    last ``REPLAY_ASKS`` recorded asks, timed."""
+    import msgspec
+
+    from actors import recording
+    from actors.replay import replay_many
+    from bus.connection import connect
+    from bus.subjects import Subjects
+
+    subjects = Subjects(settings.bus.root)
+    nc = await connect(url, name="bench-rec-trace")
+    try:
+        traces = [t for t in recording.build_traces(subjects, await recording.read(nc, subjects.record_stream)).values()
+                  if t.ask is not None and t.ask.reply is not None]
+        if not traces:
+            return {"trace": {}, "replay": {}}
+        ask_id = traces[len(traces) // 2].ask_id  # one in the middle: thousands before and after it
+        t0 = time.perf_counter()
+        found = await recording.trace(nc, subjects, ask_id)
+        in_process_ms = (time.perf_counter() - t0) * 1000
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as config:
+            config.write(f'[bus]\nroot = "{settings.bus.root}"\nnats_url = "{url}"\n')
+            config.flush()
+            walls = []
+            for _ in range(TRACE_RUNS):
+                t0 = time.perf_counter()
+                done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+                    [sys.executable, "-m", "actors.cli", "--config", config.name, "trace", ask_id],
+                    capture_output=True, timeout=60))
+                walls.append((time.perf_counter() - t0) * 1000)
+                if done.returncode != 0:
+                    raise RuntimeError(f"llmbus trace failed: {done.stderr.decode()[-300:]}")
+        batch = traces[-REPLAY_ASKS:]
+        t0 = time.perf_counter()
+        replayed = await replay_many(nc, url, msgspec.structs.replace(settings), batch)
+        replay_s = time.perf_counter() - t0
+    finally:
+        await nc.close()
+    return {"trace": {"asks_recorded": len(traces), "calls": len(found.calls), "in_process_ms": round(in_process_ms, 1),
+                      "process_best_ms": round(min(walls), 1), "process_median_ms": round(statistics.median(walls), 1)},
+            "replay": {"asks": len(replayed), "seconds": round(replay_s, 3),
+                       "changed": sum(1 for r in replayed if not r.same)}}
 
 
 def goals(result: dict) -> list[dict]:
     out = []
+    if result.get("trace"):
+        out.append(goal("trace of one ask, process start included (median)", result["trace"]["process_median_ms"],
+                        300.0, "≤", "ms"))
+    if result.get("replay"):
+        out.append(goal(f"replay of {result['replay']['asks']} recorded asks", result["replay"]["seconds"], 10.0,
+                        "≤", "s"))
     for kind, r in result["all_over_off"].items():
         tput = next((v for k, v in r.items() if k.startswith("asks_per_s")), None)
         if tput is not None:
@@ -100,3 +168,11 @@ def report(loop: str, result: dict, console: Console) -> None:
                       f"{result['all_over_off']['single'][k]:.2f}×", f"{result['all_over_off']['failover'][k]:.2f}×",
                       f"{result['errors_over_off']['single'][k]:.2f}×", f"{result['errors_over_off']['failover'][k]:.2f}×")
     console.print(table)
+    tr, rp = result.get("trace") or {}, result.get("replay") or {}
+    if tr:
+        console.print(f"llmbus trace of one ask among {tr['asks_recorded']:,} recorded: {tr['process_best_ms']} ms best, "
+                      f"{tr['process_median_ms']} ms median of {TRACE_RUNS} (a new process each); "
+                      f"{tr['in_process_ms']} ms of it in-process", markup=False)
+    if rp:
+        console.print(f"replay of the last {rp['asks']:,} recorded asks: {rp['seconds']} s ({rp['changed']} changed)",
+                      markup=False)
