@@ -396,3 +396,12 @@ async def test_stages_as_they_happen(stack):
         stages = [c.model_extra["llmbus"]["stage"] for c in chunks if "text" in (c.model_extra.get("llmbus") or {})]
         assert stages == ["draft", "enhanced", "final"]
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == datas[-1]["text"]
+
+
+@pytest.mark.parametrize("choice, anthropic", [
+    ("auto", {"type": "auto"}), ("none", {"type": "none"}), ("required", {"type": "any"}),
+    ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}), (None, None), ("odd", None)])
+def test_tool_choice_for_anthropic(choice, anthropic):
+    from actors.providers.anthropic import tool_choice
+
+    assert tool_choice(choice) == anthropic

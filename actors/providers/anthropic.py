@@ -73,6 +73,17 @@ def _finish(reason: str | None) -> str:
     return CONTENT_FILTERED if reason == "refusal" else (reason or "end_turn")
 
 
+def tool_choice(choice: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's ``tool_choice`` (``Params.tool_choice``) in Anthropic's form; None: leave it out."""
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
+        return {"type": "tool", "name": choice["function"]["name"]}
+    return None
+
+
 class AnthropicProvider(RemoteProvider):
     description = "Anthropic messages"
 
@@ -94,6 +105,9 @@ class AnthropicProvider(RemoteProvider):
             args["system"] = system
         if request.tools:
             args["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools]
+            choice = tool_choice(request.params.tool_choice)
+            if choice is not None:
+                args["tool_choice"] = choice
         return args
 
     async def call(self, request, messages, schema, timeout_s) -> Reply:
