@@ -171,6 +171,24 @@ async def open_breaker(s, provider: str) -> list[str]:
     return ids
 
 
+def answered(dash: Dashboard) -> dict[str, int]:
+    return {name: v.answered for name, v in dash.board.strategies.items()}
+
+
+async def followed(s, dash: Dashboard) -> dict[str, int]:
+    """Ask until the dashboard counts an answer (a client's first ask can be answered before the
+    dashboard follows that client's replies); the answered counts then."""
+    for i in range(5):
+        before = sum(answered(dash).values())
+        await s.client.ask(f"warm-up {i}", strategy="hedged", budget_ms=3000)
+        with anyio.move_on_after(1.0):
+            while sum(answered(dash).values()) == before:
+                await anyio.sleep(0.01)
+        if sum(answered(dash).values()) > before:
+            return answered(dash)
+    raise AssertionError("the dashboard never counted an answer of this client")
+
+
 async def stored(s, subject: str) -> None:
     """Wait until the events stream holds a message on ``subject`` (it takes no acks: ``no_ack``)."""
     js = s.client.nc.jetstream()
@@ -198,6 +216,7 @@ async def test_state_and_events_follow_the_bus(stack):
             await wait_until(lambda: dash.board.alerts, what="the alert that fired before the dashboard started")
             assert [(a["rule"], a["subject"]) for a in dash.snapshot()["alerts"]] == [("error_rate", "gamma")]
             await wait_until(lambda: "traffic" in dash.board.sources, what="the traffic watch")
+            base = await followed(s, dash)
             for i in range(3):
                 await s.client.ask(f"q{i}", budget_ms=3000)
             streamed = [item async for item in s.client.stream("one two three", strategy="single", budget_ms=3000)]
@@ -213,8 +232,8 @@ async def test_state_and_events_follow_the_bus(stack):
             beta = next(p for p in state["providers"] if p["name"] == "beta")
             assert (beta["state"], beta["reason"]) == ("open", m.UNAVAILABLE)
             assert [f["ask_id"] for f in state["failures"]] == failed[::-1]
-            answered = {x["strategy"]: x["answered"] for x in state["strategies"]}
-            assert (answered["failover"], answered["single"]) == (4, 1)  # the stream's final answer counted once
+            counted = {x["strategy"]: x["answered"] - base.get(x["strategy"], 0) for x in state["strategies"]}
+            assert (counted["failover"], counted["single"]) == (4, 1)  # the stream's final answer counted once
             assert state["fallback"]["routes"] == [{"route": "beta ✗breaker_open → alpha", "count": 1}]
 
             async with http.stream("GET", "/dashboard/events") as events:
@@ -269,6 +288,7 @@ async def test_the_page_shows_every_provider_and_a_breaker_opening_within_2_s(st
             beta = page.locator('[data-provider="beta"]')
             await expect(beta).to_have_attribute("data-state", "closed", timeout=10_000)  # from the health report
 
+            await followed(s, dash)  # so the failures' replies are seen
             failed = await open_breaker(s, "beta")
             health = s.actor("health")
             await wait_until(lambda: health.breakers["beta"].state == "open", what="the breaker stored open")

@@ -6,8 +6,8 @@ measured in turns (``actors.bench.measure``), so drift on a shared machine hits 
 - ``no dashboard``: nothing watches;
 - ``dashboard idle``: a ``Dashboard`` runs (health KV watch, events subscription, the reports polled)
   but nobody looks at the page, so it does not watch the asks;
-- ``dashboard watched``: one page is open (an SSE viewer): the dashboard receives every ask and
-  every reply of its root and counts them.
+- ``dashboard watched``: one page is open (an SSE viewer): the dashboard receives every ask of its
+  root and the replies to the asking client, and counts them.
 
 Then, on the idle root: how long a breaker state written to the health KV bucket (as the health
 actor writes it) takes to come out of the dashboard's SSE stream as a frame (``push_ms``: the KV
@@ -127,7 +127,7 @@ def goals(result: dict) -> list[dict]:
 def report(loop: str, result: dict, console: Console) -> None:
     table = Table(title=f"llmbus bench — dashboard — {loop}",
                   caption="one process, three roots (router + zero mock each); watched: one SSE viewer, "
-                          "so the dashboard receives every ask and reply")
+                          "so the dashboard receives every ask and its answer")
     for col in ("metric", *PATHS, "idle / none", "watched / none"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     figures = [flat(result["paths"][p]) for p in PATHS]

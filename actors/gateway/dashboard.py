@@ -14,9 +14,10 @@ Where the figures come from (nothing here imports another actor's state):
 - spend today by tier: the cost report (``cost.report`` by tier, today UTC); cache hit rate: the fleet's
   cache stats; alerts: ``<root>.events.alert`` events;
 - asks per second by strategy, fallback routes and recent failures: the asks (``<root>.ask``,
-  ``<root>.ask.stream``) and their final replies, watched only while someone looks at the page (an SSE
-  stream is open, or the state was read in the last ``LINGER_S``): a watcher receives every reply of the
-  fleet, which costs the process real time, so nobody pays for it when nobody looks.
+  ``<root>.ask.stream``) and their final replies (a subscription per asking client's reply prefix,
+  not every reply of the fleet), watched only while someone looks at the page (an SSE stream is open,
+  or the state was read in the last ``LINGER_S``): receiving every ask costs the process real time,
+  so nobody pays for it when nobody looks.
 
 ``guard``, when given, is awaited with each request and may return a Response (401/403) to refuse it:
 the gateway passes its key check, so the dashboard follows the API's key rules.
@@ -57,6 +58,7 @@ LINGER_S = 10.0  # the traffic watch stays this long after the last look
 POLL_HEALTH_S = 1.0
 POLL_REPORTS_S = 2.0
 PENDING_KEPT_S = 300.0  # an ask whose reply was never seen is forgotten then
+CLIENT_IDLE_S = 300.0  # a client that asked nothing for this long: its replies are no longer followed
 BACKFILL_BUDGET_S = 5.0
 ALERTS_SINCE_S = 24 * 3600.0  # alerts that fired (and did not resolve) this long ago still show
 FAILURES_SINCE_S = 900.0
@@ -113,6 +115,8 @@ class Dashboard:
         self.viewers = 0  # open SSE streams
         self._looked = -LINGER_S  # monotonic time of the last state read
         self._pending: dict[str, tuple[str, str | None, str | None, float]] = {}  # reply -> ask id, strategy, tier, t
+        self._clients: dict[str, list] = {}  # a client's reply prefix -> [its subscription, last ask's time]
+        self._reply_root = f"{subjects.root}.reply."
         self._moved = anyio.Event()
         self._look = anyio.Event()
         self._stopped = False
@@ -248,17 +252,18 @@ class Dashboard:
                 await self._look.wait()
             subs = []
             try:
-                for subject, cb in ((self.subjects.ask, self._on_ask), (self.subjects.ask_stream, self._on_ask),
-                                    (f"{self.subjects.root}.reply.>", self._on_reply)):
-                    subs.append(await self.nc.subscribe(subject, cb=cb))
+                for subject in (self.subjects.ask, self.subjects.ask_stream):
+                    subs.append(await self.nc.subscribe(subject, cb=self._on_ask))
                 self.board.sources["traffic"] = self.clock()
                 while self._watched():
                     await anyio.sleep(1.0)
+                    await self._forget_clients(monotonic() - CLIENT_IDLE_S)
             except Exception as exc:  # closed or reconnecting: the dashboard lives on, the watch tries again
                 log.info("dashboard_watch_failed", error=str(exc) or type(exc).__name__)
                 await anyio.sleep(1.0)
             finally:
                 with anyio.CancelScope(shield=True):
+                    await self._forget_clients(float("inf"))
                     for sub in subs:
                         try:
                             await sub.unsubscribe()
@@ -266,6 +271,33 @@ class Dashboard:
                             pass
                 self._pending.clear()
                 self.board.sources.pop("traffic", None)
+
+    async def _watch_client(self, reply: str, now: float) -> None:
+        """Subscribe to the replies of the client that sent an ask (``<root>.reply.<client>.*``), once:
+        the fleet's other replies (to routers' calls of providers, the cache, the cost actor) never
+        reach this process. The first ask of a client can be answered before the server has the
+        subscription: that answer is missed (an ask whose reply is not under the root is not
+        followed: ``nats req``'s ``_INBOX``)."""
+        prefix = reply[:reply.rfind(".")]
+        seen = self._clients.get(prefix)
+        if seen is not None:
+            seen[1] = now
+            return
+        self._clients[prefix] = seen = [None, now]
+        try:
+            seen[0] = await self.nc.subscribe(prefix + ".*", cb=self._on_reply)
+        except Exception as exc:  # reconnecting: the client's next ask tries again
+            self._clients.pop(prefix, None)
+            log.info("dashboard_watch_failed", error=str(exc) or type(exc).__name__)
+
+    async def _forget_clients(self, before: float) -> None:
+        for prefix, (sub, last) in list(self._clients.items()):
+            if last < before and sub is not None:
+                del self._clients[prefix]
+                try:
+                    await sub.unsubscribe()
+                except Exception:  # noqa: S110 — closed already
+                    pass
 
     async def _on_ask(self, msg) -> None:
         if not msg.reply:
@@ -281,7 +313,9 @@ class Dashboard:
             if now - pending[first][3] < PENDING_KEPT_S and len(pending) < 50_000:
                 break
             del pending[first]
-        pending[msg.reply] = (head.id, head.strategy, head.tier, now)
+        if msg.reply.startswith(self._reply_root):
+            pending[msg.reply] = (head.id, head.strategy, head.tier, now)
+            await self._watch_client(msg.reply, now)
 
     async def _on_reply(self, msg) -> None:
         ask = self._pending.get(msg.subject)
