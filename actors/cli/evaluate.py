@@ -121,7 +121,8 @@ async def from_recordings(client, settings, items: list[dict], strategies: list[
                                       budget_ms=budget_ms, live=live)) if chosen else iter(())
         runs = [next(done) if tr is not None else None for tr in found]
         r = score(items, [run.result if run is not None else None for run in runs], [])
-        r.update(recorded=len(chosen), missing_calls=sum(sum(run.missing.values()) for run in runs if run),
+        r.update(cost_per_ask_usd=None,  # the replay router prices nothing
+                 recorded=len(chosen), missing_calls=sum(sum(run.missing.values()) for run in runs if run),
                  live_calls=sum(sum(run.live.values()) for run in runs if run))
         report[name or "as recorded"] = r
     return report
