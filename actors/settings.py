@@ -277,13 +277,13 @@ class SupervisorSettings(_Table, frozen=True, kw_only=True):
 class ImagesSettings(_Table, frozen=True, kw_only=True):
     """``[images]``: the images actor (``<root>.image``). Images over ``inline_max_kb`` (and any that
     would not fit the connection's max_payload) go to the object store ``<root>_images``, kept
-    ``store_ttl_s``; the reply carries a reference. ``prices``: USD per image by model."""
+    ``store_ttl_s``; the reply carries a reference. Image calls are priced by their tokens
+    (``config/pricing.toml``), in the ledger like any call."""
 
     enabled: bool = True
     providers: list[str] = []  # in order; empty: every configured provider of a kind that makes images
     inline_max_kb: float = 256.0
     store_ttl_s: float = 86400.0
-    prices: dict[str, float] = {}
 
 
 class AlertSettings(_Table, frozen=True, kw_only=True):

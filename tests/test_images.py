@@ -261,3 +261,30 @@ async def test_bench_images_smoke(nats_url):
 
     got = await images.run(nats_url, Plan(warmup=1, samples=3, seconds=0.1, rounds=1, max_asks=8, concurrency=(2,)))
     assert got["failed"] == 0 and got["paths"]["object store"]["p50_ms"] > 0
+
+
+@pytest.mark.anyio
+async def test_an_image_call_is_priced_by_its_tokens_and_billed_in_the_ledger(stack, monkeypatch):
+    from bus.subjects import COST_REPORT
+    from tests.helpers import wait_until
+
+    monkeypatch.setenv("WIRE_IMAGE_KEY", "sk-wire-image-secret")
+    async with WireServer() as wire:
+        toml = f"""
+[providers.p]
+kind = "openai"
+model = "gpt-4o-mini"
+image_model = "gpt-image-1"
+base_url = "{wire.url}/v1"
+api_key_env = "WIRE_IMAGE_KEY"
+"""
+        async with stack(toml, names=["cost", "images", "provider.p"]) as s:
+            wire.push(oa.images([render_placeholder("x", "64x64")], prompt_tokens=9, image_tokens=1056))
+            result = await s.client.image("a beach at sunset", provider="p", size="1024x1024", user="ann")
+            expected = (9 * 5.00 + 1056 * 40.00) / 1e6  # config/pricing.toml: gpt-image-1
+            assert result.cost_usd == pytest.approx(expected)
+            cost = next(a for a in s.actors if a.kind == "cost")
+            await wait_until(lambda: cost.totals.calls, what="the image call in the ledger")
+            report = await s.client.rpc.service(COST_REPORT, m.CostQuery(by="user"), deadline=deadline_in(5000))
+            assert [(line.key, line.calls) for line in report.lines] == [("ann", 1)]
+            assert report.total.cost_usd == pytest.approx(expected)

@@ -9,7 +9,8 @@ else every configured provider of a kind that makes images, mocks only while no 
 used up), the tier's ``over_quota`` policy answers: ``placeholder`` (a rendered PNG with the
 prompt's words, ``ImageResult.placeholder``), ``refuse`` (the ``budget_exceeded`` Failure naming the
 quota) or ``cheaper`` (``cheaper_model`` on ``cheaper_provider``: not counted). Every reply says
-which quota it counted against (``quota``) and what is left (``metadata.quota_left``).
+which quota it counted against (``quota``) and what is left (``metadata.quota_left``); its
+``cost_usd`` is priced from the call's tokens like the ledger prices the provider's Usage event.
 """
 
 from __future__ import annotations
@@ -50,9 +51,24 @@ class ImagesActor(Actor):
     def __init__(self, *, settings: Settings, **kw) -> None:
         super().__init__(**kw)
         self.settings = settings
+        self.pricing = None  # loaded on the first priced image
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint.serving(IMAGE, self.subjects, self.image)]
+
+    def price(self, provider: str, result: m.ImageResult) -> float | None:
+        """The call's cost from its tokens (``config/pricing.toml``, as the ledger prices its Usage);
+        the provider's own figure when it sent no tokens (the mock: 0); None when unpriced."""
+        if result.usage.input_tokens == 0 and result.usage.output_tokens == 0:
+            return result.cost_usd
+        if self.pricing is None:
+            path = self.settings.pricing_path()
+            from actors.pure.pricing import Pricing
+
+            self.pricing = Pricing.load(path) if path is not None else Pricing({})
+        kind = self.settings.providers[provider].kind if provider in self.settings.providers else provider
+        cost = self.pricing.cost(kind, result.model, result.usage)
+        return None if cost is None else round(cost, 9)
 
     async def image(self, ask: m.ImageAsk, ctx: Context) -> m.ImageResult:
         check(ask.prompt, ask.size, ask.count)
@@ -120,8 +136,7 @@ class ImagesActor(Actor):
             reply = await self.rpc.service(PROVIDER_IMAGE, request, deadline=ctx.deadline, name=provider,
                                            ask_id=ask.id, call_id=request.id)
             if isinstance(reply, m.ImageResult):
-                price = self.settings.images.prices.get(reply.model)
-                cost = reply.cost_usd if price is None else round(price * len(reply.images), 6)
+                cost = self.price(provider, reply)
                 return msgspec.structs.replace(reply, id=ask.id, quota=quota, cost_usd=cost,
                                                metadata={**reply.metadata, "tried": tried})
             tried.append(f"{provider}:{reply.kind}")

@@ -174,7 +174,7 @@ class ProviderActor(Actor):
                 usage=result.usage,
                 tier=request.tier,
                 user=request.user,
-                strategy=request.strategy,
+                strategy=getattr(request, "strategy", None),  # an ImageRequest has none
                 at=wall,
                 experiment=request.labels.get("experiment") if request.labels else None,
             )

@@ -2,7 +2,7 @@
 
 A provider that makes images implements ``image(request, ctx) -> ImageResult`` with inline
 ``Picture.data``; ``serve`` checks the request, reports one ``Outcome`` per call (health counts image
-calls like completions) and moves every picture that is over the actor's ``inline_max_bytes``, or
+calls like completions) and a ``Usage`` per image call answered (its tokens go to the ledger) and moves every picture that is over the actor's ``inline_max_bytes``, or
 that would not fit the connection's max_payload beside the others, to the JetStream object store
 ``<root>_images`` (``bus.streams.ensure_object_store``): the reply carries an ``ObjectRef`` and the
 client fetches the bytes (``Client.image_bytes``). No reply exceeds max_payload.
@@ -131,6 +131,7 @@ async def serve(actor, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
     started = now()
     kind: str | None = m.INTERNAL
     retry_after, detail = None, ""
+    made: m.ImageResult | None = None
     try:
         make = getattr(actor, "image", None)
         if make is None:
@@ -141,7 +142,7 @@ async def serve(actor, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
         result = await offload(actor.nc, actor.subjects.bucket("images"), result,
                                getattr(actor, "inline_max_bytes", INLINE_MAX_BYTES),
                                actor.__dict__.setdefault("_image_stores", {}))
-        kind = None
+        kind, made = None, result
         return result
     except LlmError as exc:
         kind, retry_after, detail = exc.kind, exc.retry_after_s, exc.message
@@ -150,4 +151,5 @@ async def serve(actor, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
         kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
         raise
     finally:
-        actor._report(request, kind, retry_after, started, None, detail)  # the Outcome (no usage: result None)
+        # the Outcome, and the Usage of a made image (its tokens: the cost actor prices and bills them)
+        actor._report(request, kind, retry_after, started, made, detail)
