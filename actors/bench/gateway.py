@@ -17,14 +17,18 @@ client costs about what ``Client.send`` does, and the figures measure the server
 client library (``httpx`` costs ~0.3 ms a request on its own here).
 
 Goals (issue 18): the gateway adds ≤ 1 ms at p50 over the bus ask, and serves ≥ 2,000 HTTP asks/s
-at 64 in flight in its one process.
+at 64 in flight in its one process. Throughput on 2 cores shared with other work moves with their
+load, so each path also reports the CPU time per ask of the server process and of the client
+(``/proc``), and what one core of server CPU would serve.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
+import time
 from contextlib import AsyncExitStack
 
 import anyio
@@ -37,7 +41,7 @@ from bus.client import Client
 from bus.connection import connect
 from actors.bench.measure import (
     PROMPT, Plan, Progress, Send, client_send, drop_jetstream, failed_asks, flat, goal, label, measure, over, show,
-    spawn, wait_ready,
+    spawn, throughput, wait_ready,
 )
 
 ROOT = "bench-gateway"
@@ -93,6 +97,24 @@ class Loader:
         self.idle.clear()
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_ask(send: Send, pid: int, *, asks: int, concurrency: int = 64) -> dict[str, float]:
+    """CPU µs per ask spent by the server process and by this one (the client), at ``concurrency``:
+    a figure the machine's load does not move (throughput on 2 shared cores does). One core's
+    worth of server CPU serves ``1e6 / server`` asks a second."""
+    server0, client0 = cpu_s(pid), time.process_time()
+    answered, _, _ = await throughput(send, concurrency, seconds=60.0, max_asks=asks)
+    n = max(1, answered)
+    server = (cpu_s(pid) - server0) * 1e6 / n
+    return {"server": round(server, 1), "client": round((time.process_time() - client0) * 1e6 / n, 1),
+            "server_asks_per_core_s": round(1e6 / server, 0) if server else 0.0}
+
+
 async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) -> dict:
     ports = {p: free_port() for p in HTTP_PATHS}
     loaders: list[Loader] = []
@@ -117,6 +139,9 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
                 await anyio.sleep(0.05)
             progress(f"gateway: ready (server process {proc.pid}); measuring {', '.join(PATHS)}")
             paths = await measure(sends, plan, lambda s: progress(f"gateway: {s}"))
+            progress("gateway: CPU time per ask (server process, this process) at 64 in flight")
+            for p, send in sends.items():
+                paths[p]["cpu_us_per_ask"] = await cpu_per_ask(send, proc.pid, asks=plan.max_asks // 4)
     finally:
         for loader in loaders:
             loader.close()
@@ -150,6 +175,12 @@ def report(loop: str, result: dict, console: Console) -> None:
     for k in figures["bus"]:
         table.add_row(label(k), *(show(k, figures[p][k]) for p in PATHS),
                       *(f"{result['over_bus'][p][k]:.2f}×" for p in HTTP_PATHS))
+    cpu = {p: result["paths"][p].get("cpu_us_per_ask") for p in PATHS}
+    if all(cpu.values()):
+        for key, name in (("server", "server CPU µs/ask"), ("client", "client CPU µs/ask"),
+                          ("server_asks_per_core_s", "asks/s per server core")):
+            table.add_row(name, *(f"{cpu[p][key]:,.0f}" for p in PATHS),
+                          *(f"{cpu[p][key] / cpu['bus'][key]:.2f}×" for p in HTTP_PATHS))
     console.print(table)
     console.print(f"the gateway adds {result['gateway_adds_p50_ms']:+.3f} ms at p50 over a bus ask; Starlette and "
                   f"the gateway's checks {result['starlette_adds_p50_ms']:+.3f} ms over a bare ASGI function",
