@@ -130,6 +130,10 @@ def test_alerts_fire_and_resolve_and_bad_events_are_ignored():
                                                                        ("error_rate", "warning", 61.0)]
     board.alert({"rule": "breaker_open", "subject": "a", "resolved": True}, 80.0)
     assert [a["rule"] for a in board.snapshot(90.0)["alerts"]] == ["error_rate"]
+    for i in range(500):  # a flood of distinct alerts stays bounded, the newest kept
+        board.alert({"rule": "r" * 1000, "subject": f"s{i}", "since": 100.0 + i}, 100.0)
+    alerts = board.snapshot(700.0)["alerts"]
+    assert len(alerts) == 200 and len(alerts[0]["rule"]) == 100 and alerts[0]["subject"] == "s499"
 
 
 # --- over the bus -------------------------------------------------------------------------------

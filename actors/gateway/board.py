@@ -28,6 +28,7 @@ WINDOW_S = 60.0  # outcomes kept per provider for the live success rate
 RECENT_KEPT = 50_000  # at most this many of them (the rate is then over the last ones)
 RATE_S = 10.0  # asks per second are counted over this window
 FAILURES_KEPT = 25
+ALERTS_KEPT = 200
 ROUTES_KEPT = 8
 SKIPPED = ("cancelled",)  # a loser the strategy stopped is not a choice that failed
 
@@ -207,7 +208,8 @@ class Board:
         rule, subject = event.get("rule"), event.get("subject")
         if not isinstance(rule, str) or not isinstance(subject, (str, type(None))):
             return False
-        key = (rule, subject or "")
+        key = (rule[:100], (subject or "")[:200])
+        rule, subject = key
         if event.get("resolved"):
             self.alerts.pop(key, None)
         else:
@@ -216,6 +218,8 @@ class Board:
                                 "value": event.get("value"), "threshold": event.get("threshold"),
                                 "since": since if isinstance(since, (int, float)) and since > 0 else now,
                                 "message": str(event.get("message") or "")[:300]}
+            while len(self.alerts) > ALERTS_KEPT:  # a flood of distinct alerts: the oldest go
+                del self.alerts[min(self.alerts, key=lambda k: self.alerts[k]["since"])]
         self._changed(urgent=True)
         return True
 

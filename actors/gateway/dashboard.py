@@ -42,6 +42,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from actors.gateway.board import Board
+from actors.pure.facts import outcome_problem
 from actors.gateway.trace_view import trace_response
 from bus import codec
 from bus import messages as m
@@ -169,7 +170,8 @@ class Dashboard:
                 from actors.providers.events import each
 
                 for outcome in each(codec.decoder(m.OutcomeEvent).decode(msg.data)):
-                    self.board.outcome(outcome)
+                    if outcome_problem(outcome) is None:  # forged or broken: skipped, as health skips it
+                        self.board.outcome(outcome)
             elif kind == "alert" or kind.startswith("alert."):
                 body = msgspec.json.decode(msg.data)
                 if not isinstance(body, dict) or not self.board.alert(body, self.clock()):
