@@ -4,11 +4,13 @@ a local HTTP receiver, and a driven alert end to end: health actor → events st
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
+from bus import codec
 from bus import messages as m
 from bus.deadline import deadline_in
 from bus.subjects import PROVIDER_COMPLETE
@@ -193,3 +195,24 @@ def _llmbus(*args: str, env: dict[str, str]):
     from tests.helpers import LLMBUS
 
     return subprocess.run([str(LLMBUS), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.anyio
+async def test_budget_spend_fires_from_the_cost_actors_budgets(stack, tmp_path: Path):
+    from bus.subjects import COST_BUDGET_SET
+
+    pricing = tmp_path / "pricing.toml"
+    pricing.write_text('[mock."m-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "test"\n')
+    toml = f'[providers.p]\nmodel = "m-1"\n[cost]\npricing = "{pricing}"\n[alerts]\neval_s = 3600\n'
+    async with stack(toml, names=["health", "cost"]) as s:
+        health, cost = s.actor("health"), s.actor("cost")
+        reply = await s.client.rpc.service(COST_BUDGET_SET, m.BudgetSet(scope="user", name="ann", period="month",
+                                                                        limit_usd=1.2), deadline=deadline_in(5000))
+        assert isinstance(reply, m.BudgetReport)
+        assert await health.alerts.tick() == []
+        usage = m.Usage(ask_id="a1", call_id="c1", provider="p", model="m-1", usage=m.TokenUsage(input_tokens=1_000_000),
+                        user="ann", at=time.time())
+        await s.client.nc.publish(s.client.subjects.usage("p"), codec.encode(usage))
+        await wait_until(lambda: cost.totals.calls, what="the usage in the ledger")
+        (alert,) = await health.alerts.tick()
+        assert (alert.rule, alert.subject, alert.value) == (BUDGET, "user:ann:month", pytest.approx(83.33))
