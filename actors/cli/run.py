@@ -128,7 +128,10 @@ def up(
         err.print(f"error: {group.exceptions[0]}", markup=False)
         raise typer.Exit(1) from None
     except* ConfigError as group:
-        err.print(f"error: {group.exceptions[0]}", markup=False)
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):  # raised inside an actor's own task group
+            first = first.exceptions[0]
+        err.print(f"error: {first}", markup=False)
         raise typer.Exit(2) from None
     except* OSError as group:
         err.print(f"error: {group.exceptions[0]}", markup=False)
