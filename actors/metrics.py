@@ -20,7 +20,7 @@ Exported (``llmbus_`` prefix):
 One endpoint per process (``serve``): in ``llmbus up`` every actor counts into the same dicts. The
 figures have no root label: one process serves one root in a deployment. ``snapshot()`` is the same
 numbers as JSON, served in every actor's ``$SRV.STATS`` data (``llmbus status`` reads them over the
-bus, deduplicated by ``PROCESS``: no Prometheus needed).
+bus and ``merge``s them, deduplicated by ``PROCESS``: no Prometheus needed).
 """
 
 from __future__ import annotations
@@ -202,45 +202,6 @@ def merge(snapshots: list[dict]) -> dict[str, dict[tuple, Any]]:
                 else:
                     into[labels] = into.get(labels, 0) + value
     return total
-
-
-async def fleet(client, *, within_s: float = 1.0, quiet_s: float = 0.15) -> dict[str, dict[tuple, Any]]:
-    """The merged figures of every actor process under the client's root, from ``$SRV.STATS``."""
-    import json
-
-    import anyio
-
-    nc = client.nc
-    inbox = nc.new_inbox()
-    got: list[dict] = []
-    heard = anyio.Event()
-    prefix = client.subjects.root + "-"
-
-    async def on(msg) -> None:
-        try:
-            body = json.loads(msg.data)
-        except ValueError:
-            return
-        if str(body.get("name", "")).startswith(prefix):
-            for ep in body.get("endpoints") or []:
-                data = ep.get("data") or {}
-                if "metrics" in data:
-                    got.append(data["metrics"])
-                    break
-            heard.set()
-
-    sub = await nc.subscribe(inbox, cb=on)
-    try:
-        await nc.publish("$SRV.STATS", b"", reply=inbox)
-        with anyio.move_on_after(within_s):
-            await heard.wait()
-            seen = -1
-            while seen != len(got):
-                seen = len(got)
-                await anyio.sleep(quiet_s)
-    finally:
-        await sub.unsubscribe()
-    return merge(got)
 
 
 # --- the Prometheus endpoint ---------------------------------------------------------------------

@@ -90,7 +90,9 @@ async def test_the_metrics_endpoint_is_scraped_after_a_few_asks(stack, root, nat
                 after = await anyio.to_thread.run_sync(scrape, port)
 
         # the same numbers over the bus, without Prometheus: `llmbus status`
-        fleet = await metrics.fleet(s.client)
+        from actors.cli.health import fleet_metrics
+
+        fleet = await fleet_metrics(s.client)
         assert fleet["llmbus_asks"][("failover", "pro", "ok")] >= 4
         assert fleet["llmbus_ask_seconds"][("failover",)][0] >= 5
         config = tmp_path / "llmbus.toml"

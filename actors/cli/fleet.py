@@ -33,9 +33,9 @@ class ProvidersReport(msgspec.Struct, frozen=True, kw_only=True):
     providers: list[ProviderRow] = []
 
 
-async def discover(client, *, quiet_s: float = 0.15, within_s: float = 1.0) -> list[dict]:
-    """Every actor's ``$SRV.INFO`` under the client's root (replies gathered until ``quiet_s`` of
-    silence after the first, or ``within_s``)."""
+async def discover(client, *, quiet_s: float = 0.15, within_s: float = 1.0, verb: str = "INFO") -> list[dict]:
+    """Every actor's ``$SRV.INFO`` (or ``$SRV.<verb>``: ``STATS``) under the client's root (replies
+    gathered until ``quiet_s`` of silence after the first, or ``within_s``)."""
     import anyio
 
     nc = client.nc
@@ -52,7 +52,7 @@ async def discover(client, *, quiet_s: float = 0.15, within_s: float = 1.0) -> l
 
     sub = await nc.subscribe(inbox, cb=on_info)
     try:
-        await nc.publish("$SRV.INFO", b"", reply=inbox)
+        await nc.publish(f"$SRV.{verb}", b"", reply=inbox)
         with anyio.move_on_after(within_s):
             await got.wait()
             seen = -1

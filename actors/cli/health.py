@@ -177,9 +177,14 @@ def _print_health(rows: list[ProviderStatus], *, detailed: bool) -> None:
 
 
 async def fleet_metrics(client) -> dict:
-    from actors.metrics import fleet
+    """The fleet's figures (``actors.metrics``): each actor's ``$SRV.STATS`` carries its process's
+    snapshot (on its first endpoint), merged once per process."""
+    from actors.cli.fleet import discover
+    from actors.metrics import merge
 
-    return await fleet(client)
+    stats = await discover(client, verb="STATS")
+    return merge([ep["data"]["metrics"] for s in stats for ep in (s.get("endpoints") or [])[:1]
+                  if isinstance(ep.get("data"), dict) and "metrics" in ep["data"]])
 
 
 def _print_metrics(figures: dict) -> None:
