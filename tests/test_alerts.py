@@ -216,3 +216,28 @@ async def test_budget_spend_fires_from_the_cost_actors_budgets(stack, tmp_path: 
         await wait_until(lambda: cost.totals.calls, what="the usage in the ledger")
         (alert,) = await health.alerts.tick()
         assert (alert.rule, alert.subject, alert.value) == (BUDGET, "user:ann:month", pytest.approx(83.33))
+
+
+@pytest.mark.anyio
+async def test_failures_have_their_ask_id_and_route_from_the_recording(stack):
+    from actors.cli.alerts import group_failures, read_failures
+
+    toml = ('[router]\nstrategy = "failover"\nproviders = ["flaky", "broken"]\n'
+            '[providers.flaky]\nfailures = { unavailable = 1.0 }\n[providers.broken]\nfailures = { overloaded = 1.0 }\n'
+            '[record]\nsampling = "all"\n')
+    async with stack(toml, names=["router", "provider.flaky", "provider.broken"]) as s:
+        with pytest.raises(Exception):
+            await s.client.ask("hello", ask_id="ask-that-fails", cache="skip", budget_ms=5000)
+        lines: list = []
+
+        async def look() -> bool:
+            lines[:] = await read_failures(s.client.nc, s.client.subjects)
+            return any(x.ask_id == "ask-that-fails" and x.route == "flaky>broken" for x in lines)
+
+        with anyio.fail_after(10):
+            while not await look():
+                await anyio.sleep(0.05)
+        mine = [x for x in lines if x.ask_id == "ask-that-fails"]
+        assert {x.source for x in mine} == {"recording"} and any(x.kind == m.ALL_FAILED for x in mine), mine
+        by_kind = group_failures(lines, "kind")
+        assert by_kind.get("unavailable", 0) >= 1 and by_kind.get("overloaded", 0) >= 1
