@@ -104,3 +104,30 @@ def test_seeds_rotate_so_each_actor_takes_its_own_server_first():
                                                                  "nats://c:4222", "nats://a:4222"]
     assert rotated("nats://a:4222", 5) == "nats://a:4222"
     check_url(url)  # several seeds are one valid URL
+
+
+@pytest.mark.anyio
+async def test_cluster_status_shows_the_meta_leader_and_each_buckets_replicas(cluster, root):
+    import json
+    import sys
+
+    from bus.connection import ConnectOptions, connect
+    from bus.streams import delete_root, ensure_kv
+    from tests.helpers import cli_env
+
+    nc = await connect(cluster.url, name="t", options=ConnectOptions(replicas=3))
+    try:
+        with anyio.fail_after(15):
+            await ensure_kv(nc, Subjects(root).bucket("health"))
+            monitors = ",".join(f"http://127.0.0.1:{s.monitor_port}" for s in cluster.servers)
+            run = await anyio.run_process(
+                [sys.executable, "-m", "actors.cli", "cluster", "status", "--json", "--nats-url", cluster.url,
+                 "--monitor", monitors], env=cli_env(LLMBUS_ROOT=root), check=False)
+        assert run.returncode == 0, run.stderr.decode()
+        report = json.loads(run.stdout)
+        assert report["cluster"] == "llmbus" and report["meta_leader"] in {"n0", "n1", "n2"}
+        assert [(p["name"], p["replicas"], len(p["peers"])) for p in report["state"]] == \
+            [(f"KV_{Subjects(root).bucket('health')}", 3, 3)]
+    finally:
+        await delete_root(nc, root)
+        await nc.close()
