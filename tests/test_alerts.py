@@ -241,3 +241,49 @@ async def test_failures_have_their_ask_id_and_route_from_the_recording(stack):
         assert {x.source for x in mine} == {"recording"} and any(x.kind == m.ALL_FAILED for x in mine), mine
         by_kind = group_failures(lines, "kind")
         assert by_kind.get("unavailable", 0) >= 1 and by_kind.get("overloaded", 0) >= 1
+
+
+@pytest.mark.anyio
+async def test_quality_and_fallback_rules_fire_from_the_supervisor_and_the_router(stack):
+    from bus.subjects import SUPERVISOR_REVIEW
+
+    toml = """
+[router]
+strategy = "single"
+providers = ["down", "up"]
+[providers.down]
+failures = { unavailable = 1.0 }
+[providers.up]
+[health]
+enabled = false
+[supervisor]
+provider = "mock"
+[tiers.t]
+fallback_routes = true
+[[tiers.t.routes]]
+name = "primary"
+strategy = "single"
+providers = ["down"]
+[[tiers.t.routes]]
+name = "backup"
+strategy = "single"
+providers = ["up"]
+[alerts]
+eval_s = 3600
+fallback_min_asks = 3
+quality_min_reviews = 3
+"""
+    schema = {"type": "object", "properties": {"day1": {"type": "string"}}}
+    async with stack(toml, names=["router", "health", "supervisor", "provider.down", "provider.up"]) as s:
+        watch = s.actor("health").alerts
+        assert await watch.tick() == []  # the baseline: nothing counted yet
+        for i in range(3):
+            answer = await s.client.ask(f"q{i}", tier="t", cache="skip", budget_ms=5000)
+            assert answer.metadata["route_name"] == "backup"
+            review = m.Review(ask_id=f"r{i}", messages=[], schema=schema, candidates=[
+                m.Candidate(provider="a", data={"day1": "x"}), m.Candidate(provider="b", data={"day1": "y"})])
+            verdict = await s.client.rpc.service(SUPERVISOR_REVIEW, review, deadline=deadline_in(5000))
+            assert isinstance(verdict, m.Verdict) and verdict.issues
+        got = {(a.rule, a.subject): a for a in await watch.tick()}
+        assert got[(FALLBACK, "t")].value == 100.0
+        assert got[(QUALITY, "supervisor")].value == 0.0
