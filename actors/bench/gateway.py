@@ -72,8 +72,9 @@ class Loader:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def send(self) -> bool:
+        reused = bool(self.idle)
         try:
-            conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+            conn = self.idle.pop() if reused else await asyncio.open_connection("127.0.0.1", self.port)
         except OSError:  # not listening (yet)
             return False
         reader, writer = conn
@@ -87,7 +88,9 @@ class Loader:
             body = await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
-            return False
+            # the server closed an idle keep-alive connection (uvicorn: after 5 s): as HTTP clients
+            # do, send again once on a new one
+            return await self.send() if reused else False
         self.idle.append(conn)
         return head.startswith(b"HTTP/1.1 200") and b'"[zero] ' in body
 
