@@ -151,6 +151,13 @@ def replica_states(cluster: NatsCluster) -> dict[str, dict[str, tuple[int, int]]
     return out
 
 
+def moved(fleet: ClusterFleet) -> str:
+    """How many actor processes are connected to the servers still up ("8/8": all moved off the dead one)."""
+    names = [c.get("name", "") for s in fleet.cluster.servers if s.process is not None
+             for c in s.monitor("/connz?limit=1024").get("connections") or []]
+    return f"{sum(1 for n in names if n.startswith(chaos.ROOT + '-'))}/{len(fleet.procs)}"
+
+
 def diverged(states: dict[str, dict[str, tuple[int, int]]], servers: int) -> list[str]:
     return [name for name, by in states.items() if len(by) < servers or len(set(by.values())) > 1]
 
@@ -351,6 +358,7 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
             progress("cluster: kill -9 of server n0 under load")
             scenarios["kill -9 server"] = await scenario(client, fleet, plan, "kill -9 server", kill)
             scenarios["kill -9 server"] |= recovery
+            scenarios["kill -9 server"]["actors_moved"] = await anyio.to_thread.run_sync(moved, fleet)
             caught_up = await restart(fleet, progress)
             parted = await partition(client, fleet, plan, progress)
             completed = await chaos.completed_calls(client.nc)
@@ -418,7 +426,8 @@ def report(loop: str, result: dict, console: Console) -> None:
     console.print(t)
     r = result["restart"]
     k = result["scenarios"]["kill -9 server"]
-    console.print(f"kill -9 of n0: a budgeted ask is answered again {k.get('budgeted_asks_answered_again_after_s')} s "
+    console.print(f"kill -9 of n0: actor processes connected to the two servers left {k.get('actors_moved')}; "
+                  f"a budgeted ask is answered again {k.get('budgeted_asks_answered_again_after_s')} s "
                   "after the kill (the raft groups n0 led elect new leaders; until then a reservation cannot be "
                   "written and the ask is refused unavailable, typed, never lost)", highlight=False)
     console.print(f"restart of n0: back in {r['server_back_s']} s, every replica current after {r['caught_up_s']} s; "
