@@ -50,18 +50,22 @@ class Rec:
 
 
 async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: int = 2048,
-               subject: str = ">", from_time: float | None = None,
+               subject: str = ">", from_time: float | None = None, from_seq: int | None = None,
                stop: Callable[[Rec, float], bool] | None = None) -> list[Rec]:
     """Every message of ``stream`` (those stored in the last ``since_s`` seconds, or from the unix
-    time ``from_time``, when given; only those on ``subject`` when given: the server filters, the
-    rest is never sent), up to the first one ``stop(rec, stored_at)`` is true of (fetched
-    ``STOPPED_BATCH`` at a time then: nats-py builds every message of a batch)."""
+    time ``from_time``, or from the sequence ``from_seq``, when given; only those on ``subject``
+    when given: the server filters, the rest is never sent), up to the first one ``stop(rec,
+    stored_at)`` is true of (fetched ``STOPPED_BATCH`` at a time then: nats-py builds every
+    message of a batch)."""
     js = nc.jetstream()
     if stop is not None:
         batch = min(batch, STOPPED_BATCH)
     if from_time is None and since_s is not None:
         from_time = time.time() - since_s
-    if from_time is None:
+    if from_seq is not None:
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                opt_start_seq=max(1, from_seq), inactive_threshold=30.0, mem_storage=True)
+    elif from_time is None:
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL,
                                 inactive_threshold=30.0, mem_storage=True)
     else:
@@ -226,7 +230,10 @@ def build_traces(subjects: Subjects, records: list[Rec]) -> dict[str, Trace]:
 
 
 STOPPED_BATCH = 64
-INDEX_MARGIN_S = 0.25  # the ask's request is stored just before the router marks its start
+# the ask's request is stored just before the router marks its start: a trace reads from this many
+# messages before the mark (then, not found there, from INDEX_MARGIN_S before it; then the stream)
+BEFORE_MARK = 256
+INDEX_MARGIN_S = 0.25
 # what follows the ask's reply (a cost commit, a cancelled call's late reply) is read this long after it
 # (store time: at a thousand asks a second, every 0.1 s is some 600 messages more to read)
 AFTER_REPLY_S = 0.2
@@ -260,9 +267,14 @@ async def _indexed(nc: NATS, subjects: Subjects, ask_id: str) -> list[Rec] | Non
         mark = await nc.jetstream().get_last_msg(subjects.record_stream, subjects.recorded_index(ask_id))
     except Exception:  # noqa: BLE001 — not found, no such stream, an older server: scan instead
         return None
-    if mark.time is None:
+    if mark.time is None or mark.seq is None:
         return None
     began = mark.time.timestamp()
+    ask_subjects = (subjects.ask, subjects.ask_stream)
+    got = await read(nc, subjects.record_stream, from_seq=mark.seq - BEFORE_MARK,
+                     stop=_until_done(subjects, ask_id, began))
+    if any(r.ask_id == ask_id and r.subject in ask_subjects for r in got):
+        return got
     return await read(nc, subjects.record_stream, from_time=began - INDEX_MARGIN_S,
                       stop=_until_done(subjects, ask_id, began))
 
