@@ -835,6 +835,7 @@ class QuotaCommit(_Msg, frozen=True, kw_only=True):
     tier: str
     quota: str = "images"
     ok: bool = True
+    count: int = 1  # counted even when the hold lapsed meanwhile (the image was made)
 
 
 class Quota(_Value, frozen=True, kw_only=True):

@@ -288,3 +288,27 @@ api_key_env = "WIRE_IMAGE_KEY"
             report = await s.client.rpc.service(COST_REPORT, m.CostQuery(by="user"), deadline=deadline_in(5000))
             assert [(line.key, line.calls) for line in report.lines] == [("ann", 1)]
             assert report.total.cost_usd == pytest.approx(expected)
+
+
+@pytest.mark.anyio
+async def test_a_quota_commit_counts_once_even_after_its_hold_lapsed(stack, pricing_file):
+    from bus.subjects import COST_QUOTA_COMMIT, COST_QUOTA_RESERVE
+
+    toml = IMAGES_TOML.format(pro=5) + f'\n[cost]\npricing = "{pricing_file}"\n'
+    async with stack(toml, names=["cost"]) as s:
+        cost = s.actor("cost")
+        now = [1_764_000_000.0]
+        cost.quotas.clock = lambda: now[0]
+        rpc, dl = s.client.rpc, lambda: deadline_in(5000)
+        got = await rpc.service(COST_QUOTA_RESERVE, m.QuotaReserve(call_id="a1", ask_id="a1", tier="pro", count=2,
+                                                                   expires_at=now[0] + 1), deadline=dl())
+        assert (got.quota.held, got.quota.left) == (2, 3)
+        now[0] += 10  # the hold lapses before the commit arrives
+        for _ in range(2):  # a repeated commit counts nothing more
+            done = await rpc.service(COST_QUOTA_COMMIT, m.QuotaCommit(call_id="a1", tier="pro", count=2), deadline=dl())
+            assert (done.quota.used, done.quota.held, done.quota.left) == (2, 0, 3)
+        refused = await rpc.service(COST_QUOTA_RESERVE, m.QuotaReserve(call_id="a2", ask_id="a2", tier="pro", count=4),
+                                    deadline=dl())
+        assert isinstance(refused, m.Failure) and refused.kind == m.BUDGET_EXCEEDED and "used 2" in refused.message
+        bad = await rpc.service(COST_QUOTA_RESERVE, m.QuotaReserve(call_id="a b", ask_id="x", tier="pro"), deadline=dl())
+        assert isinstance(bad, m.Failure) and bad.kind == m.BAD_REQUEST

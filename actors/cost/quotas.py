@@ -6,8 +6,9 @@ reservation mechanism as budgets: before the provider call the images actor send
 limit, and the hold is written with KV compare-and-set under one key per (tier, quota, period) in
 the bucket ``<root>_quotas``, so several cost actors stay exact (a conflict re-reads and decides
 again). Changes that arrive together for one key are decided in order and written in one
-compare-and-set. ``QuotaCommit`` turns the hold into use (``ok``) or releases it; a hold never
-committed lapses at its ``expires_at`` (the ask's deadline). A committed call id is remembered in
+compare-and-set. ``QuotaCommit`` turns the hold into use (``ok``: an image made always counts, even
+when its hold lapsed meanwhile) or releases it; a hold never committed lapses at its ``expires_at``
+(the ask's deadline and a grace). A committed call id is remembered in
 the period's value (the last ``DONE_KEEP``), so a repeated reserve or commit of it counts nothing.
 """
 
@@ -181,8 +182,8 @@ class Quotas:
 
         def change(use: QuotaUse, at: float) -> m.QuotaGranted:
             hold = use.holds.pop(req.call_id, None)
-            if hold is not None and req.ok:
-                use.used += hold.count
+            if req.ok and req.call_id not in use.done:  # made: it counts, even if its hold lapsed meanwhile
+                use.used += hold.count if hold is not None else max(1, req.count)
                 use.done.append(req.call_id)
             return m.QuotaGranted(call_id=req.call_id, quota=self._state(req.tier, req.quota, q, use, at))
 

@@ -32,6 +32,7 @@ from actors.runtime import Actor
 from actors.settings import Settings
 
 IMAGE_KINDS = ("mock", "openai", "gemini")  # anthropic makes no images
+HOLD_GRACE_S = 30.0  # a quota hold outlives the ask's deadline this long: its commit is on the way
 
 
 def image_order(settings: Settings, wanted: list[str] | None = None) -> list[str]:
@@ -85,7 +86,7 @@ class ImagesActor(Actor):
             return await self._generate(ask, ctx, self._order(ask, policy), None)
         reply = await self.rpc.service(
             COST_QUOTA_RESERVE, m.QuotaReserve(call_id=ask.id, ask_id=ask.id, tier=ask.tier, count=ask.count,
-                                               user=ask.user, expires_at=time.time() + ctx.remaining_s()),
+                                               user=ask.user, expires_at=time.time() + ctx.remaining_s() + HOLD_GRACE_S),
             deadline=ctx.deadline, ask_id=ask.id)
         named = f"tier:{ask.tier}:images:{quota.per}"
         if isinstance(reply, m.Failure):
@@ -107,7 +108,8 @@ class ImagesActor(Actor):
             ok = True
         finally:
             with anyio.CancelScope(shield=True):
-                done = await self.rpc.service(COST_QUOTA_COMMIT, m.QuotaCommit(call_id=ask.id, tier=ask.tier, ok=ok),
+                done = await self.rpc.service(COST_QUOTA_COMMIT, m.QuotaCommit(call_id=ask.id, tier=ask.tier, ok=ok,
+                                                                               count=ask.count),
                                               deadline=now() + 2.0, ask_id=ask.id)
         left = done.quota.left if isinstance(done, m.QuotaGranted) and done.quota else None
         return msgspec.structs.replace(result, metadata={**result.metadata, "quota_left": left})
