@@ -30,6 +30,8 @@ console)``), all measuring with ``actors.bench.measure``:
 - ``chaos`` (``actors.bench.chaos``, only with ``--only chaos``): a multi-process stack under kill -9,
   SIGTERM and nats-server restarts (lost, failed by kind, billed twice, p50/p99), a fuzz of every
   RPC-table subject and poison events, and 10,000 asks in flight against a 1 s provider.
+- ``images`` (``actors.bench.images``, only with ``--only images``): an image ask inline vs through
+  the JetStream object store, and with a tier quota's reservation (p50, p99, throughput at 16).
 - ``cluster`` (``actors.bench.cluster``, only with ``--only cluster`` or ``llmbus bench chaos
   --cluster``): three clustered nats-servers with replicas 3 under the chaos fleet: kill -9 of a
   server under load, its restart (replicas compared across servers), a partition of one server
