@@ -232,12 +232,12 @@ def build_traces(subjects: Subjects, records: list[Rec]) -> dict[str, Trace]:
 STOPPED_BATCH = 64
 # the ask's request is stored just before the router marks its start: a trace reads from this many
 # messages before the mark (then, not found there, from INDEX_MARGIN_S before it; then the stream)
-BEFORE_MARK = 256
+BEFORE_MARK = 128
 INDEX_MARGIN_S = 0.25
 # what follows the ask's reply (a cost commit, a cancelled call's late reply) is read this long after it
 # (store time: at a thousand asks a second, every 0.1 s is some 600 messages more to read)
 AFTER_REPLY_S = 0.2
-AFTER_REPLY_MAX = 256  # … and at most this many messages of other asks in a row past it (a busy fleet)
+AFTER_REPLY_MAX = 64  # … and at most this many messages of other asks in a row past it (a busy fleet)
 EVENTS_AROUND_S = (0.05, 0.3)  # the events read: from this long before the ask's first message to after its last
 LONGEST_S = 900.0  # an ask whose reply was never recorded is read this long at most
 
