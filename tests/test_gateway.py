@@ -355,13 +355,18 @@ async def test_llmbus_up_http_serves_the_openai_client(tmp_path, root):
         reply = await anyio.to_thread.run_sync(lambda: client.chat.completions.create(model="llmbus", messages=HELLO))
         assert reply.choices[0].message.content == "[mock] hello gateway"
         made = await anyio.run_process([str(LLMBUS), "keys", "create", "--user", "u1", "--tier", "pro", "--json",
-                                        "--nats-url", f"nats://127.0.0.1:{port}", "--config", str(config)], env=env)
+                                        "--budget", "2.5", "--nats-url", f"nats://127.0.0.1:{port}",
+                                        "--config", str(config)], env=env)
         key = json.loads(made.stdout)["key"]
         await wait_until_async(lambda: _status(http_port, "anything") == 401, what="keys required once one exists")
         assert await anyio.to_thread.run_sync(_status, http_port, key) == 200
         listed = await anyio.run_process([str(LLMBUS), "keys", "list", "--json", "--nats-url",
                                           f"nats://127.0.0.1:{port}", "--config", str(config)], env=env)
         assert [k["user"] for k in json.loads(listed.stdout)["keys"]] == ["u1"] and key not in listed.stdout.decode()
+        budgets = await anyio.run_process([str(LLMBUS), "budget", "show", "--json", "--nats-url",
+                                           f"nats://127.0.0.1:{port}", "--config", str(config)], env=env)
+        assert [(b["scope"], b["name"], b["period"], b["limit_usd"]) for b in json.loads(budgets.stdout)["budgets"]] \
+            == [("user", "u1", "day", 2.5)]  # --budget: the key's user has a daily budget
 
 
 def _status(port: int, key: str) -> int:
