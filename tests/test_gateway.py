@@ -211,10 +211,11 @@ async def test_keys_users_revocation_and_rate(stack, monkeypatch):
         sub = await s.client.nc.subscribe(s.client.subjects.ask, cb=on_ask)
         await s.client.nc.flush()
         async with openai_client(gw, key) as client:
-            reply = await client.chat.completions.create(model="mock", messages=HELLO, user="end-user-7")
+            reply = await client.chat.completions.create(model="mock", messages=HELLO, user="end-user-7",
+                                                         extra_body={"llmbus": {"tier": "premium"}})
             assert reply.choices[0].message.content == "[mock] hello gateway"
         await sub.unsubscribe()
-        [ask] = asks  # the key says who asks; the request's own user is kept as a label
+        [ask] = asks  # the key says who asks (its tier wins); the request's own user is kept as a label
         assert (ask.user, ask.tier, ask.labels.get("end_user")) == ("alice", "free", "end-user-7")
         for bad in ("none", "llmb-unknown"):
             async with openai_client(gw, bad) as client:

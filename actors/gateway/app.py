@@ -262,7 +262,7 @@ class Gateway:
             raw.setdefault("id", new_id())
             raw.setdefault("budget_ms", self.config.budget_ms)
             if who.key_id is not None:  # the key says who asks
-                raw["user"], raw["tier"] = who.user, who.tier or raw.get("tier")
+                raw["user"], raw["tier"] = who.user, who.tier or raw.get("tier")  # the key's tier wins
             ask = msgspec.convert(raw, m.Ask)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return errors.bad_request(f"invalid ask: {exc}")

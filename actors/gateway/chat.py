@@ -181,7 +181,8 @@ def schema_of(fmt: ResponseFormat | None) -> dict[str, Any] | None:
 def to_ask(req: ChatRequest, *, ask_id: str, strategy: str | None, providers: list[str] | None,
            user: str | None, tier: str | None, budget_ms: int, labels: dict[str, str] | None = None) -> m.Ask:
     """The Ask for a chat request (the route, the caller and the budget already decided); raises
-    ``Invalid``."""
+    ``Invalid``. ``tier``: the key's — when given, ``llmbus.tier`` cannot change it (a key of the
+    free tier does not ask as premium)."""
     if not req.messages:
         raise Invalid("messages must not be empty", "messages")
     if req.n not in (None, 1):
@@ -197,7 +198,7 @@ def to_ask(req: ChatRequest, *, ask_id: str, strategy: str | None, providers: li
              for t in req.tools or []]
     return m.Ask(
         id=ask_id, messages=[_message(msg, i) for i, msg in enumerate(req.messages)], strategy=strategy,
-        providers=providers, tier=ext.tier or tier, user=user, schema=schema_of(req.response_format), tools=tools,
+        providers=providers, tier=tier or ext.tier, user=user, schema=schema_of(req.response_format), tools=tools,
         params=params, cache=ext.cache, cache_namespace=ext.cache_namespace,
         budget_ms=min(budget_ms, ext.budget_ms) if ext.budget_ms else budget_ms, stream=req.stream,
         labels={**ext.labels, **(labels or {})}, max_cost_usd=ext.max_cost_usd, strategy_options=ext.strategy_options,
