@@ -312,3 +312,31 @@ async def test_a_quota_commit_counts_once_even_after_its_hold_lapsed(stack, pric
         assert isinstance(refused, m.Failure) and refused.kind == m.BUDGET_EXCEEDED and "used 2" in refused.message
         bad = await rpc.service(COST_QUOTA_RESERVE, m.QuotaReserve(call_id="a b", ask_id="x", tier="pro"), deadline=dl())
         assert isinstance(bad, m.Failure) and bad.kind == m.BAD_REQUEST
+
+
+@pytest.mark.anyio
+async def test_a_stalled_image_times_out_at_its_deadline_and_releases_its_hold(stack, pricing_file):
+    import time
+
+    from bus.errors import LlmError
+
+    toml = IMAGES_TOML.format(pro=1) + f'\n[cost]\npricing = "{pricing_file}"\n'
+    async with stack(toml, names=["cost", "images", "provider.mock"]) as s:
+        started = time.perf_counter()
+        with pytest.raises(LlmError) as err:
+            await s.client.image("x", tier="pro", size="64x64", labels={"mock.fault": "stall"}, budget_ms=600)
+        assert err.value.failure.kind == m.TIMEOUT and time.perf_counter() - started < 1.5
+        held: list = []
+
+        async def quota() -> m.Quota:
+            report = await s.client.rpc.service(COST_QUOTAS, m.QuotaQuery(), deadline=deadline_in(2000))
+            return next(q for q in report.quotas if q.tier == "pro")
+
+        for _ in range(100):
+            held.append((await quota()).held)
+            if held[-1] == 0:
+                break
+            await anyio.sleep(0.02)
+        assert held[-1] == 0, held
+        made = await s.client.image("y", tier="pro", size="64x64")  # the quota was not spent by the timeout
+        assert made.provider == "mock"

@@ -15,9 +15,9 @@ which quota it counted against (``quota``) and what is left (``metadata.quota_le
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-import anyio
 import msgspec
 
 from bus import messages as m
@@ -53,6 +53,7 @@ class ImagesActor(Actor):
         super().__init__(**kw)
         self.settings = settings
         self.pricing = None  # loaded on the first priced image
+        self._background: set[asyncio.Task] = set()  # quota releases sent after the reply
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint.serving(IMAGE, self.subjects, self.image)]
@@ -102,17 +103,21 @@ class ImagesActor(Actor):
                 return msgspec.structs.replace(result, metadata={**result.metadata, "over_quota": reply.message,
                                                                  "cheaper": True})
             raise error_for(reply)
-        ok = False
         try:
             result = await self._generate(ask, ctx, self._order(ask, policy), named)
-            ok = True
-        finally:
-            with anyio.CancelScope(shield=True):
-                done = await self.rpc.service(COST_QUOTA_COMMIT, m.QuotaCommit(call_id=ask.id, tier=ask.tier, ok=ok,
-                                                                               count=ask.count),
-                                              deadline=now() + 2.0, ask_id=ask.id)
+        except BaseException:  # failed, timed out or cancelled: release the hold, without making the reply wait
+            self._later(self.rpc.service(COST_QUOTA_COMMIT, m.QuotaCommit(call_id=ask.id, tier=ask.tier, ok=False),
+                                         deadline=now() + 2.0, ask_id=ask.id))
+            raise
+        done = await self.rpc.service(COST_QUOTA_COMMIT, m.QuotaCommit(call_id=ask.id, tier=ask.tier, count=ask.count),
+                                      deadline=ctx.deadline, ask_id=ask.id)
         left = done.quota.left if isinstance(done, m.QuotaGranted) and done.quota else None
         return msgspec.structs.replace(result, metadata={**result.metadata, "quota_left": left})
+
+    def _later(self, work) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _order(self, ask: m.ImageAsk, policy: TierImages) -> list[str]:
         if ask.provider:
