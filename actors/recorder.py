@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 
 from bus.deadline import ASK_ID_HEADER
-from bus.endpoint import RE_HEADER
+from bus.endpoint import RE_HEADER, REPLY_HEADER
 from bus.subjects import Subjects
 
 SUBJECT_HEADER = "Llm-Subject"
@@ -58,6 +58,7 @@ class ErrorRecorder:
         # ask id -> its window, or when it began (a float: its tier records nothing, its messages are dropped)
         self.asks: OrderedDict[str, list[tuple[float, str, dict, bytes]] | float] = OrderedDict()
         self.modes: dict[str, str] = {}  # ask id -> its sampling (while its window is kept)
+        self.replies: dict[str, tuple[str, str]] = {}  # reply subject -> (ask id, request subject), unanswered
         self.written = 0  # asks written
         root = subjects.root
         self._skip = (f"{root}.events.", f"{root}.recorded.")
@@ -78,11 +79,20 @@ class ErrorRecorder:
 
     async def _on(self, msg) -> None:
         hdrs = msg.headers
-        if not hdrs:
-            return
-        ask_id = hdrs.get(ASK_ID_HEADER)
-        if not ask_id or msg.subject.startswith(self._skip):
-            return
+        if not hdrs:  # a bare reply: the request that named its subject says whose it is
+            asked = self.replies.pop(msg.subject, None)
+            if asked is None:
+                return
+            ask_id, hdrs = asked[0], {RE_HEADER: asked[1]}
+        else:
+            ask_id = hdrs.get(ASK_ID_HEADER)
+            if not ask_id or msg.subject.startswith(self._skip):
+                return
+            reply = hdrs.get(REPLY_HEADER)
+            if reply is not None:
+                self.replies[reply] = (ask_id, msg.subject)
+                if len(self.replies) > self.max_asks:  # replies that never came: the oldest go
+                    del self.replies[next(iter(self.replies))]
         t = time.time()
         kept = self.asks.get(ask_id, ())
         if kept.__class__ is float:  # its tier records nothing

@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from bus import codec
 from bus import messages as m
 from bus.deadline import ASK_ID_HEADER
-from bus.endpoint import CALL_ID_HEADER, RE_HEADER
+from bus.endpoint import CALL_ID_HEADER, RE_HEADER, REPLY_HEADER
 from bus.subjects import Subjects
 
 
@@ -81,6 +81,7 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
         return []
     psub = await js.pull_subscribe(subject, stream=stream, config=config)
     out: list[Rec] = []
+    asked: dict[str, Rec] = {}  # reply subject -> the request that named it (``Llm-Reply``)
     try:
         while True:
             try:
@@ -96,6 +97,7 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
                 stored = md.timestamp.timestamp()
                 rec = Rec(md.sequence.stream, hdrs.get("Llm-Subject", msg.subject), float(at) if at else stored,
                           hdrs, msg.data)
+                pair(rec, asked)
                 if stop is not None and stop(rec, stored):
                     done = True
                     break
@@ -108,6 +110,20 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
         except Exception:  # noqa: S110 — the ephemeral consumer goes after inactive_threshold anyway
             pass
     return out
+
+
+def pair(rec: Rec, asked: dict[str, Rec]) -> None:
+    """A bare reply gets its request's ask id and subject (the request named the reply subject in
+    ``Llm-Reply``: ``bus.endpoint.RECORDING``), as if it had carried them (older recordings did)."""
+    hdrs = rec.headers
+    reply = hdrs.get(REPLY_HEADER)
+    if reply is not None:
+        asked[reply] = rec
+    elif ASK_ID_HEADER not in hdrs:
+        request = asked.pop(rec.subject, None)
+        if request is not None:
+            hdrs[ASK_ID_HEADER] = request.headers[ASK_ID_HEADER]
+            hdrs[RE_HEADER] = request.subject
 
 
 # --- one ask ---------------------------------------------------------------------------------------

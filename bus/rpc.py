@@ -31,6 +31,7 @@ from nats.errors import MaxPayloadError
 from nats.nuid import NUID
 
 from bus import codec
+from bus import endpoint
 from bus import messages as m
 from bus.deadline import ACK_HEADER, ASK_ID_HEADER, alarms, headers_for, now
 from bus.subjects import Service, Subjects
@@ -166,6 +167,9 @@ class Rpc:
         fut = loop.create_future()
         self._pending[token] = fut
         hdrs = headers_for(deadline, ask_id)
+        reply = self._prefix + token
+        if endpoint.RECORDING and ask_id:  # the recording pairs the (bare) reply with this request
+            hdrs[endpoint.REPLY_HEADER] = reply
         if headers:
             hdrs.update(headers)
         if not fits(self.nc, payload, hdrs):  # the server would close our connection for it
@@ -177,7 +181,7 @@ class Rpc:
         timer = clock.at(deadline if wait_until is None else min(deadline, wait_until), _expire, fut)
         try:
             try:
-                await self.nc.publish(subject, payload, reply=self._prefix + token, headers=hdrs)
+                await self.nc.publish(subject, payload, reply=reply, headers=hdrs)
             except MaxPayloadError:  # no retry or other provider can carry it: the ask is too large
                 return too_large(self.nc, subject, len(payload))
             except NatsError as exc:  # closed, or the reconnect buffer is full
