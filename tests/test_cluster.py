@@ -35,28 +35,6 @@ def cluster():
 
 
 @pytest.mark.anyio
-async def test_three_servers_kill_one_an_ask_still_answers(cluster, stack):
-    with anyio.fail_after(20):
-        async with stack(TOML, names=["router", "health", "provider.p"], url=cluster.url) as s:
-            urls = {a.nc.connected_url.port for a in s.actors}
-            assert len(urls) == 3  # each actor on its own seed
-            js = s.client.nc.jetstream()
-            info = await js.stream_info(f"KV_{Subjects(s.root).bucket('health')}")
-            assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2
-            # a subscription is flushed to its own server; its peers learn it over the routes a moment
-            # later, so the first ask may meet no responders: the client's retries cover that
-            assert (await s.client.ask("before", budget_ms=5000, retries=5)).text
-            router_port = s.actor("router").nc.connected_url.port
-            victim = next(i for i, srv in enumerate(cluster.servers) if srv.port == router_port)
-            await anyio.to_thread.run_sync(cluster.kill, victim)  # the router's server, SIGKILL
-            answer = await s.client.ask("after", budget_ms=8000, retries=5)
-            assert answer.text
-            assert s.actor("router").nc.connected_url.port != router_port
-        await anyio.to_thread.run_sync(cluster.restart, victim)
-        await anyio.to_thread.run_sync(cluster.wait_ready)
-
-
-@pytest.mark.anyio
 async def test_replicate_raises_replicas_of_a_roots_buckets_without_losing_a_key(cluster, root):
     import nats
 
@@ -65,7 +43,7 @@ async def test_replicate_raises_replicas_of_a_roots_buckets_without_losing_a_key
 
     nc = await nats.connect(cluster.urls)  # a plain connection: what it creates has 1 replica
     try:
-        with anyio.fail_after(15):
+        with anyio.fail_after(20):
             kv = await ensure_kv(nc, Subjects(root).bucket("cost"))
             for i in range(50):
                 await kv.put(f"ledger.{i}", b"%d" % i)
@@ -131,3 +109,26 @@ async def test_cluster_status_shows_the_meta_leader_and_each_buckets_replicas(cl
     finally:
         await delete_root(nc, root)
         await nc.close()
+
+
+@pytest.mark.anyio
+async def test_three_servers_kill_one_an_ask_still_answers(cluster, stack):  # last: it kills a server
+    with anyio.fail_after(25):
+        async with stack(TOML, names=["router", "health", "provider.p"], url=cluster.url) as s:
+            urls = {a.nc.connected_url.port for a in s.actors}
+            assert len(urls) == 3  # each actor on its own seed
+            js = s.client.nc.jetstream()
+            info = await js.stream_info(f"KV_{Subjects(s.root).bucket('health')}")
+            assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2
+            # a subscription is flushed to its own server; its peers learn it over the routes a moment
+            # later, so the first ask may meet no responders: the client's retries cover that
+            assert (await s.client.ask("before", budget_ms=5000, retries=5)).text
+            router_port = s.actor("router").nc.connected_url.port
+            victim = next(i for i, srv in enumerate(cluster.servers) if srv.port == router_port)
+            await anyio.to_thread.run_sync(cluster.kill, victim)  # the router's server, SIGKILL
+            answer = await s.client.ask("after", budget_ms=8000, retries=5)
+            assert answer.text
+            assert s.actor("router").nc.connected_url.port != router_port
+            # back to 3 servers with a meta leader before the stack's teardown deletes the root's streams
+            await anyio.to_thread.run_sync(cluster.restart, victim)
+            await anyio.to_thread.run_sync(cluster.wait_ready)
