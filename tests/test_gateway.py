@@ -411,3 +411,29 @@ def test_tool_choice_for_anthropic(choice, anthropic):
     from actors.providers.anthropic import tool_choice
 
     assert tool_choice(choice) == anthropic
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+async def test_tool_choice_reaches_anthropic_and_gemini(stack, monkeypatch, kind):
+    from actors.fakes import anthropic as an, gemini as ge
+    from tests.test_providers import KINDS, config_toml
+
+    k = KINDS[kind]
+    monkeypatch.setenv(k.env, k.key)
+    replies = {"anthropic": lambda: an.tool_use({"city": "Oslo"}, name="get_weather"),
+               "gemini": lambda: ge.function_calls([("get_weather", {"city": "Oslo"})])}
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    async with WireServer() as server:
+        toml = BASE.replace('providers = ["mock"]', 'providers = ["p"]') + config_toml(k, server.url)
+        async with stack(toml, names=["router", "health", "cost", "provider.p", "gateway"]) as s:
+            server.push(replies[kind]())
+            async with openai_client(gateway_of(s)) as client:
+                reply = await client.chat.completions.create(
+                    model="p", messages=[{"role": "user", "content": "weather in Oslo?"}], tools=[weather],
+                    tool_choice={"type": "function", "function": {"name": "get_weather"}})
+            assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
+            sent = json.loads(server.requests[0].body)
+            if kind == "anthropic":
+                assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}
+            else:
+                assert sent["toolConfig"]["functionCallingConfig"] == {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}

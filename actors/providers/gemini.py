@@ -77,6 +77,16 @@ def _text(resp: Any) -> str:
     return "".join(p.text for p in (resp.candidates[0].content.parts or []) if p.text and not getattr(p, "thought", False))
 
 
+def tool_config(choice: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's ``tool_choice`` (``Params.tool_choice``) as Gemini's ``tool_config``; None: leave it out."""
+    modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+    if isinstance(choice, str) and choice in modes:
+        return {"function_calling_config": {"mode": modes[choice]}}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict) and choice["function"].get("name"):
+        return {"function_calling_config": {"mode": "ANY", "allowed_function_names": [choice["function"]["name"]]}}
+    return None
+
+
 class GeminiProvider(RemoteProvider):
     description = "Google Gemini generateContent"
 
@@ -105,6 +115,9 @@ class GeminiProvider(RemoteProvider):
             config["tools"] = [{"function_declarations": [
                 {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters} for t in request.tools
             ]}]
+            choice = tool_config(request.params.tool_choice)
+            if choice is not None:
+                config["tool_config"] = choice
         return {"model": request.params.model or self.model, "contents": contents, "config": config}
 
     async def call(self, request, messages, schema, timeout_s) -> Reply:
