@@ -269,6 +269,17 @@ async def test_native_asks_and_events(stack):
             assert r.status_code == 200 and r.json()["type"] == "Answer" and r.json()["id"] == "native-2"
             assert (await http.post("/v1/asks", json={"messages": 3})).status_code == 400
             assert (await http.get("/v1/asks/unknown/events")).status_code == 404
+            # DELETE cancels a running ask: its events end with a cancelled Failure, the provider stops
+            stall = s.actor("provider.stall")
+            r = await http.post("/v1/asks", json={"id": "to-cancel", "messages": HELLO, "providers": ["stall"],
+                                                  "strategy": "single"})
+            await wait_until(lambda: stall.in_flight() > 0, within_s=10, what="the ask reached the provider")
+            assert (await http.delete("/v1/asks/to-cancel")).json() == {"id": "to-cancel", "cancelled": True}
+            async with http.stream("GET", "/v1/asks/to-cancel/events") as resp:
+                raw = b"".join([part async for part in resp.aiter_bytes()])
+            last = json.loads(raw.strip().split(b"\n\n")[-1].split(b"data: ", 1)[1])
+            assert last["type"] == "Failure" and last["kind"] == m.CANCELLED
+            await wait_until(lambda: stall.in_flight() == 0, within_s=10, what="the provider's call cancelled")
 
 
 async def _disconnect_cancels(s, body: dict) -> None:
