@@ -4,7 +4,8 @@ One server process (``python -m actors.bench.gateway URL ROOT PORT… [--uvloop]
 bench runs on) runs the router, the ``zero``
 mock provider (0 ms) and three HTTP front ends on the same router:
 
-- ``gateway`` — the gateway actor as shipped (Starlette on uvicorn with httptools);
+- ``gateway`` — the gateway actor as shipped (Starlette on uvicorn with httptools), its dashboard off
+  (``llmbus bench --only dashboard`` measures what the dashboard costs);
 - ``gateway h11`` — the same with uvicorn's pure-Python h11 parser (is httptools worth it?);
 - ``bare ASGI`` — a bare ASGI function on uvicorn+httptools doing the same translation and bus ask
   (``actors.gateway.chat``) with no Starlette, no key check, no disconnect watch: what Starlette
@@ -237,7 +238,8 @@ async def serve(url: str, root: str, ports: list[int]) -> None:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    settings = bench_settings(root, gateway=GatewaySettings(rpm=10**9), cache=CacheSettings(enabled=False))
+    # the API alone: the dashboard's own cost is the dashboard section's (llmbus bench --only dashboard)
+    settings = bench_settings(root, gateway=GatewaySettings(rpm=10**9, dashboard=False), cache=CacheSettings(enabled=False))
     actors = build_actors(settings, ["router", "provider.zero"])
     common = dict(settings=settings, subjects=Subjects(root))
     actors += [GatewayActor(listen=f"127.0.0.1:{ports[0]}", protocol="httptools", **common),

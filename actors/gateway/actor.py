@@ -150,7 +150,7 @@ class GatewayActor(Actor):
         sock = listen_on(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.gateway.app(), lifespan="off", log_config=None, log_level="warning",
-                                access_log=False, http=self.protocol, server_header=False,
+                                access_log=False, http=self.protocol, server_header=False, proxy_headers=False,
                                 timeout_graceful_shutdown=max(1, int(self.stop_grace_s)))
         config.load()
         server = self.server = _Server(config)
