@@ -29,6 +29,7 @@ RECENT_KEPT = 50_000  # at most this many of them (the rate is then over the las
 RATE_S = 10.0  # asks per second are counted over this window
 FAILURES_KEPT = 25
 ALERTS_KEPT = 200
+ROUTE_STEPS_KEPT = 20  # of a failed ask's route, for its trace view when nothing recorded it
 ROUTES_KEPT = 8
 SKIPPED = ("cancelled",)  # a loser the strategy stopped is not a choice that failed
 
@@ -178,13 +179,20 @@ class Board:
         self._changed()
 
     def failed(self, strategy: str, *, ask_id: str, kind: str, message: str, provider: str | None, at: float,
-               count: bool = True) -> None:
-        """A failed ask; ``count=False`` lists it without counting it (one read back from the recording)."""
+               count: bool = True, route: list[m.Step] = ()) -> None:
+        """A failed ask; ``count=False`` lists it without counting it (one read back from the recording).
+        Its route (what was tried) is kept for ``failure(ask_id)``, not sent to browsers."""
         if count:
             self._strategy(strategy, at).failed += 1
         self.failures.appendleft({"ask_id": ask_id, "at": at, "strategy": strategy or "default", "kind": kind,
-                                  "message": message[:300], "provider": provider})
+                                  "message": message[:300], "provider": provider,
+                                  "route": [{"provider": s.provider, "outcome": s.outcome, "ms": s.ms,
+                                             "detail": (s.detail or "")[:300]} for s in route[:ROUTE_STEPS_KEPT]]})
         self._changed()
+
+    def failure(self, ask_id: str) -> dict[str, Any] | None:
+        """What the dashboard saw of a recent failed ask (its route included), or None."""
+        return next((f for f in self.failures if f["ask_id"] == ask_id), None)
 
     # --- cost, cache, alerts ----------------------------------------------------------------------
     def cost(self, report: m.CostReport, day: str, now: float) -> None:
@@ -253,7 +261,7 @@ class Board:
                          "routes": [{"route": r, "count": n} for r, n in self.routes.most_common(ROUTES_KEPT)],
                          "tier_routes": tier_routes,
                          "tier_fallbacks": sum(r["answers"] for r in tier_routes if r["fallback"])},
-            "failures": list(self.failures),
+            "failures": [{k: v for k, v in f.items() if k != "route"} for f in self.failures],
             "alerts": sorted(self.alerts.values(), key=lambda a: (severity.get(a["severity"], 3), -a["since"])),
             "sources": dict(self.sources),
         }

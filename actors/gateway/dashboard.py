@@ -338,7 +338,7 @@ class Dashboard:
                                 metadata=head.metadata)
         elif head.type == "Failure":
             self.board.failed(strategy, ask_id=ask_id, kind=head.kind, message=head.message,
-                              provider=head.provider, at=at)
+                              provider=head.provider, at=at, route=head.route)
         else:
             return
         self._notify()
@@ -417,5 +417,6 @@ class Dashboard:
             self.viewers -= 1
 
     async def _trace(self, request: Request) -> Response:
-        return await trace_response(self.nc, self.subjects, request.path_params["ask_id"],
-                                    as_json=request.query_params.get("format") == "json")
+        ask_id = request.path_params["ask_id"]
+        return await trace_response(self.nc, self.subjects, ask_id, as_json=request.query_params.get("format") == "json",
+                                    seen=self.board.failure(ask_id))

@@ -1,7 +1,8 @@
 """``GET /dashboard/trace/{ask_id}``: an ask's trace from the recording, as ``llmbus trace`` prints
 it (``actors.cli.trace.render``, exported to HTML by rich with its colours), or its JSON
-(``?format=json``: ``Trace.as_json``). 404 when the recording does not hold the ask, 504 when reading
-it takes over ``TRACE_BUDGET_S``."""
+(``?format=json``: ``Trace.as_json``). When the recording does not hold the ask (recording off, or
+aged out), what the dashboard saw of it instead — its failure and route — if it is a recent failure,
+else 404; 504 when reading the recording takes over ``TRACE_BUDGET_S``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from bus.subjects import Subjects
 TRACE_BUDGET_S = 5.0
 
 
-async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool) -> Response:
+async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool, seen: dict | None = None) -> Response:
     from actors import recording
 
     if not ask_id or len(ask_id) > 200 or not ask_id.isprintable():
@@ -27,6 +28,10 @@ async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool) 
         if not tr.calls and not tr.events:
             msg = (f"no recording of ask {ask_id} under root {subjects.root} "
                    "(is [record] sampling \"all\" or \"errors\"? has it aged out?)")
+            if seen is not None:
+                if as_json:
+                    return JSONResponse({"ask_id": ask_id, "recorded": False, "note": msg, "seen": seen})
+                return HTMLResponse(_page(ask_id, _seen_html(seen, msg)))
             if as_json:
                 return JSONResponse({"error": {"message": msg, "type": "not_found"}}, 404)
             return HTMLResponse(_page(ask_id, f"<p>{escape(msg)}</p>"), 404)
@@ -46,6 +51,19 @@ def _tree_html(tr) -> str:
     console = Console(record=True, width=140, file=io.StringIO(), color_system="truecolor")
     console.print(render(tr))
     return console.export_html(inline_styles=True, code_format="<pre class=\"trace\">{code}</pre>")
+
+
+def _seen_html(seen: dict, note: str) -> str:
+    """A failed ask as the dashboard saw it: its failure, then each step of its route."""
+    rows = "".join(f"<tr><td>{escape(st['provider'])}</td><td class=\"{'ok' if st['outcome'] == 'ok' else 'bad'}\">"
+                   f"{escape(st['outcome'])}</td><td class=\"num\">{st['ms']:.1f} ms</td><td>{escape(st['detail'])}</td></tr>"
+                   for st in seen["route"])
+    route = (f"<table><thead><tr><th>provider</th><th>outcome</th><th class=\"num\">took</th><th>detail</th></tr></thead>"
+             f"<tbody>{rows}</tbody></table>") if rows else "<p>no step: it failed before any call</p>"
+    return (f"<p class=\"note\">{escape(note)}: what the dashboard saw of it instead.</p>"
+            f"<p><b class=\"bad\">{escape(seen['kind'])}</b> · strategy {escape(seen['strategy'])}"
+            f"{' · provider ' + escape(seen['provider']) if seen.get('provider') else ''}</p>"
+            f"<pre class=\"trace\">{escape(seen['message'])}</pre>{route}")
 
 
 def _page(ask_id: str, body: str) -> str:
