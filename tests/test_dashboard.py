@@ -259,8 +259,9 @@ async def test_state_and_events_follow_the_bus(stack):
             assert missing.status_code == 404 and "no recording" in missing.json()["error"]["message"]
             dash.board.failed("failover", ask_id="seen-only", kind=m.ALL_FAILED, message="<b>all failed</b>",
                               provider=None, at=1.0, route=[step("alpha", m.TIMEOUT), step("gamma", m.UNAVAILABLE)])
-            seen = await http.get("/dashboard/trace/seen-only")  # not recorded: what the dashboard saw
+            seen = await http.get("/dashboard/trace/seen-only", params={"key": "k&1"})  # not recorded: what it saw
             assert seen.status_code == 200 and "&lt;b&gt;all failed" in seen.text and "gamma" in seen.text
+            assert 'href="/?key=k%261"' in seen.text  # the page's key stays in its links
             seen = (await http.get("/dashboard/trace/seen-only", params={"format": "json"})).json()
             assert not seen["recorded"] and [st["outcome"] for st in seen["seen"]["route"]] == [m.TIMEOUT, m.UNAVAILABLE]
             assert "route" not in dash.snapshot()["failures"][0]  # kept for the trace view, not sent to pages

@@ -419,4 +419,4 @@ class Dashboard:
     async def _trace(self, request: Request) -> Response:
         ask_id = request.path_params["ask_id"]
         return await trace_response(self.nc, self.subjects, ask_id, as_json=request.query_params.get("format") == "json",
-                                    seen=self.board.failure(ask_id))
+                                    seen=self.board.failure(ask_id), key=request.query_params.get("key"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from html import escape
+from urllib.parse import quote
 
 import anyio
 import msgspec
@@ -18,7 +19,9 @@ from bus.subjects import Subjects
 TRACE_BUDGET_S = 5.0
 
 
-async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool, seen: dict | None = None) -> Response:
+async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool, seen: dict | None = None,
+                         key: str | None = None) -> Response:
+    """``key``: the ``?key=`` the page was opened with, kept in its links (a browser sends no header)."""
     from actors import recording
 
     if not ask_id or len(ask_id) > 200 or not ask_id.isprintable():
@@ -31,13 +34,13 @@ async def trace_response(nc, subjects: Subjects, ask_id: str, *, as_json: bool, 
             if seen is not None:
                 if as_json:
                     return JSONResponse({"ask_id": ask_id, "recorded": False, "note": msg, "seen": seen})
-                return HTMLResponse(_page(ask_id, _seen_html(seen, msg)))
+                return HTMLResponse(_page(ask_id, _seen_html(seen, msg), key))
             if as_json:
                 return JSONResponse({"error": {"message": msg, "type": "not_found"}}, 404)
-            return HTMLResponse(_page(ask_id, f"<p>{escape(msg)}</p>"), 404)
+            return HTMLResponse(_page(ask_id, f"<p>{escape(msg)}</p>", key), 404)
         if as_json:
             return Response(msgspec.json.encode(tr.as_json()), media_type="application/json")
-        return HTMLResponse(_page(ask_id, _tree_html(tr)))
+        return HTMLResponse(_page(ask_id, _tree_html(tr), key))
     msg = f"reading the recording took over {TRACE_BUDGET_S:.0f} s"
     return JSONResponse({"error": {"message": msg, "type": "timeout"}}, 504)
 
@@ -66,8 +69,10 @@ def _seen_html(seen: dict, note: str) -> str:
             f"<pre class=\"trace\">{escape(seen['message'])}</pre>{route}")
 
 
-def _page(ask_id: str, body: str) -> str:
+def _page(ask_id: str, body: str, key: str | None = None) -> str:
+    keyq = "key=" + quote(key, safe="") if key else ""
+    back, as_json = "/" + ("?" + keyq if keyq else ""), "?format=json" + ("&" + keyq if keyq else "")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>trace {escape(ask_id)}</title>
 <link rel="stylesheet" href="/dashboard/static/trace.css"></head><body>
-<header><a href="/">← dashboard</a><h1>ask <code>{escape(ask_id)}</code></h1>
-<a href="?format=json">JSON</a></header><main>{body}</main></body></html>"""
+<header><a href="{escape(back)}">← dashboard</a><h1>ask <code>{escape(ask_id)}</code></h1>
+<a href="{escape(as_json)}">JSON</a></header><main>{body}</main></body></html>"""
