@@ -238,6 +238,8 @@ class Gateway:
                     elif kind is m.Failure:
                         yield sse(errors.failure_event(item, ask.id))
                         break
+                    else:  # no other final reply comes from a router's stream; end it all the same
+                        break
                     item = await anext(stream)
                 yield b"data: [DONE]\n\n"
             finally:
