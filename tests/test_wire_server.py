@@ -477,11 +477,21 @@ async def test_gemini_stream_usage_on_last_chunk(server, gem):
     assert rec.path == f"/v1/models/{GEMINI}:streamGenerateContent" and rec.query == "alt=sse"
 
 
+def aiohttp_errors(name: str = "ClientPayloadError") -> tuple[type[BaseException], ...]:
+    """aiohttp's error class ``name`` when aiohttp is installed (google-genai's async transport then)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return (getattr(aiohttp, name),)
+
+
 async def test_gemini_cut_stream_raises(server, gem):
     server.push(ge.stream(["a", "b", "c", "d"], cut_after=2))
     got = []
-    # google-genai does not wrap transport errors raised while iterating a stream
-    with pytest.raises((genai_errors.APIError, httpx2.TransportError)):
+    # google-genai does not wrap transport errors raised while iterating a stream; with aiohttp
+    # installed it streams through aiohttp, whose cut body is a ClientPayloadError
+    with pytest.raises((genai_errors.APIError, httpx2.TransportError, *aiohttp_errors())):
         async for chunk in await gem.aio.models.generate_content_stream(model=GEMINI, contents="x"):
             got.append(chunk.text)
     assert got == ["a", " b"] or got == ["a", "b"]
@@ -534,7 +544,7 @@ async def test_gemini_retry_is_visible_when_allowed(server):
 async def test_gemini_stall_ends_with_client_timeout(server, gem):
     server.push(Reply(stall=True))
     config = genai_types.GenerateContentConfig(http_options=genai_types.HttpOptions(timeout=300))  # ms
-    with pytest.raises(httpx2.TimeoutException):
+    with pytest.raises((httpx2.TimeoutException, *(aiohttp_errors() and (TimeoutError,)))):
         await gem.aio.models.generate_content(model=GEMINI, contents="x", config=config)
     assert len(server.requests) == 1
     await wait_until(lambda: server.client_gone == 1, what="the client hung up")
@@ -544,7 +554,7 @@ async def test_gemini_connection_refused_is_not_retried():
     async with WireServer() as server:
         url = server.url
     client = gemini_client(url)
-    with pytest.raises(httpx2.ConnectError):
+    with pytest.raises((httpx2.ConnectError, *aiohttp_errors("ClientConnectorError"))):
         await client.aio.models.generate_content(model=GEMINI, contents="x")
     await client.aio.aclose()
 
