@@ -196,7 +196,7 @@ def test_defaults_are_omitted_on_the_wire_and_restored():
 
 
 def test_hot_path_messages_alone_leave_defaults_out():
-    hot = {m.Ask, m.Complete, m.Completion, m.Chunk, m.Outcome, m.Usage, m.Outcomes, m.Usages,
+    hot = {m.Ask, m.Complete, m.Completion, m.Chunk, m.Outcome, m.Usage, m.Outcomes, m.Usages, m.StreamAck,
            m.Message, m.Tool, m.Params, m.Text, m.Image, m.Document, m.ToolResult}
     structs = [v for v in vars(m).values()
                if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == m.__name__
