@@ -316,3 +316,24 @@ async def test_a_trace_reads_only_its_asks_stretch_of_the_recording(stack, root,
             assert "provider.second.complete" in [c.name for c in tr.calls]
         finally:
             await nc.close()
+
+
+@pytest.mark.parametrize("argv, got", [
+    (["trace", "A1"], {"ask_id": "A1"}),
+    (["--config", "x.toml", "trace", "A1", "--json"], {"ask_id": "A1", "config": "x.toml", "json_out": True}),
+    (["trace", "A1", "--since=60", "--nats-url", "nats://h:1"], {"ask_id": "A1", "since": 60.0, "nats_url": "nats://h:1"}),
+    (["-c", "x.toml", "trace", "A1"], {"ask_id": "A1", "config": "x.toml"}),
+])
+def test_a_plain_trace_line_skips_typer(argv, got):
+    from actors.cli.quick import parse_trace
+
+    assert parse_trace(argv) == {"config": None, "nats_url": None, "since": None, "json_out": False, **got}
+
+
+@pytest.mark.parametrize("argv", [["trace"], ["trace", "A1", "-h"], ["-v", "trace", "A1"], ["asks"], ["ask", "hi"],
+                                  ["trace", "A1", "B2"], ["trace", "A1", "--since", "soon"], ["--json", "trace", "A1"],
+                                  ["trace", "A1", "--creds", "f"], []])
+def test_anything_else_goes_to_typer(argv):
+    from actors.cli.quick import parse_trace
+
+    assert parse_trace(argv) is None
