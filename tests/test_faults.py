@@ -459,6 +459,9 @@ async def test_nats_micro_discovery(stack):
         assert image_ep["subject"] == f"{s.root}.provider.a.image" and image_ep["num_requests"] == 0
         assert stream_ep["subject"] == f"{s.root}.provider.a.stream" and stream_ep["num_requests"] == 0
         assert ep["num_requests"] == 1 and ep["num_errors"] == 0
+        # the first endpoint also carries the process's metrics snapshot (llmbus status reads it)
+        calls = ep["data"].pop("metrics")["metrics"]["llmbus_provider_call_seconds"]
+        assert "a" in {row[0] for row in calls}
         assert ep["data"] == {"in_flight": 0, "rejected": 0}
         with pytest.raises(LlmError):
             await s.client.ask("x", strategy="nope", budget_ms=2000)
