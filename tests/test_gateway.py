@@ -75,7 +75,7 @@ async def test_plain_chat_and_models(stack):
         gw = gateway_of(s)
         async with openai_client(gw) as client:
             reply = await client.chat.completions.create(model="llmbus", messages=HELLO, temperature=0.2, max_tokens=50,
-                                                         user="carol")
+                                                         user="Carol Doe <carol@example.com>")  # free text: fine
             assert reply.object == "chat.completion"
             assert reply.choices[0].message.content == "[mock] hello gateway"
             assert reply.choices[0].finish_reason == "stop"

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
@@ -67,6 +67,16 @@ def json_response(body: Any, status: int = 200) -> Response:
 def sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + _encode(data) + b"\n\n"
+
+
+def as_label(user: str | None) -> str | None:
+    """OpenAI's ``user`` is free text; an llmbus user is a label (``bus.names``): one that is not
+    becomes ``u-`` + the first 16 hex digits of its SHA-256 (the same user, the same label)."""
+    if user is None or names.is_label(user):
+        return user
+    import hashlib
+
+    return "u-" + hashlib.sha256(user.encode()).hexdigest()[:16]
 
 
 def refused(r: Refused) -> Response:
@@ -105,11 +115,14 @@ class Gateway:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return self._too_large()
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return self._too_large()
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return self._too_large()
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone before its body was in: nobody reads the reply
+            return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
         return b"".join(chunks)
 
     async def accept(self, request: Request, decode: Callable[[bytes], T]) -> tuple[Principal, T] | Response:
@@ -181,10 +194,11 @@ class Gateway:
         if ask_id is not None and not names.is_label(ask_id):
             return errors.bad_request(names.problem(ask_id, "the Idempotency-Key", "label"))
         keyed = who.key_id is not None
+        end_user = as_label(req.user)
         try:
             ask = chat.to_ask(req, ask_id=ask_id or new_id(), strategy=route.strategy, providers=route.providers,
-                              user=who.user if keyed else req.user, tier=who.tier, budget_ms=self.config.budget_ms,
-                              labels={"end_user": req.user} if keyed and req.user and names.is_label(req.user) else None)
+                              user=who.user if keyed else end_user, tier=who.tier, budget_ms=self.config.budget_ms,
+                              labels={"end_user": end_user} if keyed and end_user else None)
         except chat.Invalid as exc:
             return errors.bad_request(str(exc), param=exc.param)
         structured = ask.schema is not None
