@@ -115,7 +115,11 @@ class GatewayActor(Actor):
         return run
 
     async def _guard(self, request):
-        return await self.gateway.guard(request) if self.gateway is not None else None
+        if self.gateway is None:  # no request is served before the app exists; never open by default
+            from actors.gateway.errors import error
+
+            return error(503, "the gateway is starting", "server_error", m.UNAVAILABLE, retry_after_s=1.0)
+        return await self.gateway.guard(request)
 
     async def _budgets(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """The daily budgets of config keys, set with the cost actor once at start (best effort)."""
