@@ -86,25 +86,25 @@ def test_seeds_rotate_so_each_actor_takes_its_own_server_first():
 
 @pytest.mark.anyio
 async def test_cluster_status_shows_the_meta_leader_and_each_buckets_replicas(cluster, root):
-    import json
-    import sys
+    import msgspec
 
+    from actors import settings as settings_mod
+    from actors.cli.cluster import _status
     from bus.connection import ConnectOptions, connect
     from bus.streams import delete_root, ensure_kv
-    from tests.helpers import cli_env
 
     nc = await connect(cluster.url, name="t", options=ConnectOptions(replicas=3))
     try:
         with anyio.fail_after(15):
             await ensure_kv(nc, Subjects(root).bucket("health"))
-            monitors = ",".join(f"http://127.0.0.1:{s.monitor_port}" for s in cluster.servers)
-            run = await anyio.run_process(
-                [sys.executable, "-m", "actors.cli", "cluster", "status", "--json", "--nats-url", cluster.url,
-                 "--monitor", monitors], env=cli_env(LLMBUS_ROOT=root), check=False)
-        assert run.returncode == 0, run.stderr.decode()
-        report = json.loads(run.stdout)
-        assert report["cluster"] == "llmbus" and report["meta_leader"] in {"n0", "n1", "n2"}
-        assert [(p["name"], p["replicas"], len(p["peers"])) for p in report["state"]] == \
+            settings = settings_mod.Settings()
+            settings = msgspec.structs.replace(settings, bus=msgspec.structs.replace(
+                settings.bus, root=root, nats_url=cluster.url))
+            monitors = [f"http://127.0.0.1:{s.monitor_port}" for s in cluster.servers]
+            report = await _status(settings, monitors)  # what `llmbus cluster status` prints
+        assert report.cluster == "llmbus" and report.meta_leader in {"n0", "n1", "n2"}
+        assert len(report.known_servers) == 3 and {s["server"] for s in report.servers} == {"n0", "n1", "n2"}
+        assert [(p.name, p.replicas, len(p.peers)) for p in report.state] == \
             [(f"KV_{Subjects(root).bucket('health')}", 3, 3)]
     finally:
         await delete_root(nc, root)
@@ -113,22 +113,23 @@ async def test_cluster_status_shows_the_meta_leader_and_each_buckets_replicas(cl
 
 @pytest.mark.anyio
 async def test_three_servers_kill_one_an_ask_still_answers(cluster, stack):  # last: it kills a server
+    from bus.connection import rotated
+
     with anyio.fail_after(25):
-        async with stack(TOML, names=["router", "health", "provider.p"], url=cluster.url) as s:
-            urls = {a.nc.connected_url.port for a in s.actors}
-            assert len(urls) == 3  # each actor on its own seed
+        # the router (actor 0) on a server that is not the JetStream meta leader: killing that one
+        # would also hold the teardown's stream deletes for the meta election (4-9 s)
+        leader = await anyio.to_thread.run_sync(cluster.wait_ready)
+        victim = next(i for i, srv in enumerate(cluster.servers) if srv.name != leader)
+        async with stack(TOML, names=["router", "health", "provider.p"], url=rotated(cluster.url, victim)) as s:
+            assert len({a.nc.connected_url.port for a in s.actors}) == 3  # each actor on its own seed
+            assert s.actor("router").nc.connected_url.port == cluster.servers[victim].port
             js = s.client.nc.jetstream()
             info = await js.stream_info(f"KV_{Subjects(s.root).bucket('health')}")
             assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2
             # a subscription is flushed to its own server; its peers learn it over the routes a moment
             # later, so the first ask may meet no responders: the client's retries cover that
             assert (await s.client.ask("before", budget_ms=5000, retries=5)).text
-            router_port = s.actor("router").nc.connected_url.port
-            victim = next(i for i, srv in enumerate(cluster.servers) if srv.port == router_port)
             await anyio.to_thread.run_sync(cluster.kill, victim)  # the router's server, SIGKILL
             answer = await s.client.ask("after", budget_ms=8000, retries=5)
             assert answer.text
-            assert s.actor("router").nc.connected_url.port != router_port
-            # back to 3 servers with a meta leader before the stack's teardown deletes the root's streams
-            await anyio.to_thread.run_sync(cluster.restart, victim)
-            await anyio.to_thread.run_sync(cluster.wait_ready)
+            assert s.actor("router").nc.connected_url.port != cluster.servers[victim].port
