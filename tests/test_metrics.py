@@ -105,6 +105,15 @@ async def test_the_metrics_endpoint_is_scraped_after_a_few_asks(stack, root, nat
         assert ["failover", "pro", "ok", fleet["llmbus_asks"][("failover", "pro", "ok")]] in rows
 
 
+@pytest.mark.timeout(30)
+async def test_a_streamed_ask_is_counted_too(stack):
+    async with stack(TOML) as s:
+        before = metrics.ASKS.get(("failover", "", "ok"), 0)
+        async for _ in s.client.stream("streamed", budget_ms=5_000, cache="skip"):
+            pass
+        assert metrics.ASKS.get(("failover", "", "ok"), 0) == before + 1
+
+
 def test_breaker_and_quality_figures_are_exported():
     metrics.breaker("t-metrics-p", "open")
     metrics.reviewed(0.85, True)

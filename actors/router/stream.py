@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from bus import messages as m
+from bus.deadline import now
 from bus.endpoint import Context, Encoded
+from actors import metrics
 
 if TYPE_CHECKING:
     from actors.router.actor import Router
@@ -99,6 +101,7 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
             router.log.exception("stream_failed", ask_id=ask.id)
             result = m.Failure(kind=m.INTERNAL, message=f"router: {type(exc).__name__}: {exc}")
         relay.end(result)
+        metrics.asked(getattr(result, "strategy", None) or strategy, ask.tier, result, now() - ctx.arrival)
 
     task = asyncio.create_task(work())
     try:
