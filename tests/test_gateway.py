@@ -11,6 +11,7 @@ import anyio
 import httpx2
 import msgspec
 import openai
+import pydantic
 import pytest
 
 from actors.fakes import openai as oa
@@ -134,6 +135,14 @@ async def test_structured_output(stack):
                 response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema}})
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
             assert json.loads(text) == data  # a structured stream sends the validated data once
+
+            class Trip(pydantic.BaseModel):
+                city: str
+                days: int
+
+            parsed = await client.chat.completions.parse(model="mock", messages=HELLO, response_format=Trip)
+            trip = parsed.choices[0].message.parsed  # the SDK's own helper: a pydantic model in, one out
+            assert isinstance(trip, Trip) and trip.city and isinstance(trip.days, int)
 
 
 async def test_tools_and_tool_choice_pass_through(stack, monkeypatch):
