@@ -267,6 +267,6 @@ class HealthActor(Actor):
             try:
                 await self.flush_metrics()
             except Exception as exc:  # KV unreachable (a server down, its bucket electing a leader): the
-                # figures are rebuilt from the outcomes; a stopping actor must not fail for them
+                # last few seconds of figures are lost; a stopping actor must not fail for them
                 self.log.info("metrics_not_flushed", error=str(exc) or type(exc).__name__)
 
