@@ -54,6 +54,19 @@ def parse_trace(argv: list[str]) -> dict | None:
     return got if command and got["ask_id"] else None
 
 
+def _without_rich_tracebacks() -> None:
+    """structlog's dev renderer imports rich's traceback module (and pygments with it, ~40 ms) for
+    exceptions in log lines; a trace logs none, so it is loaded here with that module hidden (it
+    then formats exceptions plainly; rich's tracebacks stay importable for anything else)."""
+    if "structlog" in sys.modules or "rich.traceback" in sys.modules:
+        return
+    sys.modules["rich.traceback"] = None  # type: ignore[assignment]
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["rich.traceback"]
+
+
 def main() -> None:
     got = parse_trace(sys.argv[1:])
     if got is None:
@@ -61,6 +74,7 @@ def main() -> None:
 
         full()
         return
+    _without_rich_tracebacks()
     import typer
 
     from actors.cli.common import Options
