@@ -77,6 +77,7 @@ async def main(args: argparse.Namespace) -> int:
     else:
         for name, r in report.items():
             missing = f"; {r['missing_calls']} calls had no recording" if r["missing_calls"] else ""
+            missing += f" ({r['live_calls']} sent to the live providers)" if r["live_calls"] else ""
             print(f"{name}: {r['changed']} of {r['asks']} changed {r['how'] or ''} in {r['seconds']} s{missing}")
     return 1 if any(r["changed"] for r in report.values()) else 0
 
