@@ -337,3 +337,29 @@ def test_anything_else_goes_to_typer(argv):
     from actors.cli.quick import parse_trace
 
     assert parse_trace(argv) is None
+
+
+@pytest.mark.timeout(40)
+async def test_the_batch_replay_script_reports_nothing_changed(stack, root, nats_url, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import anyio
+
+    from tests.helpers import cli_env
+
+    config = tmp_path / "llmbus.toml"
+    config.write_text(f'[bus]\nroot = "{root}"\nnats_url = "{nats_url}"\n' + TOML)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "replay.py"
+    async with stack(TOML) as s:
+        for i in range(5):
+            await s.client.ask(f"batch {i}", budget_ms=5_000, cache="skip")
+        s.stop()  # the replay needs no provider
+        done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, str(script), "--last", "5", "--strategy", "failover", "--json"],
+            env=cli_env(LLMBUS_CONFIG=str(config)), capture_output=True, text=True, timeout=30))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)["failover"]
+    assert report["asks"] == 5 and report["changed"] == 0 and report["live_calls"] == 0
