@@ -16,7 +16,7 @@ import pytest
 
 from actors.fakes import openai as oa
 from actors.fakes.server import WireServer
-from actors.gateway import chat
+from actors.gateway import chat, errors
 from actors.gateway import keys as gw_keys
 from actors.gateway.actor import GatewayActor
 from bus import codec
@@ -44,6 +44,9 @@ kind = "mock"
 kind = "mock"
 failures = { rate_limited = 1.0 }
 retry_after_s = 7
+[providers.rate2]
+kind = "mock"
+failures = { rate_limited = 1.0 }
 [providers.broke]
 kind = "mock"
 failures = { budget_exceeded = 1.0 }
@@ -58,7 +61,7 @@ listen = "127.0.0.1:0"
 max_body_bytes = 4096
 models = { fast = "llmbus/single", m = "mock" }
 """
-NAMES = ["router", "health", "cost", "provider.mock", "provider.rate", "provider.broke", "provider.down",
+NAMES = ["router", "health", "cost", "provider.mock", "provider.rate", "provider.rate2", "provider.broke", "provider.down",
          "provider.stall", "gateway"]
 HELLO = [{"role": "user", "content": "hello gateway"}]
 
@@ -185,8 +188,17 @@ async def test_error_statuses(stack):
             assert e.status_code == 402 and e.response.headers["x-should-retry"] == "false"
             e = await status_of(model="broke", stream=True)  # a failure before any text: the same status
             assert e.status_code == 402
-            e = await status_of(model="rate")  # its breaker is open now (rate limits open it at once)
+            router = s.actor("router")  # a rate limit opens the breaker at once: once the router sees it …
+            await wait_until(lambda: getattr(router.breakers.states.get("rate"), "state", "") == "open",
+                             what="the router sees rate's breaker open")
+            e = await status_of(model="rate")  # … no provider is left: 503
             assert e.status_code == 503 and e.code == m.NO_HEALTHY_PROVIDER
+        async with httpx2.AsyncClient(base_url=gw.url, timeout=20) as http:  # every route rate-limited: a 429 too
+            r = await http.post("/v1/asks?wait=true", json={"messages": HELLO, "providers": ["rate2", "rate"],
+                                                            "strategy": "failover", "budget_ms": 1000})
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            assert r.json()["llmbus"]["kind"] in (m.RATE_LIMITED, m.ALL_FAILED)
+        async with openai_client(gw) as client:
             assert (await status_of(model="down")).status_code == 503
             e = await status_of(model="stall", extra_body={"llmbus": {"budget_ms": 300}})
             assert e.status_code == 504 and e.code == m.TIMEOUT
@@ -457,3 +469,12 @@ async def test_tool_choice_reaches_anthropic_and_gemini(stack, monkeypatch, kind
                 assert sent["tool_choice"] == {"type": "tool", "name": "get_weather"}
             else:
                 assert sent["toolConfig"]["functionCallingConfig"] == {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+
+
+def test_all_failed_by_rate_limits_is_429():
+    steps = [m.Step(provider="a", outcome=m.RATE_LIMITED, ms=1.0), m.Step(provider="b", outcome="breaker_open", ms=0.0)]
+    assert errors.kind_of(m.Failure(kind=m.ALL_FAILED, message="x", route=steps)) == m.RATE_LIMITED
+    mixed = [*steps, m.Step(provider="c", outcome=m.TIMEOUT, ms=5.0)]
+    assert errors.kind_of(m.Failure(kind=m.ALL_FAILED, message="x", route=mixed)) == m.ALL_FAILED
+    r = errors.failure_response(m.Failure(kind=m.ALL_FAILED, message="x", route=steps))
+    assert r.status_code == 429 and r.headers["retry-after"] == "1" and r.headers["x-should-retry"] == "true"

@@ -11,8 +11,10 @@ content_filter              400     invalid_request_error          code content_
 (no / unknown key)          401     authentication_error           code invalid_api_key
 (revoked key)               403     permission_error               code key_revoked
 budget_exceeded             402     insufficient_quota             not retried (x-should-retry: false)
-rate_limited                429     rate_limit_error               Retry-After: every route rate-limited,
-(key over its rpm)          429     rate_limit_error               or the key's requests per minute
+rate_limited                429     rate_limit_error               Retry-After (at least 1 s); also
+(every route rate-limited)  429     rate_limit_error               all_failed whose every step is
+                                                                   rate_limited (or breaker_open)
+(key over its rpm)          429     rate_limit_error               the key's requests per minute
 overloaded                  503     server_error                   Retry-After: 1
 unavailable                 503     server_error                   nobody serves the bus subject
 no_healthy_provider         503     server_error                   every candidate's breaker is open
@@ -87,14 +89,26 @@ def bad_request(message: str, *, param: str | None = None, code: str = m.BAD_REQ
     return error(400, message, "invalid_request_error", code, param=param)
 
 
+def kind_of(failure: m.Failure) -> str:
+    """The kind the status is chosen by: ``all_failed`` where every route was rate-limited (each
+    step ``rate_limited``, or skipped as ``breaker_open``) is ``rate_limited``: a 429 the client
+    should wait out, not a 502."""
+    steps = failure.route
+    if (failure.kind == m.ALL_FAILED and steps and all(s.outcome in (m.RATE_LIMITED, "breaker_open") for s in steps)
+            and any(s.outcome == m.RATE_LIMITED for s in steps)):
+        return m.RATE_LIMITED
+    return failure.kind
+
+
 def failure_response(failure: m.Failure, ask_id: str | None = None) -> Response:
     """The response for a Failure of the bus."""
-    status, type_ = status_of(failure.kind)
+    kind = kind_of(failure)
+    status, type_ = status_of(kind)
     retry_after = failure.retry_after_s
-    if retry_after is None and failure.kind in _RETRY_AFTER_KINDS:
+    if retry_after is None and kind in _RETRY_AFTER_KINDS:
         retry_after = 1.0
-    return error(status, failure.message, type_, failure.kind, retry_after_s=retry_after,
-                 retryable=bool(failure.retryable) and failure.kind != m.BUDGET_EXCEEDED,
+    return error(status, failure.message, type_, kind, retry_after_s=retry_after,
+                 retryable=(bool(failure.retryable) or kind == m.RATE_LIMITED) and kind != m.BUDGET_EXCEEDED,
                  kind=failure.kind, provider=failure.provider, ask_id=ask_id)
 
 
