@@ -164,13 +164,13 @@ def reset() -> None:
 
 def snapshot() -> dict:
     """Every figure as JSON: ``{"process", "metrics": {family: [[labels…, value]]}}``; a histogram's
-    value is ``[count, sum]``."""
+    value is ``[count, sum, [count per bucket…]]`` (its family's bounds, then +Inf)."""
     out: dict[str, list] = {}
     for name, (_, _, kind, series) in FAMILIES.items():
         rows = []
         for labels, value in list(series.items()):  # a copy: the loop may add a series meanwhile
             if kind == "histogram":
-                value = [sum(value.counts), round(value.sum, 6)]
+                value = [sum(value.counts), round(value.sum, 6), list(value.counts)]
             rows.append([*labels, value])
         if rows:
             out[name] = rows
@@ -194,14 +194,34 @@ def merge(snapshots: list[dict]) -> dict[str, dict[tuple, Any]]:
             into = total.setdefault(name, {})
             for row in rows:
                 labels, value = tuple(row[:-1]), row[-1]
-                if kind == "histogram":
-                    count, s = into.get(labels, (0, 0.0))
-                    into[labels] = (count + value[0], s + value[1])
+                if kind == "histogram":  # (count, sum, counts per bucket)
+                    count, s, buckets = into.get(labels, (0, 0.0, []))
+                    more = value[2] if len(value) > 2 else []
+                    if not buckets:
+                        buckets = list(more)
+                    elif len(more) == len(buckets):
+                        buckets = [a + b for a, b in zip(buckets, more)]
+                    into[labels] = (count + value[0], s + value[1], buckets)
                 elif kind == "gauge":
                     into[labels] = max(into.get(labels, value), value)
                 else:
                     into[labels] = into.get(labels, 0) + value
     return total
+
+
+def quantile(family: str, buckets: list[int], q: float) -> float | None:
+    """The upper bound of the bucket holding the ``q`` quantile (None: no observation; ``inf``:
+    beyond the last bound)."""
+    bounds = {"llmbus_quality_score": SCORES}.get(family, SECONDS)
+    total = sum(buckets)
+    if not total or len(buckets) != len(bounds) + 1:
+        return None
+    running = 0
+    for bound, n in zip((*bounds, float("inf")), buckets):
+        running += n
+        if running >= q * total:
+            return bound
+    return float("inf")
 
 
 # --- the Prometheus endpoint ---------------------------------------------------------------------

@@ -176,6 +176,10 @@ def _print_health(rows: list[ProviderStatus], *, detailed: bool) -> None:
     out.print(table)
 
 
+def _le(bound: float | None) -> str:
+    return "—" if bound is None else "∞" if bound == float("inf") else f"{bound * 1000:g} ms"
+
+
 async def fleet_metrics(client) -> dict:
     """The fleet's figures (``actors.metrics``): each actor's ``$SRV.STATS`` carries its process's
     snapshot (on its first endpoint), merged once per process."""
@@ -189,6 +193,8 @@ async def fleet_metrics(client) -> dict:
 
 def _print_metrics(figures: dict) -> None:
     """Asks by strategy and tier, provider calls, cache events, cost: the endpoint's numbers."""
+    from actors.metrics import quantile
+
     table = Table(title="llmbus status — metrics (every actor process; `--metrics-port` serves them to Prometheus)")
     for col in ("what", "by", "count", "detail"):
         table.add_column(col)
@@ -197,9 +203,11 @@ def _print_metrics(figures: dict) -> None:
         by.setdefault((strategy, tier), {})[outcome] = n
     seconds = figures.get("llmbus_ask_seconds", {})
     for (strategy, tier), outcomes in sorted(by.items()):
-        count, total = seconds.get((strategy,), (0, 0.0))
+        count, total, buckets = seconds.get((strategy,), (0, 0.0, []))
         detail = ", ".join(f"{k} {int(v)}" for k, v in sorted(outcomes.items()))
-        mean = f"; mean {1000.0 * total / count:.1f} ms ({strategy})" if count else ""
+        p50, p95 = (quantile("llmbus_ask_seconds", buckets, q) for q in (0.5, 0.95))
+        within = f", p50 ≤ {_le(p50)}, p95 ≤ {_le(p95)}" if p50 is not None else ""
+        mean = f"; mean {1000.0 * total / count:.1f} ms{within} ({strategy})" if count else ""
         table.add_row("asks", escape(f"{strategy} / {tier or '-'}"), str(int(sum(outcomes.values()))), escape(detail + mean))
     calls: dict[str, dict[str, float]] = {}
     for (provider, outcome), n in figures.get("llmbus_provider_calls", {}).items():
