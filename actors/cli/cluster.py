@@ -140,7 +140,9 @@ def replicate(ctx: typer.Context,
                      "messages_after": a.messages, "leader": a.leader} for b, a in done])
         return
     if not done:
-        out.print(f"every stream and bucket of root {settings.bus.root!r} has ≥ {target} replicas already", markup=False)
+        hint = " (bus.replicas is 1: give --replicas 3, or set bus.replicas)" if target == 1 else ""
+        out.print(f"every stream and bucket of root {settings.bus.root!r} has ≥ {target} replicas already{hint}",
+                  markup=False)
         return
     t = Table(title=f"replicated to {target}")
     for col in ("name", "replicas", "messages", "leader"):
