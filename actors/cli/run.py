@@ -125,18 +125,23 @@ def up(
     try:
         run_async(main, uvloop=uvloop)
     except* LlmError as group:
-        err.print(f"error: {group.exceptions[0]}", markup=False)
+        err.print(f"error: {first_of(group)}", markup=False)
         raise typer.Exit(1) from None
     except* ConfigError as group:
-        first = group.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):  # raised inside an actor's own task group
-            first = first.exceptions[0]
-        err.print(f"error: {first}", markup=False)
+        err.print(f"error: {first_of(group)}", markup=False)
         raise typer.Exit(2) from None
     except* OSError as group:
-        err.print(f"error: {group.exceptions[0]}", markup=False)
+        err.print(f"error: {first_of(group)}", markup=False)
         raise typer.Exit(1) from None
     err.print("stopped cleanly", style="green", markup=False)
+
+
+def first_of(group: BaseExceptionGroup) -> BaseException:
+    """The first error of ``group``, out of the groups around it (an actor's own task group nests one)."""
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 TOKEN_FILE = "nats-token"
