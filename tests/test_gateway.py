@@ -19,6 +19,7 @@ from actors.fakes.server import WireServer
 from actors.gateway import chat, errors
 from actors.gateway import keys as gw_keys
 from actors.gateway.actor import GatewayActor
+from actors.gateway.config import GatewaySettings
 from bus import codec
 from bus import messages as m
 from bus.errors import ConfigError
@@ -256,6 +257,18 @@ async def test_keys_users_revocation_and_rate(stack, monkeypatch):
             with pytest.raises(openai.RateLimitError) as got:
                 await client.models.list()
             assert int(got.value.response.headers["retry-after"]) >= 1
+
+
+def test_keys_off_loopback_never_open_up():
+    ring = gw_keys.KeyRing.__new__(gw_keys.KeyRing)
+    ring.settings, ring.configured, ring._limits, ring.clock = GatewaySettings(), {}, {}, lambda: 0.0
+    ring.stored = {"d": m.VirtualKey(id="d", user="u", revoked=True)}  # the last key was revoked
+    ring.open_without_keys = True  # on loopback: open again
+    assert ring.check(None) is gw_keys.ANONYMOUS
+    ring.open_without_keys = False  # elsewhere: closed to everyone
+    with pytest.raises(gw_keys.Refused) as got:
+        ring.check(None)
+    assert got.value.status == 401
 
 
 async def test_no_keys_means_loopback_only(nats_url, root):

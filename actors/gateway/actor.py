@@ -145,6 +145,7 @@ class GatewayActor(Actor):
     async def _http(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         from actors.gateway.app import Gateway
 
+        self.keys.open_without_keys = is_loopback(self.host)
         if not is_loopback(self.host) and not self.keys.any():
             self.stop()  # closing the connection now is ours, not a lost one
             raise ConfigError(f"the gateway refuses to listen on {self.host} without API keys: create one "

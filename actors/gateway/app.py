@@ -101,7 +101,7 @@ class Gateway:
     # --- shared by every handler ---------------------------------------------------------------
     def principal(self, request: Request, *, browser: bool = False) -> Principal:
         """Who asks (raises ``Refused``). ``browser``: the key may also come as a cookie or ``?key=``."""
-        if not self.keys.any():
+        if self.keys.open_without_keys and not self.keys.any():
             return ANONYMOUS
         key = bearer(request.headers.get("authorization"))
         if key is None and browser:

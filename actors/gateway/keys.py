@@ -8,7 +8,8 @@ it as ``Authorization: Bearer <key>`` (what the OpenAI SDKs send), and the dashb
 key over its requests per minute with 429 and Retry-After (each gateway process counts its own:
 with N copies behind a balancer a key gets up to N times its rate).
 
-With no key anywhere (config or KV) the gateway needs none — and listens only on loopback.
+With no key anywhere (config or KV) the gateway needs none — and listens only on loopback; one on
+another address (started with keys) refuses every request once its last key is revoked.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ class KeyRing:
         self.mirror = KvMirror(nc, bucket(subjects), PREFIX + ">", on_change=self._on_change)
         self.clock = clock
         self._limits: dict[str, RateLimits] = {}
+        # requests without a key are served while no key exists — on loopback only: a gateway on
+        # another address whose last key was revoked refuses everyone rather than opening up
+        self.open_without_keys = True
 
     def _on_change(self, name: str, value: bytes | None) -> None:
         hexdigest = name.removeprefix(PREFIX)
@@ -158,7 +162,7 @@ class KeyRing:
 
     def check(self, key: str | None) -> Principal:
         """The principal of ``key`` (its request counted), or ``Refused``."""
-        if not self.any():
+        if self.open_without_keys and not self.any():
             return ANONYMOUS
         if not key:
             raise Refused(401, "invalid_api_key", "an API key is required: Authorization: Bearer <key>")
