@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import msgspec
 
@@ -27,6 +28,9 @@ class KeySettings(_Table, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if (self.sha256 is None) == (self.key_env is None):
             raise ConfigError(f"gateway.keys (user {self.user!r}): give exactly one of sha256 or key_env")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise ConfigError(f"gateway.keys (user {self.user!r}): sha256 must be the key's SHA-256 as 64 hex "
+                              "digits (printf %s KEY | sha256sum)")
 
 
 class GatewaySettings(_Table, frozen=True, kw_only=True):
