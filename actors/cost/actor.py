@@ -222,7 +222,9 @@ class CostActor(Actor):
         self._writer: dict[str, asyncio.Future] = {}
         self._holds_cache: dict[str, tuple[dict, int | None]] = {}
         self.kv = None
-        self.mirror: KvMirror | None = None
+        self.mirror: KvMirror | None = None  # the limits (``mirrors``: limits, ledger, daily totals)
+        self.ledger_mirror: KvMirror | None = None
+        self.mirrors: list[KvMirror] = []
         self.skipped = Skipped(self.log)  # poison usage events: acknowledged, counted, logged (rate-limited)
 
     def endpoints(self) -> list[Endpoint]:
@@ -245,9 +247,15 @@ class CostActor(Actor):
         await self.quotas.open(self.nc, self.subjects)
 
     async def _mirror(self, *, task_status: TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
-        self.mirror = KvMirror(self.nc, self.subjects.bucket("cost"), ">", on_change=self._changed)
+        # limits, then the ledger, then the daily totals (each a watch of its own): not the reservations,
+        # which a cost actor reads only when its compare-and-set meets another's write — watching them
+        # would bring every actor every reservations write (hundreds of KB each at scale)
+        self.mirrors = [KvMirror(self.nc, self.subjects.bucket("cost"), pattern, on_change=self._changed)
+                        for pattern in ("limit.>", "ledger.>", compaction.DAILY + ">")]
+        self.mirror, self.ledger_mirror = self.mirrors[0], self.mirrors[1]
         async with anyio.create_task_group() as tg:
-            await tg.start(self.mirror.run)
+            for mirror in self.mirrors:
+                await tg.start(mirror.run)
             self.kv = self.mirror.kv
             for b in self.seed_budgets:  # config budgets: only where none was set at run time
                 key = limit_key(b.scope, b.name, b.period)
@@ -259,8 +267,8 @@ class CostActor(Actor):
             task_status.started()
 
     async def on_reconnect(self) -> None:
-        if self.mirror is not None:
-            self.mirror.restart()
+        for mirror in self.mirrors:
+            mirror.restart()
 
     def _changed(self, key: str, value: bytes | None) -> None:
         if key.startswith("ledger.") and value is not None:
@@ -270,7 +278,7 @@ class CostActor(Actor):
         elif key.startswith(compaction.DAILY) and value is not None:
             day = key.removeprefix(compaction.DAILY)
             for gone in self.totals.keys_by_day.get(day, ()):  # purged from the bucket: forget them here too
-                self.mirror.values.pop(gone, None)
+                self.ledger_mirror.values.pop(gone, None)
             compaction.fold(self.totals, compaction.decode(value))
         elif key.startswith("limit."):
             if value is None:
