@@ -213,7 +213,9 @@ class Gateway:
 
     async def _stream_chat(self, request: Request, req: chat.ChatRequest, ask: m.Ask, structured: bool) -> Response:
         rpc = self.client.rpc
-        stream = rpc.stream(self.client.subjects.ask_stream, ask, deadline=deadline_in(ask.budget_ms), ask_id=ask.id)
+        # the gateway acknowledges as it reads (StreamAck): if this process vanishes, the router stops the work
+        stream = rpc.stream(self.client.subjects.ask_stream, ask, deadline=deadline_in(ask.budget_ms), ask_id=ask.id,
+                            ack_s=self.client.stream_ack_s)
         # The status is sent with the first event: until something would be shown (text, a stage, the
         # answer), a Failure is still a plain error response with its status.
         early: list = []

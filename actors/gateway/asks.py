@@ -56,7 +56,7 @@ class Asks:
 
     async def _run(self, entry: Entry, ask: m.Ask) -> None:
         stream = self.client.rpc.stream(self.client.subjects.ask_stream, ask, deadline=deadline_in(ask.budget_ms),
-                                        ask_id=ask.id)
+                                        ask_id=ask.id, ack_s=self.client.stream_ack_s)
         try:
             async for item in stream:
                 entry.add(item)
