@@ -53,19 +53,12 @@ def routes(gateway) -> list[Route]:
 
 
 async def generate(gw, request: Request) -> Response:
-    from actors.gateway.app import Refused, json_response, refused
+    from actors.gateway.app import json_response
 
-    try:
-        who = gw.principal(request)
-    except Refused as r:
-        return refused(r)
-    body = await gw.body(request)
-    if isinstance(body, Response):
-        return body
-    try:
-        req = _decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return errors.bad_request(f"invalid request body: {exc}")
+    accepted = await gw.accept(request, _decode)
+    if isinstance(accepted, Response):
+        return accepted
+    who, req = accepted
     size = "1024x1024" if req.size in (None, "auto") else req.size
     style = {k: getattr(req, k) for k in STYLE_KEYS if getattr(req, k) is not None}
     ask_id = new_id()
