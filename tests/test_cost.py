@@ -336,3 +336,19 @@ async def test_ledger_compaction_rolls_a_day_into_daily_totals_and_refuses_late_
         await wait_until(lambda: old_day in again.totals.compacted and len(again.totals.seen) == 5, what="loaded")
         assert (await report(s, by="user")) == before and again.totals.report("user", None) == before
         assert await cost.compact_due() == []
+
+
+@pytest.mark.anyio
+async def test_a_commit_from_an_older_router_without_user_finds_its_hold_in_any_shard(stack, pricing_file):
+    import time
+
+    toml = COST_TOML.format(ms=0, pricing=pricing_file).replace("[cost]\n", "[cost]\nshards = 8\n")
+    async with stack(toml, names=["cost"]) as s:
+        cost = s.actors[0]
+        await cost.budget_set(m.BudgetSet(scope="user", name="erin", period="day", limit_usd=1.0), None)
+        await cost.reserve(m.Reserve(call_id="c1", ask_id="a1", amount_usd=0.4, user="erin",
+                                     expires_at=time.time() + 60), None)
+        assert (await cost.budget_report(m.BudgetQuery(), None)).budgets[0].reserved_usd == pytest.approx(0.4)
+        reply = await cost.commit(m.Commit(call_id="c1", actual_usd=0.0), None)  # no user, no tier: old router
+        assert reply.budgets == ["user:erin:day"]
+        assert (await cost.budget_report(m.BudgetQuery(), None)).budgets[0].reserved_usd == 0.0
