@@ -15,6 +15,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
 from typing import TypeVar
 
 import anyio
@@ -40,6 +41,7 @@ from nats.js.kv import KeyValue
 
 from bus import codec
 from bus.deadline import now
+from bus.errors import ConfigError
 from bus.subjects import Subjects
 
 T = TypeVar("T")
@@ -116,10 +118,29 @@ async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: 
         num_replicas=replicas_of(nc),
     )
     js = nc.jetstream()
+    with _replicas_checked(nc, name):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:  # exists with other settings: bring it to ours
+            await js.update_stream(config)
+
+
+# JetStream's error codes for replicas it cannot place: not clustered, or fewer servers than replicas
+_NO_PLACE = {10074, 10005, 10023}
+
+
+@contextmanager
+def _replicas_checked(nc: NATS, what: str):
+    """Turn "cannot place N replicas" (a server error nats-py reports like a transient one) into a
+    ``ConfigError`` that names the setting: retrying cannot help."""
     try:
-        await js.add_stream(config)
-    except BadRequestError:  # exists with other settings: bring it to ours
-        await js.update_stream(config)
+        yield
+    except js_errors.APIError as exc:
+        if replicas_of(nc) > 1 and getattr(exc, "err_code", None) in _NO_PLACE:
+            raise ConfigError(f"{what}: the NATS server cannot keep {replicas_of(nc)} replicas "
+                              f"({exc.description}): set bus.replicas to at most the cluster's size "
+                              "(1 for a single server)") from None
+        raise
 
 
 def replicas_of(nc: NATS) -> int:
@@ -153,8 +174,9 @@ async def ensure_kv(
     except BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=storage, ttl=ttl,
-                                                        replicas=replicas_of(nc)))
+        with _replicas_checked(nc, f"KV bucket {bucket}"):
+            return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, storage=storage,
+                                                            ttl=ttl, replicas=replicas_of(nc)))
     except BadRequestError:  # created concurrently by another actor
         return await js.key_value(bucket)
 

@@ -112,6 +112,20 @@ async def test_cluster_status_shows_the_meta_leader_and_each_buckets_replicas(cl
 
 
 @pytest.mark.anyio
+async def test_replicas_a_single_server_cannot_keep_are_a_config_error(nats_url, root):
+    from bus.connection import ConnectOptions, connect
+    from bus.errors import ConfigError
+    from bus.streams import ensure_kv
+
+    nc = await connect(nats_url, name="t", options=ConnectOptions(replicas=3))
+    try:
+        with anyio.fail_after(10), pytest.raises(ConfigError, match="bus.replicas"):
+            await ensure_kv(nc, Subjects(root).bucket("health"))
+    finally:
+        await nc.close()
+
+
+@pytest.mark.anyio
 async def test_three_servers_kill_one_an_ask_still_answers(cluster, stack):  # last: it kills a server
     from bus.connection import rotated
 
