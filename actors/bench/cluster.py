@@ -368,6 +368,7 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
                 # answered asks whose provider's usage event never reached the events stream (published
                 # while the stream had no leader): calls the ledger cannot bill
                 figures["usage_lost"] = max(0, figures["answered"] - done)
+            parted["usage_lost"] = max(0, parted["answered"] - completed.get("cluster-partition", 0))
             for proc in ("router-1", "router-2"):  # the throughput runs start from a fresh pair of routers' state
                 fleet.signal(proc, signal.SIGTERM)
                 await fleet.start(proc)
@@ -425,7 +426,7 @@ def report(loop: str, result: dict, console: Console) -> None:
     p = result["partition"]
     failed = ", ".join(f"{k} {v}" for k, v in sorted(p["failed"].items())) or "-"
     t.add_row("partition of n2 (budget)", str(p["asks"]), str(p["answered"]), failed, str(p["lost"]),
-              str(p["billed_twice"]), "-", "-", "spent ≤ limit: " + ("yes" if p["spent_usd"] <= p["limit_usd"] else "NO"),
+              str(p["billed_twice"]), "-", str(p.get("usage_lost", "-")), "spent ≤ limit: " + ("yes" if p["spent_usd"] <= p["limit_usd"] else "NO"),
               f"{p['p50_ms']:.1f}", f"{p['p99_ms']:.1f}", f"{p['max_ms']:.1f}")
     console.print(t)
     r = result["restart"]
