@@ -28,7 +28,6 @@ past the limit.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import re
@@ -51,6 +50,7 @@ from bus.streams import TRANSIENT, KvMirror, Skipped, consume, ensure_events_str
 from bus.subjects import COST_BUDGET_SET, COST_BUDGETS, COST_COMMIT, COST_REPORT, COST_RESERVE
 from actors import metrics
 from actors.cost import compaction
+from actors.cost.cas import CasWriter
 from actors.cost.quotas import Quotas
 from actors.pure.facts import usage_problem
 from actors.pure.pricing import Pricing
@@ -217,10 +217,9 @@ class CostActor(Actor):
         self.totals = Totals()
         self.limits: dict[str, m.BudgetSet] = {}  # budget_name(...) -> its limit
         self.limit_keys: dict[str, str] = {}  # KV key -> budget_name(...)
-        # per reservations key: changes waiting, its writer, and (holds, KV revision) as last written
-        self._pending_changes: dict[str, list] = defaultdict(list)
-        self._writer: dict[str, asyncio.Future] = {}
-        self._holds_cache: dict[str, tuple[dict, int | None]] = {}
+        # the reservations keys, written by compare-and-set in batches (actors/cost/cas.py)
+        self.holds_writer = CasWriter(kv=lambda: self.kv, decode=decode_holds, encode=codec.encode, empty=dict,
+                                      fresh=self._live_holds, clock=lambda: time.time(), store="cost ledger")
         self.kv = None
         self.mirror: KvMirror | None = None  # the limits (``mirrors``: limits, ledger, daily totals)
         self.ledger_mirror: KvMirror | None = None
@@ -379,50 +378,12 @@ class CostActor(Actor):
         """Apply ``change(holds, now)`` to the ``reservations`` key. Changes that arrive together are
         written together (one compare-and-set for the whole batch, in arrival order), so a burst
         of reservations costs a few KV writes, not one each."""
-        fut = asyncio.get_running_loop().create_future()
-        self._pending_changes[key].append((change, fut))
-        writer = self._writer.get(key)
-        if writer is None or writer.done():
-            self._writer[key] = asyncio.ensure_future(self._write_holds(key))
-        return await fut
+        return await self.holds_writer.change(key, change)
 
-    async def _write_holds(self, key: str) -> None:
-        while self._pending_changes[key]:
-            batch, self._pending_changes[key] = self._pending_changes[key], []
-            try:
-                results = await self._write_batch(batch, key)
-            except Exception as exc:  # KV unreachable: every caller hears it
-                results = [m.Failure(kind=m.UNAVAILABLE, message=f"cost ledger unavailable: {exc}")] * len(batch)
-            for (_, fut), result in zip(batch, results):
-                if not fut.done():
-                    fut.set_result(result)
-
-    async def _write_batch(self, batch, key: str) -> list:
-        while True:
-            if key not in self._holds_cache:
-                try:
-                    entry = await retrying(lambda: self.kv.get(key), deadline=monotonic() + KV_RETRY_S)
-                    self._holds_cache[key] = (decode_holds(entry.value), entry.revision)
-                except KeyNotFoundError:
-                    self._holds_cache[key] = ({}, None)
-            cached, revision = self._holds_cache[key]
-            now = time.time()
-            ledgered = self.totals.calls
-            holds = {cid: h for cid, h in cached.items()
-                     if h.expires_at > now and ledgered.get(cid, now) > now - SETTLE_S}
-            results = [change(holds, now) for change, _ in batch]
-            try:
-                data, last = codec.encode(holds), revision
-                if last is None:
-                    revision = await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
-                else:
-                    revision = await retrying(lambda: self.kv.update(key, data, last=last),
-                                              deadline=monotonic() + KV_RETRY_S)
-            except KeyWrongLastSequenceError:
-                self._holds_cache.pop(key, None)  # another cost actor wrote first: read again, decide again
-                continue
-            self._holds_cache[key] = (holds, revision)
-            return results
+    def _live_holds(self, holds: dict[str, Hold], now: float) -> dict[str, Hold]:
+        """The holds a batch of changes works on: unexpired, and not settled in the ledger ``SETTLE_S`` ago."""
+        ledgered = self.totals.calls
+        return {cid: h for cid, h in holds.items() if h.expires_at > now and ledgered.get(cid, now) > now - SETTLE_S}
 
     async def reserve(self, req: m.Reserve, ctx: Context) -> m.Reserved:
         if not (math.isfinite(req.amount_usd) and req.amount_usd >= 0 and math.isfinite(req.expires_at)):

@@ -14,13 +14,12 @@ the period's value (the last ``DONE_KEEP``), so a repeated reserve or commit of 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError
 
 from bus import messages as m
 from bus import names
@@ -29,10 +28,10 @@ from bus.endpoint import Context, Endpoint
 from bus.errors import BadRequest, BudgetExceeded
 from bus.streams import ensure_kv, retrying
 from bus.subjects import COST_QUOTA_COMMIT, COST_QUOTA_RESERVE, COST_QUOTAS, Subjects
+from actors.cost.cas import KV_RETRY_S, CasWriter
 from actors.routing_settings import QuotaSettings
 
 DONE_KEEP = 5000
-KV_RETRY_S = 5.0
 
 
 class QuotaHold(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -52,6 +51,16 @@ _use = msgspec.json.Decoder(QuotaUse)
 _encode = msgspec.json.Encoder().encode
 
 
+def _store(use: QuotaUse) -> bytes:
+    use.done = use.done[-DONE_KEEP:]  # the last DONE_KEEP counted call ids are remembered
+    return _encode(use)
+
+
+def _unlapsed(use: QuotaUse, at: float) -> QuotaUse:
+    """The copy a batch of changes works on: holds lapsed by ``at`` dropped."""
+    return QuotaUse(used=use.used, holds={c: h for c, h in use.holds.items() if h.expires_at > at}, done=list(use.done))
+
+
 def stamp_of(period: str, at: float) -> str:
     day = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
     return day if period == "day" else day[:7]
@@ -68,9 +77,8 @@ class Quotas:
         self.limits = limits
         self.clock = clock
         self.kv = None
-        self._pending: dict[str, list] = {}
-        self._writers: dict[str, asyncio.Future] = {}
-        self._cache: dict[str, tuple[QuotaUse, int | None]] = {}  # key -> (value, revision) as last written
+        self.writer = CasWriter(kv=lambda: self.kv, decode=_use.decode, encode=_store, empty=QuotaUse,
+                                fresh=_unlapsed, clock=lambda: self.clock(), store="quota store")
 
     async def open(self, nc, subjects: Subjects) -> None:
         self.kv = await retrying(lambda: ensure_kv(nc, subjects.bucket("quotas")), deadline=monotonic() + KV_RETRY_S)
@@ -91,54 +99,6 @@ class Quotas:
         held = sum(h.count for h in use.holds.values() if h.expires_at > at)
         return m.Quota(tier=tier, quota=quota, period=q.per, limit=q.limit, used=use.used, held=held,
                        left=max(0, q.limit - use.used - held), stamp=stamp_of(q.per, at))
-
-    async def _change(self, key: str, change) -> object:
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(key, []).append((change, fut))
-        writer = self._writers.get(key)
-        if writer is None or writer.done():
-            self._writers[key] = asyncio.ensure_future(self._write(key))
-        return await fut
-
-    async def _write(self, key: str) -> None:
-        while self._pending.get(key):
-            batch, self._pending[key] = self._pending[key], []
-            try:
-                results = await self._write_batch(key, batch)
-            except Exception as exc:  # KV unreachable: every caller hears it
-                results = [m.Failure(kind=m.UNAVAILABLE, message=f"quota store unavailable: {exc}")] * len(batch)
-            for (_, fut), result in zip(batch, results):
-                if not fut.done():
-                    fut.set_result(result)
-        self._pending.pop(key, None)
-
-    async def _write_batch(self, key: str, batch) -> list:
-        while True:
-            cached = self._cache.get(key)
-            if cached is None:
-                try:
-                    entry = await retrying(lambda: self.kv.get(key), deadline=monotonic() + KV_RETRY_S)
-                    cached = (_use.decode(entry.value), entry.revision)
-                except KeyNotFoundError:
-                    cached = (QuotaUse(), None)
-            use, revision = cached
-            at = self.clock()
-            use = QuotaUse(used=use.used, holds={c: h for c, h in use.holds.items() if h.expires_at > at},
-                           done=list(use.done))
-            results = [change(use, at) for change, _ in batch]
-            use.done = use.done[-DONE_KEEP:]
-            data, last = _encode(use), revision
-            try:
-                if last is None:
-                    revision = await retrying(lambda: self.kv.create(key, data), deadline=monotonic() + KV_RETRY_S)
-                else:
-                    revision = await retrying(lambda: self.kv.update(key, data, last=last),
-                                              deadline=monotonic() + KV_RETRY_S)
-            except KeyWrongLastSequenceError:
-                self._cache.pop(key, None)  # another cost actor wrote first: read again, decide again
-                continue
-            self._cache[key] = (use, revision)
-            return results
 
     # --- endpoints ----------------------------------------------------------------------------
     async def reserve(self, req: m.QuotaReserve, ctx: Context) -> m.QuotaGranted:
@@ -163,7 +123,7 @@ class Quotas:
                 use.holds[req.call_id] = QuotaHold(count=req.count, expires_at=req.expires_at or at + 60.0)
             return m.QuotaGranted(call_id=req.call_id, quota=self._state(req.tier, req.quota, q, use, at))
 
-        result = await self._change(key, change)
+        result = await self.writer.change(key, change)
         if isinstance(result, m.Failure):
             if result.kind == m.BUDGET_EXCEEDED:
                 raise BudgetExceeded(result.message)
@@ -187,7 +147,7 @@ class Quotas:
                 use.done.append(req.call_id)
             return m.QuotaGranted(call_id=req.call_id, quota=self._state(req.tier, req.quota, q, use, at))
 
-        return await self._change(key, change)
+        return await self.writer.change(key, change)
 
     async def report(self, req: m.QuotaQuery, ctx: Context) -> m.QuotaReport:
         at = self.clock()
