@@ -309,6 +309,17 @@ async def test_tiers_pick_the_strategy_and_a_failed_route_falls_back_to_the_next
         assert "unavailable" in answer.text
 
 
+async def test_an_ask_that_names_its_strategy_keeps_it_on_the_tiers_routes(stack):
+    async with stack(TIERS) as s:
+        # the route "primary" fails over only on timeout; the ask's own failover moves on at unavailable
+        answer = await s.client.ask("go", tier="premium", strategy="failover", cache="skip", budget_ms=2000)
+        assert answer.strategy == "failover" and answer.metadata["route_name"] == "primary"
+        assert [(st.provider, st.outcome) for st in answer.route] == [("down", m.UNAVAILABLE), ("a", "ok")]
+        streamed = [e async for e in s.client.stream("go", tier="premium", strategy="failover", cache="skip",
+                                                      budget_ms=2000)]
+        assert streamed[-1].metadata["route_name"] == "primary" and streamed[-1].providers == ["a"]
+
+
 # --- pipeline -------------------------------------------------------------------------------------
 
 from actors.strategies.pipeline import Pipeline  # noqa: E402

@@ -174,7 +174,7 @@ class Router(Actor):
             ask = self.routing.prepare(ask)
             if type(ask) is m.Failure:
                 return ask
-            route = self.routing.runner(ask, route)  # the tier's fallback routes, if any
+            route = self.routing.runner(ask, route, named=own.strategy is not None)  # the tier's fallback routes
         if self.experiments.active:  # [experiments.*]: the arm, a variant, a shadow beside
             ask, route = self.experiments.apply(own, ask, route)
         seen = self.recent.lookup(ask.id)

@@ -72,7 +72,8 @@ class Routing:
             if preset.providers and not ask.providers:
                 usable = [p for p in preset.providers if p in self.router.order]
                 changes["providers"] = usable or None
-            options.update(preset.options)
+            if ask.strategy in (None, preset.strategy):  # options of the preset's strategy, not another's
+                options.update(preset.options)
             if ask.cache == "use" and preset.cache != "use":
                 changes["cache"] = preset.cache
             if ask.budget_ms is None and preset.budget_ms is not None:
@@ -83,7 +84,8 @@ class Routing:
                 changes["strategy"] = tier.strategy
             if not ask.providers and "providers" not in changes and (tier.providers or tier.retries is not None):
                 changes["providers"] = tier.candidates(self.router.order)
-            options = {**tier.options, **options}
+            if ask.strategy in (None, tier.strategy):  # options of the tier's strategy, not another's
+                options = {**tier.options, **options}
             if tier.supervision and changes.get("strategy", ask.strategy) == "review":
                 options.setdefault("cycles", tier.supervision)  # the tier's supervision depth
             if tier.max_cost_usd is not None and (ask.max_cost_usd is None or tier.max_cost_usd < ask.max_cost_usd):
@@ -108,12 +110,13 @@ class Routing:
             return []
         return tier.routes
 
-    def runner(self, ask: m.Ask, route_one: RouteOne) -> RouteOne:
-        """``route_one`` itself, or the tier's fallback routes around it."""
+    def runner(self, ask: m.Ask, route_one: RouteOne, *, named: bool = False) -> RouteOne:
+        """``route_one`` itself, or the tier's fallback routes around it. ``named``: the ask as it
+        came named its strategy, which then runs on every route (a route gives its providers only)."""
         routes = self.routes_for(ask)
         if not routes:
             return route_one
-        return lambda ask, ctx: self.run(ask, ctx, routes, route_one)
+        return lambda ask, ctx: self.run(ask, ctx, routes, route_one, named)
 
     def usable(self, route: RouteSettings) -> list[str]:
         """The route's providers that this router may call (none listed: the router's order)."""
@@ -131,7 +134,8 @@ class Routing:
                 return False
         return True
 
-    async def run(self, ask: m.Ask, ctx: Context, routes: list[RouteSettings], route_one: RouteOne):
+    async def run(self, ask: m.Ask, ctx: Context, routes: list[RouteSettings], route_one: RouteOne,
+                  named: bool = False):
         usable = {r.name: self.usable(r) for r in routes}
         order = [r for r in routes if r.rules or (usable[r.name] and self.healthy(usable[r.name]))]
         skipped = [r.name for r in routes if r not in order]
@@ -143,8 +147,11 @@ class Routing:
             if route.rules:
                 result = self._rules(ask, route)
             else:
-                sub = msgspec.structs.replace(ask, strategy=route.strategy, providers=usable[route.name],
-                                              strategy_options=route.options)  # the route's, not the tier's
+                if named:  # the ask's own strategy and options, on the route's providers
+                    sub = msgspec.structs.replace(ask, providers=usable[route.name])
+                else:  # the route's, not the tier's
+                    sub = msgspec.structs.replace(ask, strategy=route.strategy, providers=usable[route.name],
+                                                  strategy_options=route.options)
                 left = ctx.deadline - now()
                 sub_ctx = ctx if last else dataclasses.replace(ctx, deadline=now() + left * ROUTE_SHARE)
                 result = await route_one(sub, sub_ctx)

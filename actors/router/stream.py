@@ -74,6 +74,7 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
         yield bad
         return
     # a tier or preset chooses the strategy here too, and a tier's fallback routes run in turn
+    named = ask.strategy is not None  # the ask as it came named its strategy: it runs on every route
     routed = router.routing.prepare(ask) if router.routing.applies(ask) else ask
     if type(routed) is m.Failure:
         yield routed
@@ -92,7 +93,7 @@ async def serve_stream(router: Router, ask: m.Ask, ctx: Context) -> AsyncIterato
         relay.through = router.strategy_for(sub) in STREAM_THROUGH
         return await router.route(sub, sub_ctx, relay)
 
-    run = router.routing.runner(ask, one) if router.routing.applies(ask) else one
+    run = router.routing.runner(ask, one, named=named) if router.routing.applies(ask) else one
 
     async def work() -> None:
         try:
