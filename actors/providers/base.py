@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import msgspec
 
@@ -33,6 +34,23 @@ from actors.providers.events import EventBatches
 from actors.runtime import Actor
 
 DETAIL_MAX = 300
+
+
+class ProviderCall:
+    """How one provider call ended, filled in inside ``ProviderActor.reporting``."""
+
+    __slots__ = ("started", "kind", "retry_after", "detail", "result")
+
+    def __init__(self) -> None:
+        self.started = now()
+        self.kind: str | None = m.INTERNAL  # until the block says otherwise
+        self.retry_after: float | None = None
+        self.detail = ""
+        self.result = None
+
+    def answered(self, result):
+        self.kind, self.result = None, result
+        return result
 
 
 class ProviderActor(Actor):
@@ -94,56 +112,44 @@ class ProviderActor(Actor):
         return msgspec.structs.replace(request, messages=messages)
 
     # --- serving ------------------------------------------------------------------------------
-    async def _serve_complete(self, request: m.Complete, ctx: Context) -> m.Completion:
-        started = now()
-        kind: str | None = m.INTERNAL
-        retry_after: float | None = None
-        detail = ""
-        result: m.Completion | None = None
+    @contextmanager
+    def reporting(self, request: m.Complete | m.ImageRequest, ctx: Context) -> Iterator[ProviderCall]:
+        """The block of one provider call: its ``Outcome`` (and the ``Usage`` of an answer) is reported
+        once it exits — answered if the block called ``call.answered(result)``, else the ``LlmError``'s
+        kind, a timeout or a cancel, or internal for anything else."""
+        call = ProviderCall()
         try:
-            if has_documents(request.messages):
-                request = await self.with_documents(request)
-            result = await self.complete(request, ctx)
-            kind = None
-            return result
+            yield call
         except LlmError as exc:
-            kind, retry_after, detail = exc.kind, exc.retry_after_s, exc.message
+            call.kind, call.retry_after, call.detail = exc.kind, exc.retry_after_s, exc.message
             raise
-        except asyncio.CancelledError:
-            kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
+        except (asyncio.CancelledError, GeneratorExit):
+            # A stream's consumer closes the generator right after taking the final Completion, which
+            # raises GeneratorExit at that last yield: the call was answered, not timed out.
+            if call.result is None:
+                call.kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
             raise
         finally:
-            self._report(request, kind, retry_after, started, result, detail)
+            self._report(request, call.kind, call.retry_after, call.started, call.result, call.detail)
+
+    async def _serve_complete(self, request: m.Complete, ctx: Context) -> m.Completion:
+        with self.reporting(request, ctx) as call:
+            if has_documents(request.messages):
+                request = await self.with_documents(request)
+            return call.answered(await self.complete(request, ctx))
 
     async def _serve_stream(self, request: m.Complete, ctx: Context) -> AsyncIterator[m.Chunk | m.Completion]:
-        started = now()
-        kind: str | None = m.INTERNAL
-        retry_after: float | None = None
-        detail = ""
-        result: m.Completion | None = None
         seq = 0
-        try:
+        with self.reporting(request, ctx) as call:
             if has_documents(request.messages):
                 request = await self.with_documents(request)
             async for item in self.stream(request, ctx):
                 if isinstance(item, m.Completion):
-                    result, kind = item, None
-                    yield item
+                    yield call.answered(item)
                     return
                 yield m.Chunk(id=request.id, seq=seq, delta=item)
                 seq += 1
             raise LlmError(f"{self.provider}: the stream ended without a final answer")
-        except LlmError as exc:
-            kind, retry_after, detail = exc.kind, exc.retry_after_s, exc.message
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            # The consumer closes this generator right after taking the final Completion, which
-            # raises GeneratorExit at that last yield: the call was answered, not timed out.
-            if result is None:
-                kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
-            raise
-        finally:
-            self._report(request, kind, retry_after, started, result, detail)
 
     def _report(
         self,

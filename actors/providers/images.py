@@ -13,7 +13,6 @@ client fetches the bytes (``Client.image_bytes``). No reply exceeds max_payload.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import random
@@ -25,7 +24,7 @@ import msgspec
 from bus import messages as m
 from bus.deadline import now
 from bus.endpoint import Context, Endpoint
-from bus.errors import BadRequest, LlmError
+from bus.errors import BadRequest
 from bus.streams import ensure_object_store
 from bus.subjects import PROVIDER_IMAGE
 
@@ -128,28 +127,15 @@ def endpoint(actor) -> Endpoint:
 
 async def serve(actor, request: m.ImageRequest, ctx: Context) -> m.ImageResult:
     check(request.prompt, request.size, request.count)
-    started = now()
-    kind: str | None = m.INTERNAL
-    retry_after, detail = None, ""
-    made: m.ImageResult | None = None
-    try:
+    # the Outcome, and the Usage of a made image (its tokens: the cost actor prices and bills them)
+    with actor.reporting(request, ctx) as call:
         make = getattr(actor, "image", None)
         if make is None:
             raise BadRequest(f"provider {actor.provider} ({actor.config.kind}) does not make images",
                              provider=actor.provider)
         result = await make(request, ctx)
-        result = msgspec.structs.replace(result, latency_ms=round((now() - started) * 1000.0, 3))
+        result = msgspec.structs.replace(result, latency_ms=round((now() - call.started) * 1000.0, 3))
         result = await offload(actor.nc, actor.subjects.bucket("images"), result,
                                getattr(actor, "inline_max_bytes", INLINE_MAX_BYTES),
                                actor.__dict__.setdefault("_image_stores", {}))
-        kind, made = None, result
-        return result
-    except LlmError as exc:
-        kind, retry_after, detail = exc.kind, exc.retry_after_s, exc.message
-        raise
-    except asyncio.CancelledError:
-        kind = m.TIMEOUT if ctx.cancel_reason is None else m.CANCELLED
-        raise
-    finally:
-        # the Outcome, and the Usage of a made image (its tokens: the cost actor prices and bills them)
-        actor._report(request, kind, retry_after, started, made, detail)
+        return call.answered(result)
