@@ -16,6 +16,8 @@ Exported (``llmbus_`` prefix):
 - ``cost_usd_total{provider,tier}``, ``budget_spent_ratio{scope}`` (spent / limit, scope ``user:alice:day``)
 - ``fallback_routes_total{tier,route}``
 - ``quality_score`` (histogram), ``quality_reviews_total{first_pass}`` ("true" | "false")
+- ``usage_dropped_total{provider}``: usage events a provider gave up on (the events stream did not
+  acknowledge them within its outbox's bounds, ``actors/providers/events.py``): calls never billed
 
 One endpoint per process (``serve``): in ``llmbus up`` every actor counts into the same dicts. The
 figures have no root label: one process serves one root in a deployment. ``snapshot()`` is the same
@@ -66,6 +68,7 @@ FALLBACK_ROUTES: dict[tuple[str, str], int] = {}
 QUALITY_SCORE: dict[tuple, Buckets] = {}
 QUALITY_REVIEWS: dict[tuple[str], int] = {}
 BUDGET_RATIO: dict[tuple[str], float] = {}
+USAGE_DROPPED: dict[tuple[str], int] = {}
 
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str, dict]] = {
     "llmbus_asks": ("asks answered, by strategy, tier and outcome (ok or the Failure kind)",
@@ -86,6 +89,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str, dict]] = {
                                QUALITY_REVIEWS),
     "llmbus_budget_spent_ratio": ("a budget's spend over its limit (scope = scope:name:period)", ("scope",), "gauge",
                                   BUDGET_RATIO),
+    "llmbus_usage_dropped": ("usage events a provider gave up on: the events stream did not acknowledge them in time",
+                             ("provider",), "counter", USAGE_DROPPED),
 }
 
 
@@ -151,6 +156,12 @@ def fallback_route(tier: str | None, route: str) -> None:
 def budget(scope: str, spent_usd: float, limit_usd: float) -> None:
     if limit_usd > 0:
         BUDGET_RATIO[(scope,)] = spent_usd / limit_usd
+
+
+def usage_dropped(provider: str, n: int) -> None:
+    """``n`` usage events of ``provider`` that will never reach the ledger."""
+    key = (provider,)
+    USAGE_DROPPED[key] = USAGE_DROPPED.get(key, 0) + n
 
 
 def reset() -> None:
