@@ -63,6 +63,10 @@ def alerts(
     if json_out:
         print_json(AlertList(alerts=found))
         return
+    if not found:
+        out.print("no alerts" + (" firing" if active else "") + (f" in the last {since:g} s" if since else ""),
+                  markup=False)
+        return
     table = Table(title="llmbus alerts" + (" — active" if active else ""))
     for col in ("state", "severity", "rule", "subject", "value", "threshold", "since", "message"):
         table.add_column(col)
@@ -71,8 +75,6 @@ def alerts(
                       f"{a.threshold:g}", iso(a.since), escape(a.message),
                       style=None if a.resolved else ("bold red" if a.severity == "critical" else "yellow"))
     out.print(table)
-    if not found:
-        out.print("no alerts" + (" firing" if active else ""), markup=False)
 
 
 class FailureLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +146,10 @@ def failures(
     report = FailureReport(by=by, counts=group_failures(lines, by), failures=lines[-last:] if last else [])
     if json_out:
         print_json(report)
+        return
+    if not lines:
+        out.print("no failures" + (f" in the last {since:g} s" if since else "")
+                  + " (provider outcomes in the events stream; asks' failures when [record] is on)", markup=False)
         return
     table = Table(title=f"llmbus failures — by {by}")
     table.add_column(by)

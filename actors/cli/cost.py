@@ -113,10 +113,13 @@ def budget_show(
 def _print_budgets(report, *, json_out: bool) -> None:
     if printed_as_json(report, json_out, "cost"):
         return
-    table = Table(title="llmbus budgets")
-    for col in ("scope", "name", "period", "limit USD", "spent USD", "reserved USD", "left USD"):
-        table.add_column(col)
-    for b in report.budgets:
-        table.add_row(b.scope, escape(b.name), b.period, f"{b.limit_usd:.6f}", f"{b.spent_usd:.6f}",
-                      f"{b.reserved_usd:.6f}", f"{b.limit_usd - b.spent_usd - b.reserved_usd:.6f}")
-    out.print(table)
+    if not report.budgets:
+        out.print("no budgets set (llmbus budget set USD --user U | --tier T)", markup=False)
+    else:
+        table = Table(title="llmbus budgets")
+        for col in ("scope", "name", "period", "limit USD", "spent USD", "reserved USD", "left USD"):
+            table.add_column(col)
+        for b in report.budgets:
+            table.add_row(b.scope, escape(b.name), b.period, f"{b.limit_usd:.6f}", f"{b.spent_usd:.6f}",
+                          f"{b.reserved_usd:.6f}", f"{b.limit_usd - b.spent_usd - b.reserved_usd:.6f}")
+        out.print(table)
