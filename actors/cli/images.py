@@ -78,10 +78,14 @@ def image(
                                                for p in result.images],
                                     "metadata": {**result.metadata, "written": written}}))
         return
-    what = "placeholder" if result.placeholder else f"{result.provider}/{result.model}"
     left = result.metadata.get("quota_left")
-    quota = f"; quota {result.quota}: {left} left" if result.quota else ""
-    over = f"; over quota: {result.metadata['over_quota']}" if result.metadata.get("over_quota") else ""
+    if result.placeholder:  # the tier's policy over its quota (a quota of 0: placeholders only)
+        what, quota = "a placeholder", ""
+        over = f" (over quota: {result.metadata['over_quota']})" if result.metadata.get("over_quota") else ""
+    else:
+        what = f"{result.provider}/{result.model}"
+        quota = f"; quota {result.quota}: {left} left" if result.quota else ""
+        over = f"; over quota: {result.metadata['over_quota']}" if result.metadata.get("over_quota") else ""
     where = ", ".join(written) if written else "(not written: give --out FILE.png)"
     err.print(f"{len(result.images)} image(s) {result.size} from {what} in {result.latency_ms:.0f} ms{quota}{over} -> {where}",
               markup=False)
