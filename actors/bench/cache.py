@@ -32,7 +32,6 @@ from contextlib import AsyncExitStack
 import anyio
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from bus import messages as m
 from bus.client import Client
@@ -40,7 +39,7 @@ from bus.deadline import deadline_in
 from bus.rpc import new_id
 from actors.bench.measure import (
     BUDGET_MS, PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, goal,
-    label, measure, over, route_is, show,
+    measure, over, paths_table, route_is,
 )
 from actors.runtime import run_actors
 from actors.settings import CacheSettings
@@ -124,16 +123,12 @@ def goals(result: dict) -> list[dict]:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
-    table = Table(title=f"llmbus bench — cache — {loop}",
-                  caption="one process; provider: cache=\"skip\" → zero (0 ms); hit: answered from the cache "
-                          "actor's memory; hit (disk): memory_mb = 0, a diskcache read in a worker thread; "
-                          "miss: a new prompt each time (lookup, flight lease, zero, store)")
-    for col in ("metric", *PATHS, "hit / provider", "disk hit / provider"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    figures = [flat(result["paths"][p]) for p in PATHS]
-    for k in figures[0]:
-        table.add_row(label(k), *(show(k, f[k]) for f in figures),
-                      f"{result['hit_over_provider'][k]:.2f}×", f"{result['disk_hit_over_provider'][k]:.2f}×")
-    console.print(table)
+    console.print(paths_table(
+        f"llmbus bench — cache — {loop}",
+        "one process; provider: cache=\"skip\" → zero (0 ms); hit: answered from the cache actor's memory; "
+        "hit (disk): memory_mb = 0, a diskcache read in a worker thread; "
+        "miss: a new prompt each time (lookup, flight lease, zero, store)",
+        {p: result["paths"][p] for p in PATHS},
+        {"hit / provider": result["hit_over_provider"], "disk hit / provider": result["disk_hit_over_provider"]}))
     console.print(f"a miss adds {result['miss_minus_provider_p50_ms']:+.3f} ms p50 over the provider path",
                   highlight=False)

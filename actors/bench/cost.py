@@ -24,15 +24,14 @@ from pathlib import Path
 import anyio
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from bus.subjects import COST_BUDGET_SET
 from bus import messages as m
 from bus.client import Client
 from bus.deadline import deadline_in
 from actors.bench.measure import (
-    PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, label, measure,
-    over, route_is, show, wait_for,
+    PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, measure, over,
+    paths_table, route_is, wait_for,
 )
 from actors.runtime import run_actors
 from actors.settings import CacheSettings, CostSettings
@@ -98,14 +97,9 @@ def goals(result: dict) -> list[dict]:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
-    table = Table(title=f"llmbus bench — cost — {loop}",
-                  caption="one process; no budget: priced, no round trip; budget: Reserve round trip + Commit publish")
-    for col in ("metric", *PATHS, "budget / no budget"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    free, budget = flat(result["paths"]["no budget"]), flat(result["paths"]["budget"])
-    for k in free:
-        table.add_row(label(k), show(k, free[k]), show(k, budget[k]),
-                      f"{result['budget_over_free'][k]:.2f}×")
-    console.print(table)
+    console.print(paths_table(
+        f"llmbus bench — cost — {loop}",
+        "one process; no budget: priced, no round trip; budget: Reserve round trip + Commit publish",
+        {p: result["paths"][p] for p in PATHS}, {"budget / no budget": result["budget_over_free"]}))
     console.print(f"a budget adds {result['budget_minus_free_p50_ms']:+.3f} ms at p50 (one Reserve round trip)",
                   highlight=False)

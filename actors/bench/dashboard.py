@@ -27,11 +27,10 @@ from contextlib import AsyncExitStack
 import anyio
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from actors.bench.measure import (
-    PROMPT, Plan, Progress, bench_settings, client_send, drop_jetstream, failed_asks, flat, label, measure, over,
-    route_is, show, spread, wait_for,
+    PROMPT, Plan, Progress, bench_settings, client_send, drop_jetstream, failed_asks, flat, measure, over,
+    paths_table, route_is, spread, wait_for,
 )
 from actors.gateway.dashboard import Dashboard
 from actors.runtime import run_actors
@@ -125,16 +124,12 @@ def goals(result: dict) -> list[dict]:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
-    table = Table(title=f"llmbus bench — dashboard — {loop}",
-                  caption="one process, three roots (router + zero mock each); watched: one SSE viewer, "
-                          "so the dashboard receives every ask and its answer")
-    for col in ("metric", *PATHS, "idle / none", "watched / none"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    figures = [flat(result["paths"][p]) for p in PATHS]
-    for k in figures[0]:
-        table.add_row(label(k), *(show(k, f[k]) for f in figures),
-                      f"{result['idle_over_none'][k]:.2f}×", f"{result['watched_over_none'][k]:.2f}×")
-    console.print(table)
+    console.print(paths_table(
+        f"llmbus bench — dashboard — {loop}",
+        "one process, three roots (router + zero mock each); watched: one SSE viewer, "
+        "so the dashboard receives every ask and its answer",
+        {p: result["paths"][p] for p in PATHS},
+        {"idle / none": result["idle_over_none"], "watched / none": result["watched_over_none"]}))
     console.print(f"the watched dashboard counted {result['watched_counted']:,} asks", highlight=False)
     push = result["push_ms"]
     console.print(f"a breaker change (health KV) → the dashboard's SSE frame: p50 {push['p50_ms']:.2f} ms, "

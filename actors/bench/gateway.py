@@ -36,13 +36,12 @@ from contextlib import AsyncExitStack
 import anyio
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 from bus import messages as m
 from bus.client import Client
 from bus.connection import connect
 from actors.bench.measure import (
-    PROMPT, Plan, Progress, Send, client_send, drop_jetstream, failed_asks, flat, goal, label, measure, over, show,
+    PROMPT, Plan, Progress, Send, client_send, drop_jetstream, failed_asks, flat, goal, measure, over, paths_table,
     spawn, throughput, wait_ready,
 )
 
@@ -171,15 +170,11 @@ def goals(result: dict) -> list[dict]:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
-    table = Table(title=f"llmbus bench — gateway — {loop}",
-                  caption="server process: router + zero mock + the HTTP front ends; client: this process "
-                          "(Client.send for bus, a raw keep-alive HTTP/1.1 loader for the others)")
-    for col in ("metric", *PATHS, *(f"{p} / bus" for p in HTTP_PATHS)):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    figures = {p: flat(result["paths"][p]) for p in PATHS}
-    for k in figures["bus"]:
-        table.add_row(label(k), *(show(k, figures[p][k]) for p in PATHS),
-                      *(f"{result['over_bus'][p][k]:.2f}×" for p in HTTP_PATHS))
+    table = paths_table(
+        f"llmbus bench — gateway — {loop}",
+        "server process: router + zero mock + the HTTP front ends; client: this process "
+        "(Client.send for bus, a raw keep-alive HTTP/1.1 loader for the others)",
+        {p: result["paths"][p] for p in PATHS}, {f"{p} / bus": result["over_bus"][p] for p in HTTP_PATHS})
     cpu = {p: result["paths"][p].get("cpu_us_per_ask") for p in PATHS}
     if all(cpu.values()):
         for key, name in (("server", "server CPU µs/ask"), ("client", "client CPU µs/ask"),

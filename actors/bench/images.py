@@ -27,11 +27,12 @@ from pathlib import Path
 
 import anyio
 from rich.console import Console
-from rich.table import Table
 
 from bus.client import Client
 from bus.errors import LlmError
-from actors.bench.measure import Plan, Progress, Send, bench_settings, drop_jetstream, failed_asks, flat, label, measure, over, show
+from actors.bench.measure import (
+    Plan, Progress, Send, bench_settings, drop_jetstream, failed_asks, flat, measure, over, paths_table,
+)
 from actors.routing_settings import QuotaSettings, TierSettings
 from actors.runtime import run_actors
 from actors.settings import CacheSettings, CostSettings, ImagesSettings, ProviderSettings
@@ -109,14 +110,10 @@ def goals(result: dict) -> list[dict]:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
-    table = Table(title=f"llmbus bench — images — {loop}",
-                  caption="one process; Client.image + image_bytes; 256×256 PNG unless said; quota: QuotaReserve + QuotaCommit")
-    for col in ("metric", *PATHS, "store / inline", "quota / inline"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    figs = {p: flat(result["paths"][p]) for p in PATHS}
-    for k in figs["inline"]:
-        table.add_row(label(k), *(show(k, figs[p][k]) for p in PATHS),
-                      f"{result['store_over_inline'][k]:.2f}×", f"{result['quota_over_inline'][k]:.2f}×")
-    console.print(table)
+    console.print(paths_table(
+        f"llmbus bench — images — {loop}",
+        "one process; Client.image + image_bytes; 256×256 PNG unless said; quota: QuotaReserve + QuotaCommit",
+        {p: result["paths"][p] for p in PATHS},
+        {"store / inline": result["store_over_inline"], "quota / inline": result["quota_over_inline"]}))
     console.print(f"the object store adds {result['store_minus_inline_p50_ms']:+.3f} ms at p50 (put + get); "
                   f"a quota reservation adds {result['quota_minus_inline_p50_ms']:+.3f} ms", highlight=False)

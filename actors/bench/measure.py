@@ -5,9 +5,9 @@ A section prepares its paths as ``Send`` callables (one ask each, True when answ
 and hands them to ``measure``: sequential p50/p99 with the paths taking turns ask by ask, then
 throughput at each concurrency with the paths taking turns round by round, so drift on a shared
 machine hits them alike. ``goal`` is the one shape of a goal check; ``flat``, ``over``, ``label``
-and ``show`` are the one way to name, compare and print figures. The bench's own stack (the
-``zero`` and ``fail`` mock providers of ``CONFIG``) is built by ``bench_settings`` under a
-section's root, and ``drop_jetstream`` deletes that root's streams afterwards, so loops and
+and ``show`` are the one way to name, compare and print figures, and ``paths_table`` the one table
+of paths side by side. The bench's own stack (the ``zero`` and ``fail`` mock providers of
+``CONFIG``) is built by ``bench_settings`` under a section's root, and ``drop_jetstream`` deletes that root's streams afterwards, so loops and
 repeated runs start from scratch. ``spawn`` / ``wait_ready`` run a role in its own process.
 """
 
@@ -27,6 +27,7 @@ import anyio
 import msgspec
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from rich.table import Table
 
 from bus import messages as m
 from bus.client import Client
@@ -164,6 +165,18 @@ def label(k: str) -> str:
 
 def show(k: str, v: float) -> str:
     return f"{v:,.0f}" if k.startswith("asks") else f"{v:.3f}"
+
+
+def paths_table(title: str, caption: str, paths: dict[str, dict], ratios: dict[str, dict[str, float]]) -> Table:
+    """The table of a section that compares paths: a row per flat figure, a column per path (its
+    ``measure`` figures), then a column per ratio (its name -> the flat ratios, shown ``1.23×``)."""
+    table = Table(title=title, caption=caption)
+    for col in ("metric", *paths, *ratios):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    figures = [flat(f) for f in paths.values()]
+    for k in figures[0]:
+        table.add_row(label(k), *(show(k, f[k]) for f in figures), *(f"{r[k]:.2f}×" for r in ratios.values()))
+    return table
 
 
 def goal(name: str, value: float, limit: float, op: str, unit: str) -> dict:

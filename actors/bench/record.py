@@ -30,13 +30,14 @@ from contextlib import AsyncExitStack
 
 import anyio
 from rich.console import Console
-from rich.table import Table
 
 from bus import endpoint
 from bus import messages as m
 from bus.client import Client
-from actors.bench.measure import (PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream,
-                                  failed_asks, flat, goal, label, measure, over, route_is, show)
+from actors.bench.measure import (
+    PROMPT, Plan, Progress, Send, bench_settings, client_send, drop_jetstream, failed_asks, flat, goal, measure,
+    over, paths_table, route_is,
+)
 from actors.runtime import run_actors
 from actors.settings import CacheSettings, HealthSettings, RecordSettings
 from actors.stack import build_actors
@@ -158,16 +159,11 @@ def goals(result: dict) -> list[dict]:
 
 
 def report(loop: str, result: dict, console: Console) -> None:
-    table = Table(title=f"llmbus bench — record — {loop}",
-                  caption="one process; all: every request and reply stored in <ROOT>_RECORD (file, no_ack)")
-    for col in ("metric", *PATHS, "single all/off", "failover all/off", "single errors/off", "failover errors/off"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    figs = {p: flat(result["paths"][p]) for p in PATHS}
-    for k in figs[PATHS[0]]:
-        table.add_row(label(k), *(show(k, figs[p][k]) for p in PATHS),
-                      f"{result['all_over_off']['single'][k]:.2f}×", f"{result['all_over_off']['failover'][k]:.2f}×",
-                      f"{result['errors_over_off']['single'][k]:.2f}×", f"{result['errors_over_off']['failover'][k]:.2f}×")
-    console.print(table)
+    console.print(paths_table(
+        f"llmbus bench — record — {loop}",
+        "one process; all: every request and reply stored in <ROOT>_RECORD (file, no_ack)",
+        {p: result["paths"][p] for p in PATHS},
+        {f"{k} {mode}/off": result[f"{mode}_over_off"][k] for mode in ("all", "errors") for k in ("single", "failover")}))
     tr, rp = result.get("trace") or {}, result.get("replay") or {}
     if tr:
         console.print(f"llmbus trace of one ask among {tr['asks_recorded']:,} recorded: {tr['process_best_ms']} ms best, "
