@@ -122,7 +122,7 @@ class Gateway:
                     return self._too_large()
                 chunks.append(chunk)
         except ClientDisconnect:  # gone before its body was in: nobody reads the reply
-            return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
+            return errors.gone()
         return b"".join(chunks)
 
     async def accept(self, request: Request, decode: Callable[[bytes], T]) -> tuple[Principal, T] | Response:
@@ -180,6 +180,16 @@ class Gateway:
             state["done"] = True
             timer.cancel()
 
+    async def answer(self, request: Request, ask: m.Ask) -> m.Answer | Response:
+        """``ask`` sent and its Answer awaited — or the response to give instead: 499 when the client
+        left first, a Failure's error response."""
+        reply = await self.until_disconnect(request, self.client.send(ask, deadline=deadline_in(ask.budget_ms)))
+        if reply is _GONE:
+            return errors.gone()
+        if type(reply) is m.Failure:
+            return errors.failure_response(reply, ask.id)
+        return reply
+
     # --- handlers ---------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
         got = await self.accept(request, chat.decode_chat)
@@ -204,11 +214,9 @@ class Gateway:
         structured = ask.schema is not None
         if req.stream:
             return await self._stream_chat(request, req, ask, structured)
-        reply = await self.until_disconnect(request, self.client.send(ask, deadline=deadline_in(ask.budget_ms)))
-        if reply is _GONE:
-            return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
-        if type(reply) is m.Failure:
-            return errors.failure_response(reply, ask.id)
+        reply = await self.answer(request, ask)
+        if isinstance(reply, Response):
+            return reply
         return json_response(chat.completion(reply, req.model, structured))
 
     async def _stream_chat(self, request: Request, req: chat.ChatRequest, ask: m.Ask, structured: bool) -> Response:
@@ -222,7 +230,7 @@ class Gateway:
         while True:
             item = await self.until_disconnect(request, anext(stream))
             if item is _GONE:
-                return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
+                return errors.gone()
             if type(item) is m.Failure:
                 await stream.aclose()
                 return errors.failure_response(item, ask.id)
@@ -287,11 +295,9 @@ class Gateway:
         if ask.budget_ms is None or ask.budget_ms <= 0:
             return errors.bad_request("budget_ms must be above 0", param="budget_ms")
         if request.query_params.get("wait") in ("1", "true"):
-            reply = await self.until_disconnect(request, self.client.send(ask, deadline=deadline_in(ask.budget_ms)))
-            if reply is _GONE:
-                return errors.error(499, "the client disconnected", "cancelled", m.CANCELLED)
-            if type(reply) is m.Failure:
-                return errors.failure_response(reply, ask.id)
+            reply = await self.answer(request, ask)
+            if isinstance(reply, Response):
+                return reply
             return Response(msgspec.json.encode(reply), media_type="application/json")
         started = self.asks.start(ask, who.key_id)
         if type(started) is m.Failure:

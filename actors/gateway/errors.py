@@ -89,6 +89,11 @@ def bad_request(message: str, *, param: str | None = None, code: str = m.BAD_REQ
     return error(400, message, "invalid_request_error", code, param=param)
 
 
+def gone() -> Response:
+    """499: the client disconnected before its reply (nobody reads this one)."""
+    return error(499, "the client disconnected", "cancelled", m.CANCELLED)
+
+
 def kind_of(failure: m.Failure) -> str:
     """The kind the status is chosen by: ``all_failed`` where every route was rate-limited (each
     step ``rate_limited``, or skipped as ``breaker_open``) is ``rate_limited``: a 429 the client
