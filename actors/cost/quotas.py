@@ -61,6 +61,14 @@ def _unlapsed(use: QuotaUse, at: float) -> QuotaUse:
     return QuotaUse(used=use.used, holds={c: h for c, h in use.holds.items() if h.expires_at > at}, done=list(use.done))
 
 
+def _check_names(req: m.QuotaReserve | m.QuotaCommit) -> None:
+    """BadRequest unless the call id is a label and the tier and the quota are tokens."""
+    for value, what, kind in ((req.call_id, "call_id", "label"), (req.tier, "tier", "token"),
+                              (req.quota, "quota", "token")):
+        if bad := names.problem(value, what, kind):
+            raise BadRequest(bad)
+
+
 def stamp_of(period: str, at: float) -> str:
     day = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
     return day if period == "day" else day[:7]
@@ -102,10 +110,7 @@ class Quotas:
 
     # --- endpoints ----------------------------------------------------------------------------
     async def reserve(self, req: m.QuotaReserve, ctx: Context) -> m.QuotaGranted:
-        for value, what, kind in ((req.call_id, "call_id", "label"), (req.tier, "tier", "token"),
-                                  (req.quota, "quota", "token")):
-            if bad := names.problem(value, what, kind):
-                raise BadRequest(bad)
+        _check_names(req)
         if not 1 <= req.count <= 1000:
             raise BadRequest(f"a quota reservation counts 1 to 1000 units (got {req.count})")
         q = self._setting(req.tier, req.quota)
@@ -131,10 +136,7 @@ class Quotas:
         return result
 
     async def commit(self, req: m.QuotaCommit, ctx: Context) -> m.QuotaGranted:
-        for value, what, kind in ((req.call_id, "call_id", "label"), (req.tier, "tier", "token"),
-                                  (req.quota, "quota", "token")):
-            if bad := names.problem(value, what, kind):
-                raise BadRequest(bad)
+        _check_names(req)
         q = self._setting(req.tier, req.quota)
         if q is None:
             return m.QuotaGranted(call_id=req.call_id)
