@@ -102,9 +102,10 @@ EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 EVENTS_MAX_BYTES = 1 << 30
 
 
-async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: float, max_bytes: int) -> None:
+async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: float, max_bytes: int,
+                        no_ack: bool = True) -> None:
     """Create (or update) a stream of the root: file storage, oldest dropped first, replicas of the
-    connection (``replicas_of``), and ``no_ack``
+    connection (``replicas_of``), and ``no_ack`` unless told
     (a stream that captures request subjects would otherwise answer every request with a PubAck)."""
     config = StreamConfig(
         name=name,
@@ -114,7 +115,7 @@ async def ensure_stream(nc: NATS, name: str, subjects: list[str], *, max_age_s: 
         discard=DiscardPolicy.OLD,
         max_age=max_age_s,
         max_bytes=max_bytes,
-        no_ack=True,
+        no_ack=no_ack,
         num_replicas=replicas_of(nc),
     )
     js = nc.jetstream()
@@ -150,9 +151,11 @@ def replicas_of(nc: NATS) -> int:
 
 
 async def ensure_events_stream(nc: NATS, subjects: Subjects) -> None:
-    """The stream that keeps ``<root>.events.>`` (outcomes, usage)."""
+    """The stream that keeps ``<root>.events.>`` (outcomes, usage). Not ``no_ack``: it answers a
+    publish that carries a reply subject with its PubAck (providers publish usage so, and send it
+    again until acknowledged: ``actors/providers/events.py``); plain publishes get no answer."""
     await ensure_stream(nc, subjects.events_stream, [subjects.events],
-                        max_age_s=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES)
+                        max_age_s=EVENTS_MAX_AGE_S, max_bytes=EVENTS_MAX_BYTES, no_ack=False)
 
 
 async def ensure_record_stream(nc: NATS, subjects: Subjects, *, max_age_s: float, max_bytes: int,

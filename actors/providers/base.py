@@ -6,8 +6,9 @@ deltas (``str``) ending with the final ``Completion``; the default streams the w
 delta. The base class serves both in queue group ``provider.<name>`` so copies share the load, and
 publishes the facts other actors consume: one ``Outcome`` per call on
 ``<root>.events.outcome.<name>`` (health) and one ``Usage`` per answered call on
-``<root>.events.usage.<name>`` (cost). Events are plain publishes, sent in batches every few
-milliseconds (``events.py``); the events stream keeps them.
+``<root>.events.usage.<name>`` (cost). Events are sent in batches every few milliseconds
+(``events.py``); the events stream keeps them. Outcomes are plain publishes; usage is published
+with a JetStream acknowledgement and sent again until the stream has it (it bills).
 A failed call's Outcome carries the failure's message as ``detail`` (cut to ``DETAIL_MAX``; adapters
 have already cut their key out of it), which health shows when the provider is misconfigured.
 """
@@ -72,12 +73,13 @@ class ProviderActor(Actor):
         return [self.events.run]
 
     async def teardown(self) -> None:
-        await self.events.flush()  # after the last handler: nothing more will be added
+        await self.events.flush(self.stop_grace_s)  # after the last handler: nothing more will be added
 
     async def setup(self) -> None:
         try:
             await ensure_events_stream(self.nc, self.subjects)
         except Exception as exc:  # no JetStream here: events still flow, nothing keeps them
+            self.events.outbox.acked = False  # nothing would acknowledge usage: plain publishes
             self.log.warning("events_stream_unavailable", error=str(exc) or type(exc).__name__)
 
     def endpoints(self) -> list[Endpoint]:
