@@ -12,25 +12,28 @@ stdout). Only ``ask`` may run on a private stack, and says so on stderr.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 from urllib.parse import urlparse
 
 import anyio
 import msgspec
 import structlog
-import typer
 from rich.console import Console
 
 from actors import settings as settings_mod
 from bus import messages as m
 from bus.errors import ConfigError, LlmError
 from bus.subjects import Service
+
+if TYPE_CHECKING:
+    import typer
 
 
 def _console(stream) -> Console:
@@ -45,20 +48,50 @@ out = err  # tables and reports are for a person: stderr (programs read --json o
 
 def group(**kwargs: Any) -> typer.Typer:
     """A command group: plain help (no rich markup, so ``[providers.<name>]`` stays), ``-h`` too."""
+    import typer
+
     return typer.Typer(rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                        **kwargs)
 
 
 # Each option is declared once. --config, --nats-url and -v are options of `llmbus` itself (before the
-# command); the commands that took them after their name still do, through the same alias.
-ConfigOpt = Annotated[Optional[Path], typer.Option(
-    "--config", "-c", help="config TOML (default: $LLMBUS_CONFIG or config/llmbus.toml)")]
-UrlOpt = Annotated[Optional[str], typer.Option(
-    "--nats-url", help="NATS server URL (default: $LLMBUS_NATS_URL, bus.nats_url, else nats://bus.host:bus.port)")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the reply as JSON on stdout (for programs)")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
-UvloopOpt = Annotated[bool, typer.Option("--uvloop/--no-uvloop", help="run on uvloop (if installed)")]
+# command); the commands that took them after their name still do, through the same alias. They are
+# made at first use (``__getattr__`` below): ``llmbus trace`` reads its options without typer, whose
+# import (~15 ms here) it does not pay.
+def _typer_options() -> dict[str, Any]:
+    import typer
+
+    def auth(flag: str):
+        return Annotated[Optional[str], typer.Option(flag, help=AUTH_FLAGS[flag][1])]
+
+    made = {
+        "ConfigOpt": Annotated[Optional[Path], typer.Option(
+            "--config", "-c", help="config TOML (default: $LLMBUS_CONFIG or config/llmbus.toml)")],
+        "UrlOpt": Annotated[Optional[str], typer.Option(
+            "--nats-url", help="NATS server URL (default: $LLMBUS_NATS_URL, bus.nats_url, else nats://bus.host:bus.port)")],
+        "VerboseOpt": Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")],
+        "JsonOpt": Annotated[bool, typer.Option("--json", help="print the reply as JSON on stdout (for programs)")],
+        "YesOpt": Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")],
+        "UvloopOpt": Annotated[bool, typer.Option("--uvloop/--no-uvloop", help="run on uvloop (if installed)")],
+    }
+    made.update(zip(AUTH_OPTS, map(auth, AUTH_FLAGS)))
+    return made
+
+
+def __getattr__(name: str) -> Any:
+    """``ConfigOpt``, ``JsonOpt``, ``CredsOpt`` …: the typer option types, made at first use."""
+    if name in OPTION_TYPES:
+        globals().update(_typer_options())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def typer_exit(code: int) -> typer.Exit:
+    """``typer.Exit(code)``, typer imported only then."""
+    import typer
+
+    return typer.Exit(code)
+
 
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
@@ -78,11 +111,8 @@ AUTH_FLAGS = {
 }
 
 
-def _auth_opt(flag: str):
-    return Annotated[Optional[str], typer.Option(flag, help=AUTH_FLAGS[flag][1])]
-
-
-CredsOpt, NkeyOpt, TokenEnvOpt, NatsUserOpt, PasswordEnvOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt = map(_auth_opt, AUTH_FLAGS)
+AUTH_OPTS = ("CredsOpt", "NkeyOpt", "TokenEnvOpt", "NatsUserOpt", "PasswordEnvOpt", "TlsCaOpt", "TlsCertOpt", "TlsKeyOpt")
+OPTION_TYPES = frozenset({"ConfigOpt", "UrlOpt", "VerboseOpt", "JsonOpt", "YesOpt", "UvloopOpt", *AUTH_OPTS})
 
 
 def auth_first(argv: list[str]) -> list[str]:
@@ -129,7 +159,7 @@ class Options:
             settings = settings_mod.load(self.config, check=check)
         except ConfigError as exc:
             err.print(f"config error: {exc}", markup=False)
-            raise typer.Exit(2) from None
+            raise typer_exit(2) from None
         if self.nats_url:
             bus = msgspec.structs.replace(settings.bus, nats_url=self.nats_url)
             settings = msgspec.structs.replace(settings, bus=bus)
@@ -145,12 +175,12 @@ class Options:
             settings.bus.connect_options()  # a named variable that is not set: say so now
         except ConfigError as exc:
             err.print(f"config error: {exc}", markup=False)
-            raise typer.Exit(2) from None
+            raise typer_exit(2) from None
         if settings.bus.nats_url and (problem := url_problem(settings.bus.nats_url)):
             from bus.connection import redact
 
             err.print(f"{url_origin(self)} {redact(settings.bus.nats_url)!r}: {problem}", markup=False)
-            raise typer.Exit(2)
+            raise typer_exit(2)
         return settings
 
 
@@ -224,17 +254,18 @@ class NoFleet(Exception):
                          "with `llmbus up`, or point --nats-url / $LLMBUS_NATS_URL at a running one")
 
 
-async def with_client(settings: settings_mod.Settings, work, *, private: bool = False):
+async def with_client(settings: settings_mod.Settings, work, *, private: bool = False, plain: bool = False):
     """Run ``work(client)`` against the fleet at ``settings.bus.url``; raise NoFleet when nothing
     answers there. With ``private`` (``ask`` only), no URL given and nothing answering at the default
-    one, run it on a private embedded stack instead, and say so on stderr."""
+    one, run it on a private embedded stack instead, and say so on stderr. ``plain``: run by
+    ``asyncio.run``, no anyio cancel scope around it (see ``on_fleet``)."""
     from bus.client import Client
     from bus.connection import ConnectAuthError
     from bus.server import url_greets
 
     url = settings.bus.url
     auth = settings.bus.connect_options()
-    if not await anyio.to_thread.run_sync(url_greets, url):
+    if not await asyncio.to_thread(url_greets, url):  # not anyio's: its start costs ~25 ms (``plain``)
         if not (private and not settings.bus.nats_url):
             raise NoFleet(url)
         from actors.stack import embedded
@@ -253,25 +284,33 @@ async def with_client(settings: settings_mod.Settings, work, *, private: bool = 
     try:
         return await work(client)
     finally:
-        with anyio.CancelScope(shield=True):
+        if plain:  # nothing cancels it again while it closes (asyncio's cancellation is edge-triggered)
             await client.__aexit__(None, None, None)
+        else:
+            with anyio.CancelScope(shield=True):
+                await client.__aexit__(None, None, None)
 
 
-def on_fleet(settings: settings_mod.Settings, work, *, json_out: bool = False, private: bool = False):
+def on_fleet(settings: settings_mod.Settings, work, *, json_out: bool = False, private: bool = False,
+             plain: bool = False):
     """``work(client)`` on the fleet, from synchronous code: its result, or (nothing reachable) one
-    line on stderr — a Failure on stdout with ``--json`` — and exit 1."""
+    line on stderr — a Failure on stdout with ``--json`` — and exit 1. ``plain``: on ``asyncio.run``
+    instead of ``anyio.run``, for a ``work`` that uses no anyio (``trace``: anyio's start, ~25 ms
+    here, is a tenth of the command)."""
     try:
+        if plain:
+            return asyncio.run(with_client(settings, work, private=private, plain=True))
         return run_async(lambda: with_client(settings, work, private=private))
     except ConfigError as exc:  # a bad URL (BadUrl) or TLS, creds or nkey file
         err.print(f"config error: {exc}", markup=False)
-        raise typer.Exit(2) from None
+        raise typer_exit(2) from None
     except NoFleet as exc:
         failure = exc.failure()
         if json_out:
             print_json(failure)
         else:
             err.print(f"{failure.kind}: {failure.message}", markup=False)
-        raise typer.Exit(1) from None
+        raise typer_exit(1) from None
 
 
 def service(row: Service, request: msgspec.Struct, *, budget_ms: int = 2_000, **names: str):
@@ -342,7 +381,7 @@ def printed_as_json(report, json_out: bool, actor: str) -> bool:
         if not json_out:
             hint = f"is the {actor} actor running? `llmbus up` runs it" if report.kind == m.UNAVAILABLE else ""
             print_failure(report, hint)
-        raise typer.Exit(exit_code(report))
+        raise typer_exit(exit_code(report))
     return json_out
 
 
@@ -352,9 +391,11 @@ def confirm(question: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         err.print(f"{question} — refusing without --yes (stdin is not a terminal)", markup=False)
-        raise typer.Exit(1)
+        raise typer_exit(1)
+    import typer
+
     if not typer.confirm(question, default=False, err=True):
-        raise typer.Exit(1)
+        raise typer_exit(1)
 
 
 def human_bytes(n: float) -> str:

@@ -4,7 +4,7 @@ Start-up time is a goal for ``trace`` (issue 17: one ask's trace < 300 ms, proce
 typer 0.29 coerces every parameter through a pydantic ``TypeAdapter`` (pydantic's import alone is
 ~130 ms here), and ``actors.cli.main`` imports every command group. So a plain ``trace`` line —
 ``llmbus [--config X] [--nats-url U] trace ASK_ID [--json] [--since S]``, the shared options before
-or after the command — is read here and run by the same code (``actors.cli.trace.show_trace``),
+or after the command — is read here and run by the same code (``actors.cli.trace_tree.show_trace``),
 with the settings' cross-table checks skipped (they import every strategy; a reader of the
 recording needs the bus settings only). Any other option (auth flags, ``-h``, ``-v`` …) and every
 other command go to typer unchanged.
@@ -80,18 +80,19 @@ def main() -> None:
         full()
         return
     _without_rich_tracebacks()
-    import typer
-
     from actors.cli.common import Options
-    from actors.cli.trace import show_trace
+    from actors.cli.trace_tree import show_trace
 
     opts = Options(config=Path(got["config"]) if got["config"] else None, nats_url=got["nats_url"])
     code = 0
     try:
         opts.log()
         show_trace(opts.settings(check=False), got["ask_id"], got["since"], got["json_out"])
-    except typer.Exit as done:
-        code = done.exit_code
+    except Exception as exc:
+        typer = sys.modules.get("typer")  # a typer.Exit: typer was imported to raise it
+        if typer is None or not isinstance(exc, typer.Exit):
+            raise
+        code = exc.exit_code
     # The connection is closed and the output written: skip the interpreter's teardown of every
     # module (~30 ms here), as a process exit would after it.
     sys.stdout.flush()

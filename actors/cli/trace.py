@@ -9,48 +9,14 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 from rich.table import Table
-from rich.tree import Tree
 
-from actors.cli.common import (ConfigOpt, JsonOpt, UrlOpt, group, iso, load_settings, on_fleet, out, print_json,
-                               write_out)
+from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, group, iso, load_settings, on_fleet, out, print_json, write_out
+from actors.cli.trace_tree import render, show_trace  # noqa: F401 — render: the gateway's dashboard draws it too
 from bus.subjects import Subjects
 
 app = group()
 
 SinceOpt = Annotated[Optional[float], typer.Option("--since", help="only the last this many seconds of the recording")]
-
-
-def _ms(seconds: float | None) -> str:
-    return "—" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def _style(outcome: str) -> str:
-    return "green" if outcome.startswith("ok") or outcome == "sent" else "red"
-
-
-def render(tr) -> Tree:
-    t0 = tr.start
-    ask = tr.ask
-    head = f"ask [bold]{escape(tr.ask_id)}[/]"
-    if ask is not None:
-        head += f"  +0.0 ms  {_ms(ask.duration_s)}  [{_style(ask.outcome())}]{escape(ask.outcome())}[/]"
-    tree = Tree(head)
-    groups: dict[str, Tree] = {}
-    for c in tr.calls:
-        if c is ask:
-            continue
-        label = {"provider": "provider calls", "cache": "cache", "cost": "cost", "health": "health",
-                 "supervisor": "supervisor"}.get(c.kind, c.kind)
-        node = groups.get(label) or groups.setdefault(label, tree.add(f"[bold]{label}[/]"))
-        node.add(f"{escape(c.name)}  +{(c.at - t0) * 1000:.1f} ms  {_ms(c.duration_s)}  "
-                 f"[{_style(c.outcome())}]{escape(c.outcome())}[/]")
-    if tr.events:
-        ev = tree.add("[bold]events[/] (health, usage, experiments)")
-        for e in tr.events:
-            body = e.body()
-            kind = body.get("type") if isinstance(body, dict) else "?"
-            ev.add(f"{escape(e.subject)}  +{(e.at - t0) * 1000:.1f} ms  {escape(str(kind))}")
-    return tree
 
 
 @app.command("trace")
@@ -65,26 +31,6 @@ def trace_cmd(
     """An ask's messages as a tree: router, cache, cost, each provider call, events — each with its
     start offset, duration and outcome. Read from the recording: works after every actor restarted."""
     show_trace(load_settings(ctx, config, nats_url), ask_id, since, json_out)
-
-
-def show_trace(settings, ask_id: str, since: float | None, json_out: bool) -> None:
-    """``llmbus trace`` once its options are read (also by ``actors.cli.quick``, without typer)."""
-    from actors import recording
-
-    subjects = Subjects(settings.bus.root)
-
-    async def work(client):
-        return await recording.trace(client.nc, subjects, ask_id, since_s=since)
-
-    tr = on_fleet(settings, work, json_out=json_out)
-    if not tr.calls and not tr.events:
-        out.print(f"no recording of ask {ask_id} under root {settings.bus.root} "
-                  "(is [record] sampling = \"all\"? has it aged out?)", markup=False)
-        raise typer.Exit(1)
-    if json_out:
-        print_json(tr.as_json())
-        return
-    out.print(render(tr))
 
 
 @app.command("asks")
