@@ -22,6 +22,7 @@ from bus import messages as m
 from bus.streams import delete_root, ensure_events_stream
 from bus.subjects import Subjects
 from tests.helpers import wait_until
+from tests.test_cost import pricing_file  # noqa: F401 — the fixture
 
 TOML = """
 [router]
@@ -37,10 +38,16 @@ pricing = "{pricing}"
 
 
 @pytest.fixture
-def pricing_file(tmp_path):
-    path = tmp_path / "pricing.toml"
-    path.write_text('[mock."m-1"]\ninput = 1.0\noutput = 2.0\ntaken = "2026-11-25"\nsource = "test"\n')
-    return str(path)
+async def events(nats_url, root):
+    """A connection and the subjects of a root whose events stream exists (deleted afterwards)."""
+    subjects = Subjects(root)
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_events_stream(nc, subjects)
+        yield nc, subjects
+    finally:
+        await delete_root(nc, root)
+        await nc.close()
 
 
 @asynccontextmanager
@@ -90,92 +97,68 @@ async def test_usage_published_while_the_events_stream_is_away_reaches_the_ledge
 
 @pytest.mark.anyio
 @pytest.mark.timeout(20)
-async def test_the_outbox_drops_beyond_its_age_and_counts_it(nats_url, root):
-    subjects = Subjects(root)
-    nc = await nats.connect(nats_url)
+async def test_the_outbox_drops_beyond_its_age_and_counts_it(events, root):
+    nc, subjects = events
     t = [0.0]
     outbox = UsageOutbox(subjects.usage("p"), provider=f"p-{root}", max_age_s=60.0, clock=lambda: t[0])
-    try:
-        await ensure_events_stream(nc, subjects)
-        async with away(nc, subjects):
-            outbox.put([usage(0), usage(1)])
-            assert not await outbox.send(nc)  # no stream: kept
-            t[0] = 30.0
-            outbox.put([usage(2)])
-            assert not await outbox.send(nc)
-            assert len(outbox) == 3 and outbox.dropped == 0
-            t[0] = 61.0  # the first batch is older than the outbox keeps
-            assert not await outbox.send(nc)
-            assert len(outbox) == 1 and outbox.dropped == 2
-            assert metrics.USAGE_DROPPED[(f"p-{root}",)] == 2
-        assert await outbox.send(nc)
-        assert len(outbox) == 0 and outbox.sent == 1 and await stored(nc, subjects) == 1
-    finally:
-        await delete_root(nc, root)
-        await nc.close()
+    async with away(nc, subjects):
+        outbox.put([usage(0), usage(1)])
+        assert not await outbox.send(nc)  # no stream: kept
+        t[0] = 30.0
+        outbox.put([usage(2)])
+        assert not await outbox.send(nc)
+        assert len(outbox) == 3 and outbox.dropped == 0
+        t[0] = 61.0  # the first batch is older than the outbox keeps
+        assert not await outbox.send(nc)
+        assert len(outbox) == 1 and outbox.dropped == 2
+        assert metrics.USAGE_DROPPED[(f"p-{root}",)] == 2
+    assert await outbox.send(nc)
+    assert len(outbox) == 0 and outbox.sent == 1 and await stored(nc, subjects) == 1
 
 
 @pytest.mark.anyio
 @pytest.mark.timeout(20)
-async def test_the_outbox_drops_beyond_its_bytes(nats_url, root):
-    subjects = Subjects(root)
-    nc = await nats.connect(nats_url)
+async def test_the_outbox_drops_beyond_its_bytes(events, root):
+    nc, subjects = events
     one = len(codec.encode(usage(0)))
     outbox = UsageOutbox(subjects.usage("p"), provider=f"p-{root}", max_items=1, max_bytes=3 * one)
-    try:
-        await ensure_events_stream(nc, subjects)
-        async with away(nc, subjects):
-            outbox.put([usage(i) for i in range(5)])  # batches of one event each
-            assert not await outbox.send(nc)
-            assert len(outbox) == 3 and outbox.dropped == 2  # the oldest went
-        assert await outbox.send(nc)
-        assert await stored(nc, subjects) == 3
-    finally:
-        await delete_root(nc, root)
-        await nc.close()
+    async with away(nc, subjects):
+        outbox.put([usage(i) for i in range(5)])  # batches of one event each
+        assert not await outbox.send(nc)
+        assert len(outbox) == 3 and outbox.dropped == 2  # the oldest went
+    assert await outbox.send(nc)
+    assert await stored(nc, subjects) == 3
 
 
 @pytest.mark.anyio
 @pytest.mark.timeout(20)
-async def test_a_batch_sent_again_after_a_lost_ack_is_stored_once(nats_url, root):
+async def test_a_batch_sent_again_after_a_lost_ack_is_stored_once(events):
     """A re-send keeps the batch's Nats-Msg-Id: the server recognises a copy it already has."""
-    subjects = Subjects(root)
-    nc = await nats.connect(nats_url)
+    nc, subjects = events
     outbox = UsageOutbox(subjects.usage("p"), provider="p")
-    try:
-        await ensure_events_stream(nc, subjects)
-        outbox.put([usage(0), usage(1)])
-        outbox._keep()
-        batch = outbox.unacked[0]
-        assert await outbox.send(nc)
-        outbox.unacked.append(batch)  # as if its ack had been lost: it is sent again as it was
-        outbox.bytes += len(batch.payload)
-        assert await outbox.send(nc)
-        assert outbox.duplicates == 1 and await stored(nc, subjects) == 1
-    finally:
-        await delete_root(nc, root)
-        await nc.close()
+    outbox.put([usage(0), usage(1)])
+    outbox._keep()
+    batch = outbox.unacked[0]
+    assert await outbox.send(nc)
+    outbox.unacked.append(batch)  # as if its ack had been lost: it is sent again as it was
+    outbox.bytes += len(batch.payload)
+    assert await outbox.send(nc)
+    assert outbox.duplicates == 1 and await stored(nc, subjects) == 1
 
 
 @pytest.mark.anyio
 @pytest.mark.timeout(20)
-async def test_a_stopping_provider_sends_what_is_left_within_its_grace(nats_url, root):
-    subjects = Subjects(root)
-    nc = await nats.connect(nats_url)
+async def test_a_stopping_provider_sends_what_is_left_within_its_grace(events, root):
+    nc, subjects = events
     outbox = UsageOutbox(subjects.usage("p"), provider=f"p-{root}")
-    try:
-        await ensure_events_stream(nc, subjects)
-        async with anyio.create_task_group() as tg:
-            async with away(nc, subjects):
-                outbox.put([usage(0)])
-                tg.start_soon(outbox.close, nc, 10.0)
-                await wait_until(lambda: outbox.failed >= 1, what="a first publish unacknowledged")
-            # the stream is back: close's next try gets the ack
-        assert len(outbox) == 0 and outbox.dropped == 0 and await stored(nc, subjects) == 1
-        async with away(nc, subjects):  # still away at the end of the grace: dropped, counted
-            outbox.put([usage(1)])
-            await outbox.close(nc, 0.2)
-        assert outbox.dropped == 1 and metrics.USAGE_DROPPED[(f"p-{root}",)] == 1
-    finally:
-        await delete_root(nc, root)
-        await nc.close()
+    async with anyio.create_task_group() as tg:
+        async with away(nc, subjects):
+            outbox.put([usage(0)])
+            tg.start_soon(outbox.close, nc, 10.0)
+            await wait_until(lambda: outbox.failed >= 1, what="a first publish unacknowledged")
+        # the stream is back: close's next try gets the ack
+    assert len(outbox) == 0 and outbox.dropped == 0 and await stored(nc, subjects) == 1
+    async with away(nc, subjects):  # still away at the end of the grace: dropped, counted
+        outbox.put([usage(1)])
+        await outbox.close(nc, 0.2)
+    assert outbox.dropped == 1 and metrics.USAGE_DROPPED[(f"p-{root}",)] == 1
