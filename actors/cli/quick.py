@@ -57,12 +57,13 @@ def parse_trace(argv: list[str]) -> dict | None:
 
 def _without_rich_tracebacks() -> None:
     """structlog imports rich's traceback module (and pygments with it, ~40 ms) for exceptions in
-    its dev renderer, and ``rich.pretty`` (attrs with it, ~13 ms) for the locals of exceptions in
-    its dict tracebacks; a trace logs none, so structlog is loaded here with both hidden (it then
-    formats exceptions plainly; both stay importable for anything else)."""
+    its dev renderer, ``rich.pretty`` (attrs with it, ~13 ms) for the locals of exceptions in its
+    dict tracebacks, and greenlet (~4 ms) for its deprecated thread-local context; a trace needs
+    none of them, so structlog is loaded here with them hidden (it then formats exceptions plainly;
+    they stay importable for anything else)."""
     if "structlog" in sys.modules:
         return
-    hidden = [name for name in ("rich.traceback", "rich.pretty") if name not in sys.modules]
+    hidden = [name for name in ("rich.traceback", "rich.pretty", "greenlet") if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]
     try:
