@@ -74,7 +74,8 @@ async def measure_layout(url: str, layout: str, plan: Plan, *, paths=PATHS, uvlo
             for role in bare:
                 await tg.start(bare_role, role, url)
             if names:
-                await tg.start(run_actors, build_actors(parse(CONFIG, "actors.bench").check(), names), url)
+                built = build_actors(parse(CONFIG, "actors.bench").check(), names)
+                await tg.start(run_actors, built, url)
         else:
             config = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".toml"))
             config.write(CONFIG)
@@ -101,6 +102,10 @@ async def measure_layout(url: str, layout: str, plan: Plan, *, paths=PATHS, uvlo
         for p, f in results.items():
             rates = ", ".join(f"@{c} {r:,.0f}/s" for c, r in f["asks_per_s"].items())
             progress(f"{layout} {p}: p50 {f['p50_ms']:.3f} ms, p99 {f['p99_ms']:.3f} ms, {rates}")
+        if layout == "one-process" and names:  # usage goes as one acknowledged publish per batch
+            outbox = next(a for a in built if a.name == "provider-zero").events.outbox
+            progress(f"{layout}: usage events {outbox.sent_events:,} in {outbox.sent:,} JetStream publishes "
+                     f"({outbox.sent_events / max(outbox.sent, 1):.1f} per publish), unacknowledged {len(outbox)}")
     return results
 
 

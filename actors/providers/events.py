@@ -130,6 +130,7 @@ class UsageOutbox:
         self.unacked: deque[_Batch] = deque()  # sent, no PubAck yet: sent again as they are
         self.bytes = 0  # of the unacked batches
         self.sent = 0  # batches acknowledged (or published plain)
+        self.sent_events = 0  # the usage events in them
         self.failed = 0  # publishes not acknowledged (each batch is sent again)
         self.duplicates = 0  # re-sends the server already had (an ack lost on the way)
         self.dropped = 0  # usage events given up
@@ -173,6 +174,7 @@ class UsageOutbox:
                 self.bytes -= len(batch.payload)
                 await nc.publish(self.subject, batch.payload)
                 self.sent += 1
+                self.sent_events += batch.count
             return True
         if self._js_of is not nc:
             self._js, self._js_of = nc.jetstream(), nc
@@ -194,6 +196,7 @@ class UsageOutbox:
             self.unacked.popleft()
             self.bytes -= len(batch.payload)
             self.sent += 1
+            self.sent_events += batch.count
             if self.waiting:  # arrived during the round trip: the next batch
                 self._keep()
         return True
