@@ -162,3 +162,26 @@ async def test_a_stopping_provider_sends_what_is_left_within_its_grace(events, r
         outbox.put([usage(1)])
         await outbox.close(nc, 0.2)
     assert outbox.dropped == 1 and metrics.USAGE_DROPPED[(f"p-{root}",)] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(20)
+async def test_without_jetstream_at_setup_usage_goes_as_plain_publishes(events):
+    """``acked=False`` (the provider's setup found no JetStream): nothing would ever acknowledge,
+    so the batch is published plain and not kept."""
+    nc, subjects = events
+    got: list[bytes] = []
+
+    async def seen(msg) -> None:
+        got.append(msg.data)
+
+    sub = await nc.subscribe(subjects.usage("p"), cb=seen)
+    await nc.flush()
+    outbox = UsageOutbox(subjects.usage("p"), provider="p")
+    outbox.acked = False
+    async with away(nc, subjects):  # no stream answers: a plain publish still reaches subscribers
+        outbox.put([usage(0), usage(1)])
+        assert await outbox.send(nc)
+        await wait_until(lambda: len(got) == 1, what="the batch on the subject")
+    await sub.unsubscribe()
+    assert len(outbox) == 0 and outbox.sent_events == 2 and outbox.failed == 0

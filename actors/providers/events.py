@@ -170,9 +170,13 @@ class UsageOutbox:
             return False
         if not self.acked:
             while self.unacked:
-                batch = self.unacked.popleft()
+                batch = self.unacked[0]
+                try:
+                    await nc.publish(self.subject, batch.payload)
+                except Exception:  # the connection went away meanwhile: again later
+                    return False
+                self.unacked.popleft()
                 self.bytes -= len(batch.payload)
-                await nc.publish(self.subject, batch.payload)
                 self.sent += 1
                 self.sent_events += batch.count
             return True
