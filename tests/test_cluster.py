@@ -39,14 +39,17 @@ async def test_replicate_raises_replicas_of_a_roots_buckets_without_losing_a_key
     import nats
 
     from bus import cluster as placement
-    from bus.streams import delete_root, ensure_kv
+    from bus.deadline import now
+    from bus.streams import delete_root, ensure_kv, retrying
 
     nc = await nats.connect(cluster.urls)  # a plain connection: what it creates has 1 replica
     try:
         with anyio.fail_after(20):
             kv = await ensure_kv(nc, Subjects(root).bucket("cost"))
+            # a new stream's interest reaches the other servers a moment later: its first puts may
+            # meet "no responders" (the actors' KV calls retry the same way)
             for i in range(50):
-                await kv.put(f"ledger.{i}", b"%d" % i)
+                await retrying(lambda i=i: kv.put(f"ledger.{i}", b"%d" % i), deadline=now() + 10)
             done = await placement.replicate(nc, root, 3)
             assert [(b.replicas, a.replicas, b.messages, a.messages) for b, a in done] == [(1, 3, 50, 50)]
             assert len(done[0][1].peers) == 3 and all(p.current for p in done[0][1].peers)
