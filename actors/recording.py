@@ -4,7 +4,7 @@ tree, the list of recent asks, and replay under an isolated root (``llmbus trace
 Both streams are read with ephemeral pull consumers (DESIGN §4: a push consumer under a captured
 subject is refused), acknowledging nothing. JetStream cannot filter on a header, so the reader
 scans the window (``since``) and keeps the messages whose ``Llm-Ask-Id`` is the ask's; a reply
-carries its request's ask id, call id and subject (``bus.endpoint.RECORDING``), which pairs it
+carries its request's ask id, call id and subject (``bus.subjects.Subjects.recording``), which pairs it
 with its request. Times are the server's store times, one clock for every actor: a trace works
 after every actor restarted.
 """
@@ -114,7 +114,7 @@ async def read(nc: NATS, stream: str, *, since_s: float | None = None, batch: in
 
 def pair(rec: Rec, asked: dict[str, Rec]) -> None:
     """A bare reply gets its request's ask id and subject (the request named the reply subject in
-    ``Llm-Reply``: ``bus.endpoint.RECORDING``), as if it had carried them (older recordings did)."""
+    ``Llm-Reply``: ``bus.subjects.Subjects.recording``), as if it had carried them (older recordings did)."""
     hdrs = rec.headers
     reply = hdrs.get(REPLY_HEADER)
     if reply is not None:

@@ -138,11 +138,9 @@ def build_actor(name: str, settings: Settings) -> Actor:
     """One actor by name: a key of ``BUILDERS`` (``router``, ``health``, ``cost``, ``cache``) or
     ``provider.<name>``; ``KeyError`` for any other name. A provider whose API key is not set raises
     ``ConfigError`` naming the variable."""
-    if settings.recording() != "off":  # replies carry their ask id, so the recording pairs them (bus.endpoint)
-        from bus import endpoint
-
-        endpoint.RECORDING = True
-    common = dict(subjects=Subjects(settings.bus.root), default_budget_ms=settings.bus.default_budget_ms,
+    # a recorded root: requests name their reply subject, replies their request (bus.subjects)
+    subjects = Subjects(settings.bus.root, recording=settings.recording() != "off")
+    common = dict(subjects=subjects, default_budget_ms=settings.bus.default_budget_ms,
                   stop_grace_s=settings.bus.stop_grace_s, connect_options=settings.bus.connect_options())
     if name.startswith("provider."):
         return _provider(name.removeprefix("provider."), settings, common)

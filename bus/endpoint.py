@@ -45,11 +45,10 @@ from bus.subjects import Service, Subjects
 
 log = structlog.get_logger("llmbus.endpoint")
 
-# With recording on (``[record]``; ``actors.stack`` sets it), a request this process sends names its
-# reply subject (``Llm-Reply``), so the recording pairs the reply with it and the reply stays bare
-# (headers cost nats-py ~25 µs a message here); a reply to a request that does not (a client's ask)
-# carries its request's ask id, call id and subject instead. Off, nothing is added anywhere.
-RECORDING = False
+# Under a recorded root (``Subjects.recording``) a request names its reply subject (``Llm-Reply``), so
+# the recording pairs the reply with it and the reply stays bare (headers cost nats-py ~25 µs a
+# message here); a reply to a request that does not (a client's ask) carries its request's ask id,
+# call id and subject instead. Not recorded, nothing is added anywhere.
 REPLY_HEADER = "Llm-Reply"  # on a request sent while recording: its reply subject
 RE_HEADER = "Llm-Re"  # the request's subject, on a recorded reply
 CALL_ID_HEADER = "Llm-Call-Id"
@@ -145,6 +144,8 @@ class Endpoint:
     # how to rank a request when the actor is full and has a queue (``actors.admission``): higher
     # is served first; None: a full actor refuses this endpoint's requests at once
     priority: Callable[[Msg], int] | None = None
+    # its root is recorded (``Subjects.recording``): a reply names the request it answers
+    recording: bool = False
     # statistics for NATS micro $SRV.STATS
     num_requests: int = 0
     num_errors: int = 0
@@ -159,7 +160,8 @@ class Endpoint:
     def serving(cls, row: Service, subjects: Subjects, handler: Handler, *, name: str = "") -> Endpoint:
         """The endpoint of an RPC-table row (``bus.subjects``): its subject, queue and request type."""
         return cls(name=row.name, subject=row.subject(subjects, name), queue=row.queue_for(name),
-                   request_type=row.request, handler=handler, streaming=row.streaming)
+                   request_type=row.request, handler=handler, streaming=row.streaming,
+                   recording=subjects.recording)
 
     def statistics(self) -> EndpointStatistics:
         return EndpointStatistics(
@@ -211,7 +213,7 @@ class Endpoint:
         self.processing_time_ns += time.perf_counter_ns() - started
         if msg.reply and not nc.is_closed:
             hdrs = None
-            if RECORDING and ctx.ask_id and REPLY_HEADER not in ctx.headers:  # else the request pairs it
+            if self.recording and ctx.ask_id and REPLY_HEADER not in ctx.headers:  # else the request pairs it
                 hdrs = {ASK_ID_HEADER: ctx.ask_id, RE_HEADER: msg.subject}
                 if ctx.call_id:
                     hdrs[CALL_ID_HEADER] = ctx.call_id

@@ -168,7 +168,7 @@ class Rpc:
         self._pending[token] = fut
         hdrs = headers_for(deadline, ask_id)
         reply = self._prefix + token
-        if endpoint.RECORDING and ask_id:  # the recording pairs the (bare) reply with this request
+        if self.subjects.recording and ask_id:  # the recording pairs the (bare) reply with this request
             hdrs[endpoint.REPLY_HEADER] = reply
         if headers:
             hdrs.update(headers)

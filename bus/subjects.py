@@ -66,6 +66,11 @@ def check_token(value: str, what: str) -> str:
 @dataclass(frozen=True)
 class Subjects:
     root: str = "llm"
+    # the root is recorded (``[record]`` not "off"; ``actors.stack`` says so): a request sent under it
+    # names its reply subject (``Llm-Reply``), so the recording pairs the reply with it and the reply
+    # stays bare; a reply to a request that does not (a client's ask) carries its request's ask id,
+    # call id and subject instead. Not part of a Subjects' identity: the subjects are the same.
+    recording: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         check_token(self.root, "subject root")

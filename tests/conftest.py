@@ -70,18 +70,6 @@ def _remove_cache_dir() -> Iterator[None]:
     shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
-@pytest.fixture(autouse=True)
-def _recording_switch_off() -> Iterator[None]:
-    """``bus.endpoint.RECORDING`` is process-wide (one process, one config): a test whose stack
-    records turns it on for every test after it in this process. Each test starts with it off; a
-    recording stack built in the test turns it on again."""
-    from bus import endpoint
-
-    endpoint.RECORDING = False
-    yield
-    endpoint.RECORDING = False
-
-
 @dataclass
 class Stack:
     url: str

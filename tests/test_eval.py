@@ -78,24 +78,19 @@ async def test_eval_from_recordings_compares_strategies_without_live_calls(stack
     """A live consensus run is recorded; then single (the first provider, ``negative``: 4 of 10) and
     consensus (``positive`` 2 to 1: 6 of 10) are evaluated from the recording with the providers stopped."""
     from actors.cli.evaluate import from_recordings, load_dataset
-    from bus import endpoint
 
     config = tmp_path / "llmbus.toml"
     config.write_text(f'[bus]\nroot = "{root}"\nnats_url = "{nats_url}"\n' + VOTERS)
-    was = endpoint.RECORDING
-    try:
-        async with stack(VOTERS) as s:
-            done = await anyio.to_thread.run_sync(lambda: subprocess.run(
-                [str(LLMBUS), "eval", str(DATASET), "--json"], env=cli_env(LLMBUS_CONFIG=str(config)),
-                capture_output=True, text=True, timeout=20))
-            assert done.returncode == 0, done.stderr
-            assert json.loads(done.stdout)["default"]["accuracy"] == {"label": 0.6}
-            for name in ("provider.neg", "provider.pos1", "provider.pos2"):
-                s.actor(name).stop()  # from here on nothing may reach a provider
-            items = load_dataset(DATASET) + [{"prompt": "never recorded", "label": "positive"}]
-            report = await from_recordings(s.client, s.settings, items, ["single", "consensus"], url=nats_url)
-    finally:
-        endpoint.RECORDING = was
+    async with stack(VOTERS) as s:
+        done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [str(LLMBUS), "eval", str(DATASET), "--json"], env=cli_env(LLMBUS_CONFIG=str(config)),
+            capture_output=True, text=True, timeout=20))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["default"]["accuracy"] == {"label": 0.6}
+        for name in ("provider.neg", "provider.pos1", "provider.pos2"):
+            s.actor(name).stop()  # from here on nothing may reach a provider
+        items = load_dataset(DATASET) + [{"prompt": "never recorded", "label": "positive"}]
+        report = await from_recordings(s.client, s.settings, items, ["single", "consensus"], url=nats_url)
     single, consensus = report["single"], report["consensus"]
     assert single["recorded"] == consensus["recorded"] == 10 and single["coverage"] == round(10 / 11, 4)
     assert single["accuracy"] == {"label": round(4 / 11, 4)} and single["calls_per_ask"] == 1.0

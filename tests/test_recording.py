@@ -9,7 +9,6 @@ import pytest
 
 from actors import recording
 from actors.replay import replay
-from bus import endpoint
 from bus import messages as m
 from bus.errors import LlmError
 from bus.subjects import Subjects
@@ -37,13 +36,6 @@ sampling = "all"
 max_age_s = 600.0
 max_bytes = 8388608
 """
-
-
-@pytest.fixture(autouse=True)
-def _recording_flag():
-    was = endpoint.RECORDING
-    yield
-    endpoint.RECORDING = was
 
 
 @pytest.mark.timeout(30)

@@ -5,9 +5,9 @@ Three stacks in this process, each a router and the ``zero``/``fail`` mock provi
 ``BENCH_REC_ALL_RECORD`` captures every request and reply, and replies carry their ask id
 headers) and ``bench-rec-errors`` (``"errors"``: the router's recorder keeps a window per ask and
 writes nothing, as every ask is answered). Paths ``single off|all|errors`` and ``failover …``
-(failover: ``fail`` then ``zero``) take turns (``actors.bench.measure``). Reply headers are a
-process-wide switch (``bus.endpoint.RECORDING``), so each path's send sets it for its own asks (a
-throughput run is one path at a time).
+(failover: ``fail`` then ``zero``) take turns (``actors.bench.measure``). Whether requests and
+replies carry the recording's headers is a property of each root (``Subjects.recording``): the
+clients here know none, as any client, so the routers' replies to them name their asks.
 
 Then, on what ``all`` recorded (thousands of asks): ``llmbus trace`` of one ask as a person runs it
 (a new process: start, imports, lookup, render; the best and the median of ``TRACE_RUNS``) and in
@@ -31,7 +31,6 @@ from contextlib import AsyncExitStack
 import anyio
 from rich.console import Console
 
-from bus import endpoint
 from bus import messages as m
 from bus.client import Client
 from actors.bench.measure import (
@@ -54,16 +53,7 @@ def describe(plan: Plan) -> None:
     return None
 
 
-def _switched(send: Send, on: bool) -> Send:
-    async def go() -> bool:
-        endpoint.RECORDING = on
-        return await send()
-
-    return go
-
-
 async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) -> dict:
-    was = endpoint.RECORDING
     try:
         async with AsyncExitStack() as stack:
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -78,16 +68,14 @@ async def run(url: str, plan: Plan = FULL, progress: Progress = lambda s: None) 
                 client = await stack.enter_async_context(Client(url, root=root, name=f"bench-rec-{mode}"))
                 single = m.Ask(id="", messages=PROMPT, strategy="single", providers=["zero"])
                 failover = m.Ask(id="", messages=PROMPT, strategy="failover", providers=["fail", "zero"])
-                sends[f"single {mode}"] = _switched(client_send(client, single, route_is(("zero", "ok"))), mode != "off")
-                sends[f"failover {mode}"] = _switched(client_send(client, failover), mode != "off")
+                sends[f"single {mode}"] = client_send(client, single, route_is(("zero", "ok")))
+                sends[f"failover {mode}"] = client_send(client, failover)
             sends = {p: sends[p] for p in PATHS}
             progress("record: ready (recording off vs all); measuring")
             paths = await measure(sends, plan, lambda s: progress(f"record: {s}"))
-            endpoint.RECORDING = True
             progress("record: trace of one ask, replay of the last asks (from the `all` recording)")
             after = await trace_and_replay(url, settings_of["all"])
     finally:
-        endpoint.RECORDING = was
         await drop_jetstream(url, list(ROOTS.values()))
     ratios = {kind: over(flat(paths[f"{kind} all"]), flat(paths[f"{kind} off"])) for kind in ("single", "failover")}
     errors = {kind: over(flat(paths[f"{kind} errors"]), flat(paths[f"{kind} off"])) for kind in ("single", "failover")}
