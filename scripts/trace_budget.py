@@ -35,7 +35,7 @@ def child(ask_id: str, config: str | None) -> None:
 
     from actors import recording
     from actors.cli.common import Options, out, with_client
-    from actors.cli.trace_tree import render
+    from actors.trace_tree import render
     from bus.subjects import Subjects
     mark("imports")
     opts = Options(config=Path(config) if config else None)

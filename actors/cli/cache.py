@@ -27,7 +27,7 @@ def cache_stats(
 ) -> None:
     """Entries and size on disk; hits, misses, coalesced asks and stores per namespace (since start),
     summed over every copy of the cache actor."""
-    from actors.cli.copies import fleet_cache
+    from actors.copies import fleet_cache
 
     report = on_fleet(load_settings(ctx, config, nats_url), fleet_cache, json_out=json_out)
     if printed_as_json(report, json_out, "cache"):

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, err, group, load_settings, on_fleet, out, print_json
 from bus import messages as m
-from actors.cli.copies import fleet_health
+from actors.copies import fleet_health
 
 app = group()
 

@@ -58,7 +58,7 @@ def status(
     settings = load_settings(ctx, config, nats_url)
     from actors.cli.fleet import discover
 
-    from actors.cli.copies import fleet_cache, fleet_health
+    from actors.copies import fleet_cache, fleet_health
 
     strategy = service(CONTROL_STRATEGY, m.StrategyQuery(), budget_ms=500)
 

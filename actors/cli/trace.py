@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from actors.cli.common import ConfigOpt, JsonOpt, UrlOpt, group, iso, load_settings, on_fleet, out, print_json, write_out
-from actors.cli.trace_tree import render, show_trace  # noqa: F401 — render: the gateway's dashboard draws it too
+from actors.cli.trace_tree import show_trace
 from bus.subjects import Subjects
 
 app = group()

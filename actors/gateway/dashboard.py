@@ -206,7 +206,7 @@ class Dashboard:
         self._notify()
 
     async def _poll_health(self, fleet) -> None:
-        from actors.cli.copies import fleet_health
+        from actors.copies import fleet_health
 
         while True:
             try:
@@ -219,7 +219,7 @@ class Dashboard:
             await anyio.sleep(POLL_HEALTH_S)
 
     async def _poll_reports(self, fleet) -> None:
-        from actors.cli.copies import fleet_cache
+        from actors.copies import fleet_cache
 
         while True:
             try:

@@ -49,7 +49,7 @@ def _tree_html(tr) -> str:
     """The tree ``llmbus trace`` prints, as HTML (rich's own export, colours kept)."""
     from rich.console import Console
 
-    from actors.cli.trace import render
+    from actors.trace_tree import render
 
     console = Console(record=True, width=140, file=io.StringIO(), color_system="truecolor")
     console.print(render(tr))
