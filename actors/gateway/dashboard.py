@@ -17,7 +17,8 @@ Where the figures come from (nothing here imports another actor's state):
   ``<root>.ask.stream``) and their final replies (a subscription per asking client's reply prefix,
   not every reply of the fleet), watched only while someone looks at the page (an SSE stream is open,
   or the state was read in the last ``LINGER_S``): receiving every ask costs the process real time,
-  so nobody pays for it when nobody looks.
+  so nobody pays for it when nobody looks. The health, cost, cache and strategy reports are polled
+  only then too (a page that opens gets them at once): a gateway nobody looks at asks the fleet nothing.
 
 ``guard``, when given, is awaited with each request and may return a Response (401/403) to refuse it:
 the gateway passes its key check, so the dashboard follows the API's key rules.
@@ -209,6 +210,7 @@ class Dashboard:
         from actors.copies import fleet_health
 
         while True:
+            await self._until_watched()  # nobody looks: the fleet is not asked (the KV watch goes on)
             try:
                 report = await fleet_health(fleet, m.HealthQuery())
                 if isinstance(report, m.HealthReport):
@@ -222,6 +224,7 @@ class Dashboard:
         from actors.copies import fleet_cache
 
         while True:
+            await self._until_watched()
             try:
                 day = today(self.clock())
                 cost = await fleet.rpc.service(COST_REPORT, m.CostQuery(by="tier", since=day, until=day),
@@ -244,14 +247,17 @@ class Dashboard:
 
     def _looked_now(self) -> None:
         self._looked = monotonic()
-        self._look.set()
+        look, self._look = self._look, anyio.Event()  # wakes every waiter; the next wait takes a new one
+        look.set()
+
+    async def _until_watched(self) -> None:
+        while not self._watched():
+            await self._look.wait()
 
     async def _watch_traffic(self) -> None:
         """Subscribe to asks and replies while the page is watched; unsubscribe when nobody looks."""
         while True:
-            if not self._watched():
-                self._look = anyio.Event()
-                await self._look.wait()
+            await self._until_watched()
             subs = []
             try:
                 for subject in (self.subjects.ask, self.subjects.ask_stream):
